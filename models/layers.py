@@ -1,0 +1,218 @@
+"""Layers that control the spectral bias of a Deep Image Prior network.
+
+Shi, Mettes, Maji, Snoek, "On Measuring and Controlling the Spectral Bias of the Deep Image
+Prior", IJCV 2022 (Sec. 4): a Lipschitz-controlled convolution bounds the largest singular value
+of every conv, a Gaussian-controlled upsampling replaces learned/bilinear upsampling with a fixed
+low-pass transposed conv, and normalisations without (or with bounded) scaling keep the bound.
+
+Every normalisation here uses **per-sample** statistics: samples of a batch never mix, so a batch
+can hold independent fits (several images or restarts) and give the same numbers as separate runs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def sigma_max(weights: torch.Tensor, method: str = "svdvals") -> torch.Tensor:
+    """Exact largest singular value of each matrix in ``weights`` (..., rows, cols).
+
+    ``svdvals``: ``torch.linalg.svdvals`` (the reference).  ``eigvalsh``: square root of the
+    largest eigenvalue of the smaller Gram matrix ``W Wᵀ`` (or ``Wᵀ W``), which equals σ_max² and
+    is much cheaper for the wide (out, in·k·k) matrices of a conv.  Power iteration is not offered:
+    the authors found it inaccurate (paper Sec. 4.1).  The result carries no gradient.
+    """
+    w = weights.detach()
+    if method == "svdvals":
+        return torch.linalg.svdvals(w.float())[..., 0]
+    if method == "eigvalsh":
+        w = w.double() if w.device.type == "cpu" else w.float()
+        gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
+        return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt().float()
+    raise ValueError(f"unknown sigma method {method!r} (svdvals | eigvalsh)")
+
+
+class LipschitzConv2d(nn.Conv2d):
+    """Convolution with a bounded Lipschitz constant (paper Eq. 5).
+
+    ``W_eff = W / max(1, σ_max(W) / λ)`` where σ_max is the exact largest singular value of ``W``
+    reshaped to ``(out, in·k·k)``, recomputed at every forward and treated as a constant in the
+    backward pass (as in the authors' code).  ``ln_lambda`` None or 0 disables the control (a plain
+    conv).  ``pad`` is ``reflection`` or ``zero`` ('same' padding for odd kernels).
+    """
+
+    sigma_method = "svdvals"  # class-wide default; the fit loop may switch it (both are exact)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True,
+                 ln_lambda: float | None = None, pad: str = "reflection"):
+        if pad not in ("reflection", "zero"):
+            raise ValueError(f"pad must be 'reflection' or 'zero', got {pad!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=(kernel_size - 1) // 2, bias=bias,
+                         padding_mode="reflect" if pad == "reflection" else "zeros")
+        self.ln_lambda = float(ln_lambda) if ln_lambda else None
+        self._sigma = None  # σ_max handed in by ControlledNet's grouped computation
+
+    @property
+    def controlled(self) -> bool:
+        return self.ln_lambda is not None
+
+    def effective_weight(self, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.controlled:
+            return self.weight
+        if sigma is None:
+            sigma = sigma_max(self.weight.flatten(1), self.sigma_method)
+        return self.weight / torch.clamp(sigma / self.ln_lambda, min=1.0)
+
+    def forward(self, x):
+        sigma, self._sigma = self._sigma, None
+        w = self.effective_weight(sigma)
+        p = self.padding[0]
+        if self.padding_mode == "reflect" and p and min(x.shape[-2:]) <= p:
+            # a map too small to reflect (the 1×1 code of a 32×32 image): replicate instead
+            x = F.pad(x, (p, p, p, p), mode="replicate")
+            return F.conv2d(x, w, self.bias, self.stride)
+        return self._conv_forward(x, w, self.bias)
+
+
+class GaussianUpsample(nn.Module):
+    """Gaussian-controlled ×2 upsampling (paper Sec. 4.2): a fixed depthwise transposed conv.
+
+    Kernel 5×5, stride 2, padding 2, output_padding 1, ``k(i,j) ∝ exp(-(d_i² + d_j²)/(2σ²))``
+    with ``d_i = (i − 3)/2`` for i = 1..5, normalised to sum 1.  With ``gain='faithful'`` (the
+    authors' construction) a constant input of 1 gives an output of mean 1/4, since each output
+    pixel collects only every other tap; ``gain='unit'`` multiplies by 4 so the DC gain is 1.
+    A small σ (0.1) is practically zero insertion, a large one a smooth interpolation.
+    """
+
+    def __init__(self, channels: int, sigma: float, gain: str = "faithful"):
+        super().__init__()
+        if gain not in ("faithful", "unit"):
+            raise ValueError(f"gain must be 'faithful' or 'unit', got {gain!r}")
+        self.sigma, self.gain = float(sigma), gain
+        d = (torch.arange(1, 6, dtype=torch.float64) - 3) / 2
+        g = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * self.sigma ** 2))
+        k = g / g.sum() * (4.0 if gain == "unit" else 1.0)
+        self.register_buffer("kernel", k.float().expand(channels, 1, 5, 5).clone())
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=2, padding=2,
+                                  output_padding=1, groups=x.shape[1])
+
+
+class MeanOnlyNorm(nn.Module):
+    """Mean-only normalisation (the paper code's default norm): ``y = x − mean_{H,W}(x) + β``.
+
+    The mean is taken per sample and per channel; there is no scaling, so the Lipschitz bound of
+    the convolutions is not undone.  One learned bias per channel.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return x - x.mean(dim=(2, 3), keepdim=True) + self.bias.view(1, -1, 1, 1)
+
+
+class SampleBatchNorm2d(nn.Module):
+    """Batch norm with per-sample statistics: ``y = γ (x − μ) / sqrt(σ² + eps) + β``.
+
+    μ, σ² are each sample's channel mean and (biased) variance over H, W.  For a batch of one
+    (every DIP fit) this equals ``nn.BatchNorm2d`` in training mode, which is how DIP always runs
+    its net; unlike it, samples of a batch never mix and there are no running statistics.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def _scale(self, var):  # (B, C, 1, 1) -> effective γ per sample
+        return self.weight.view(1, -1, 1, 1).expand_as(var)
+
+    def forward(self, x):
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        inv_std = torch.rsqrt(var + self.eps)
+        return (x - mean) * inv_std * self._scale(var) + self.bias.view(1, -1, 1, 1)
+
+
+class LipschitzBatchNorm2d(SampleBatchNorm2d):
+    """Batch norm whose Lipschitz constant is bounded by ``norm_lambda`` (Gouk et al. 2021).
+
+    The layer is the affine map ``x ↦ γ_c x / sqrt(σ_c² + eps) + const`` with constant
+    ``L = max_c |γ_c| / sqrt(σ_c² + eps)``; γ is rescaled by ``1 / max(1, L / λ)`` (per sample,
+    from that sample's statistics, treated as a constant in the backward pass).
+    """
+
+    def __init__(self, channels: int, norm_lambda: float = 1.0, eps: float = 1e-5):
+        super().__init__(channels, eps)
+        self.norm_lambda = float(norm_lambda)
+
+    def _scale(self, var):
+        gain = self.weight.abs().view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)
+        lip = gain.amax(dim=1, keepdim=True).detach()
+        return self.weight.view(1, -1, 1, 1) / torch.clamp(lip / self.norm_lambda, min=1.0)
+
+
+def make_norm(kind: str, channels: int, norm_lambda: float | None = None) -> nn.Module:
+    if kind == "mean_only":
+        return MeanOnlyNorm(channels)
+    if kind == "batch":
+        return SampleBatchNorm2d(channels)
+    if kind == "lipschitz_batch":
+        return LipschitzBatchNorm2d(channels, norm_lambda if norm_lambda else 1.0)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r} (mean_only | batch | lipschitz_batch | none)")
+
+
+def make_upsample(kind: str, channels: int, sigma: float = 0.5, gain: str = "faithful"):
+    """×2 upsampling: ``nearest``, ``bilinear`` (align_corners=False, as nn.Upsample),
+    ``gaussian`` (fixed, see GaussianUpsample) or ``deconv`` (learned 4×4 stride-2)."""
+    if kind in ("nearest", "bilinear"):
+        return nn.Upsample(scale_factor=2, mode=kind)
+    if kind == "gaussian":
+        return GaussianUpsample(channels, sigma, gain)
+    if kind == "deconv":
+        return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
+    raise ValueError(f"unknown upsample {kind!r} (nearest | bilinear | deconv | gaussian)")
+
+
+def kaiming_init_(conv: nn.Conv2d) -> nn.Conv2d:
+    """The authors' conv init: Kaiming uniform, a = 0, fan_in (bias keeps PyTorch's default)."""
+    nn.init.kaiming_uniform_(conv.weight, a=0, mode="fan_in")
+    return conv
+
+
+def lipschitz_convs(net: nn.Module):
+    """(name, module) of every controlled conv in ``net``."""
+    return [(n, m) for n, m in net.named_modules()
+            if isinstance(m, LipschitzConv2d) and m.controlled]
+
+
+def refresh_sigmas(convs, method: str | None = None) -> None:
+    """Compute σ_max of all controlled convs with one call per group of same-shaped weights and
+    hand each conv its value for its next forward (a stacked ``svdvals`` beats 12 small ones)."""
+    groups: dict[tuple, list] = {}
+    for m in convs:
+        groups.setdefault(tuple(m.weight.shape), []).append(m)
+    for mods in groups.values():
+        stacked = torch.stack([m.weight.flatten(1) for m in mods])
+        sig = sigma_max(stacked, method or LipschitzConv2d.sigma_method)
+        for i, m in enumerate(mods):
+            m._sigma = sig[i]
+
+
+@torch.no_grad()
+def spectral_norms(net: nn.Module) -> dict[str, float]:
+    """σ_max of the *effective* weight of every controlled conv, exact (svdvals), on the host."""
+    return {name: float(torch.linalg.svdvals(m.effective_weight().flatten(1).float())[0])
+            for name, m in lipschitz_convs(net)}
+
+
+__all__ = ["sigma_max", "LipschitzConv2d", "GaussianUpsample", "MeanOnlyNorm",
+           "SampleBatchNorm2d", "LipschitzBatchNorm2d", "make_norm", "make_upsample",
+           "kaiming_init_", "lipschitz_convs", "refresh_sigmas", "spectral_norms"]

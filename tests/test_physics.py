@@ -1,0 +1,170 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from utils.metrics import psnr
+from utils.physics import (DownsampleTerm, IdentityTerm, MaskedTerm, add_gaussian_noise,
+                           bernoulli_mask, bicubic_upscale, downsample, enhance, jpeg_compress,
+                           lanczos_kernel, pil_downscale)
+
+
+def _img_uint8(h=32, w=40, seed=0):
+    rs = np.random.RandomState(seed)
+    base = np.kron(rs.randint(0, 256, (h // 8, w // 8, 3)), np.ones((8, 8, 1)))
+    return np.clip(base + rs.randint(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------- degradations
+def test_bernoulli_mask_matches_global_seed_rule():
+    state = np.random.get_state()
+    try:
+        for seed, rate, (h, w) in [(100, 0.5, (37, 53)), (7, 0.9, (16, 16))]:
+            np.random.seed(seed)
+            ref = np.random.random_sample(size=(1, h, w)) > rate
+            m = bernoulli_mask(h, w, rate=rate, seed=seed)
+            assert m.dtype == bool and m.shape == (1, h, w)
+            assert np.array_equal(m, ref)
+    finally:
+        np.random.set_state(state)
+    before = np.random.get_state()[1].copy()
+    m = bernoulli_mask(128, 128)
+    assert np.array_equal(np.random.get_state()[1], before)  # global state untouched
+    assert abs(m.mean() - 0.5) < 0.02
+
+
+def test_gaussian_noise_numpy_and_torch():
+    x = np.full((3, 8, 9), 0.5, dtype=np.float32)
+    y = add_gaussian_noise(x, 25, seed=0)
+    ref = np.clip(x + np.random.RandomState(0).normal(0, 25 / 255, x.shape), 0, 1)
+    assert y.dtype == np.float32 and np.allclose(y, ref, atol=1e-6)
+    assert np.array_equal(y, add_gaussian_noise(x, 25, seed=0))
+    assert abs(np.std(y - x) - 25 / 255) < 0.02
+    yt = add_gaussian_noise(torch.from_numpy(x), 25, seed=0)
+    assert isinstance(yt, torch.Tensor) and np.allclose(yt.numpy(), y, atol=1e-6)
+    assert add_gaussian_noise(np.ones((2, 2)), 200, seed=1).max() <= 1
+
+
+def test_jpeg_deterministic_and_matches_manual_pillow():
+    img = _img_uint8()
+    a, b = jpeg_compress(img, 10), jpeg_compress(img, 10)
+    assert a.dtype == np.uint8 and a.shape == img.shape and np.array_equal(a, b)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=10, optimize=True, progressive=True)
+    manual = np.array(Image.open(io.BytesIO(buf.getvalue())))
+    to_t = lambda u: torch.from_numpy(u).permute(2, 0, 1)[None].float() / 255
+    assert torch.allclose(psnr(to_t(a), to_t(img)), psnr(to_t(manual), to_t(img)))
+    assert np.array_equal(a, manual)
+    assert psnr(to_t(jpeg_compress(img, 90)), to_t(img)) > psnr(to_t(a), to_t(img))
+    for q in [0, 101, 50.0, True, "50"]:
+        with pytest.raises(ValueError):
+            jpeg_compress(img, q)
+
+
+def test_pil_resize_helpers():
+    img = _img_uint8(32, 40)
+    lr = pil_downscale(img, 4)
+    assert lr.shape == (8, 10, 3) and lr.dtype == np.uint8
+    assert np.array_equal(lr, np.array(Image.fromarray(img).resize((10, 8), Image.LANCZOS)))
+    up = bicubic_upscale(lr, 4)
+    assert up.shape == img.shape and up.dtype == np.uint8
+
+
+def test_enhance_formula_both_variants():
+    x = np.array([0.2, 0.5, 0.9, 0.6])
+    base = np.array([0.3, 0.4, 0.5, 0.6])
+    # detail x - base = [-0.1, 0.1, 0.4, 0.0]
+    np.testing.assert_allclose(enhance(x, base, 1.0), [0.2, 0.6, 1.0, 0.6], atol=1e-12)
+    np.testing.assert_allclose(enhance(x, base, 2.0, signed=True), [0.0, 0.7, 1.0, 0.6], atol=1e-12)
+    t = enhance(torch.tensor(x), torch.tensor(base), 2.0, signed=True)
+    assert isinstance(t, torch.Tensor) and np.allclose(t.numpy(), [0.0, 0.7, 1.0, 0.6], atol=1e-12)
+
+
+# ----------------------------------------------------------------- Lanczos downsampler
+@pytest.mark.parametrize("f", [2, 4, 8])
+def test_lanczos_kernel_and_downsample(f):
+    k = lanczos_kernel(f)
+    assert k.shape == (4 * f, 4 * f)
+    assert abs(k.sum().item() - 1) < 1e-6
+    assert torch.allclose(k, k.T) and torch.allclose(k, k.flip(0)) and torch.allclose(k, k.flip(1))
+    x = torch.full((2, 3, 16 * f, 8 * f), 0.37)
+    y = downsample(x, f)
+    assert y.shape == (2, 3, 16, 8)
+    assert (y - 0.37).abs().max() < 1e-6
+
+
+def test_lanczos_kernel_value():
+    # f = 2: d = [1.75, 1.25, .75, .25, .25, .75, 1.25, 1.75]
+    d = np.array([1.75, 1.25, 0.75, 0.25, 0.25, 0.75, 1.25, 1.75])
+    L = 2 * np.sin(np.pi * d) * np.sin(np.pi * d / 2) / (np.pi ** 2 * d ** 2)
+    ref = np.outer(L, L) / np.outer(L, L).sum()
+    assert np.allclose(lanczos_kernel(2).numpy(), ref, atol=1e-7)
+
+
+def test_downsample_is_depthwise():
+    x = torch.zeros(1, 3, 16, 16)
+    x[:, 1] = torch.rand(16, 16)
+    y = downsample(x, 4)
+    assert y[:, 0].abs().max() == 0 and y[:, 2].abs().max() == 0 and y[:, 1].abs().max() > 0
+
+
+# ----------------------------------------------------------------- data terms
+def test_identity_term_batched():
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(2, 3, 8, 8, generator=g)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    t = IdentityTerm(y)
+    assert torch.equal(t(x), x)
+    loss = t.loss(x)
+    assert loss.shape == (2,)
+    for b in range(2):
+        single = IdentityTerm(y[b:b + 1]).loss(x[b:b + 1])
+        assert torch.allclose(loss[b], single[0])
+        assert torch.allclose(loss[b], ((x[b] - y[b]) ** 2).mean())
+    assert torch.allclose(t.psnr_obs(x), psnr(x, y))
+
+
+def test_masked_term_ignores_unknown_pixels():
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 3, 10, 12, generator=g)
+    mask = torch.from_numpy(bernoulli_mask(10, 12, 0.5, seed=3))[None]  # (1,1,H,W) bool
+    t = MaskedTerm(y, mask)
+    x = torch.rand(2, 3, 10, 12, generator=g, requires_grad=True)
+    loss = t.loss(x)
+    assert loss.shape == (2,)
+    loss.sum().backward()
+    unknown = ~mask.expand_as(x)
+    assert torch.all(x.grad[unknown] == 0) and torch.all(x.grad[~unknown] != 0)
+    # DIP's convention: mean over ALL pixels of the squared masked error
+    m = mask.float()
+    assert torch.allclose(loss, (((x - y) * m) ** 2).mean((1, 2, 3)))
+    # changing unknown pixels of y changes nothing
+    y2 = y.clone()
+    y2[unknown] = 0.0
+    assert torch.allclose(MaskedTerm(y2, mask).loss(x), loss)
+    # psnr over known pixels only, member by member
+    p = t.psnr_obs(x)
+    for b in range(2):
+        k = mask[0, 0]
+        mse = ((x[b].detach() - y[b]) ** 2)[:, k].mean()
+        assert torch.allclose(p[b], 10 * torch.log10(1 / mse), atol=1e-4)
+        assert torch.allclose(MaskedTerm(y[b:b + 1], mask).loss(x[b:b + 1])[0], loss[b])
+
+
+def test_downsample_term_batched_and_to():
+    g = torch.Generator().manual_seed(2)
+    hr = torch.rand(2, 3, 32, 24, generator=g)
+    y = downsample(hr, 4)
+    t = DownsampleTerm(y, 4)
+    assert torch.allclose(t.loss(hr), torch.zeros(2), atol=1e-12)
+    assert torch.isinf(t.psnr_obs(hr)).all() or (t.psnr_obs(hr) > 100).all()
+    x = torch.rand(2, 3, 32, 24, generator=g)
+    loss = t.loss(x)
+    for b in range(2):
+        assert torch.allclose(loss[b], DownsampleTerm(y[b:b + 1], 4).loss(x[b:b + 1])[0])
+    t64 = t.to(torch.float64)
+    assert t64.observation.dtype == torch.float64 and t64.kernel.dtype == torch.float64
+    names = {n for n, _ in t.named_buffers()}
+    assert {"observation", "kernel"} <= names

@@ -1,0 +1,505 @@
+"""The project's one image I/O module.
+
+Loading turns any image a user is likely to have (8/16-bit, gray/colour, with
+or without alpha, palette, EXIF-rotated JPEG, 16-bit TIFF) into a float32
+(H, W, C) array in [0, 1] with C = 1 or 3; alpha is kept aside and put back
+unchanged on save, at the input's bit depth. Every problem with an input file
+becomes an :class:`ImageError` whose message is one line naming the file, so
+task scripts can print ``error: <msg>`` and exit 2 instead of a traceback.
+
+All writes (images, and the CSV/JSON writers elsewhere, via
+:func:`atomic_write_text`) go through :func:`atomic_write`, so an interrupted
+run never leaves a half-written file behind.
+
+16-bit colour PNG: Pillow has no 16-bit-per-channel colour modes, so it reads
+such files truncated to 8 bits (imageio and skimage.io go through Pillow and
+inherit that). We still let Pillow validate the file, then decode the IDAT
+stream a second time with Pillow's own zlib/PNG-unfilter decoder, once keeping
+the high and once the low byte of every sample, and join them. Writing 16-bit
+PNG uses a small encoder here (zlib + PNG chunks); 16-bit colour TIFF goes
+through tifffile.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import struct
+import uuid
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask",
+    "save_image", "atomic_write", "atomic_write_text", "atomic_write_bytes",
+    "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
+    "list_images", "is_image_path",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+            ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# Everything a decoder may throw on a damaged file.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
+                  KeyError, TypeError, struct.error, zlib.error)
+
+
+class ImageError(Exception):
+    """A problem with an image file; ``str()`` is one line: ``"<path>: <problem>"``."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = path, problem
+        # Newlines inside a path or a library message would break "one line".
+        super().__init__(" ".join(f"{path}: {problem}".splitlines()))
+
+    def __reduce__(self):  # picklable across worker processes despite the two-argument __init__
+        return type(self), (self.path, self.problem)
+
+
+@dataclass
+class LoadedImage:
+    """An image as the network sees it, plus what is needed to save it back alike.
+
+    ``array``: float32 (H, W, C) in [0, 1], C = 1 (gray) or 3 (RGB).
+    ``alpha``: float32 (H, W) in [0, 1] or None; re-attached unchanged on save.
+    ``mode``: the original PIL mode ('L', 'RGB', 'RGBA', 'P', 'I;16', 'LA', ...).
+    ``bit_depth``: 8 or 16, the depth used when saving results.
+    """
+
+    array: np.ndarray
+    alpha: np.ndarray | None = None
+    mode: str = ""
+    bit_depth: int = 8
+    path: Path | None = None
+    name: str = "image"
+    icc_profile: bytes | None = None  # kept so colour-managed photos keep their look
+
+    def __post_init__(self):
+        if not self.mode:
+            self.mode = ("L" if self.channels == 1 else "RGB") + ("A" if self.alpha is not None else "")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.array.ndim == 2 else int(self.array.shape[2])
+
+
+# ----------------------------------------------------------------------------- loading
+
+@contextlib.contextmanager
+def _strict_pillow():
+    """Refuse truncated files and decompression bombs, without touching the pixel limit."""
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def _check_file(path: Path) -> bytes:
+    """Raise ImageError for a missing/unreadable/empty path; return the first bytes."""
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a directory, expected an image file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise ImageError(path, f"cannot read file ({e.strerror or e})") from None
+    if not head:
+        raise ImageError(path, "empty file")
+    return head
+
+
+def _check_pixel_limit(path, w: int, h: int) -> None:
+    """Pillow's bomb rule (warning treated as error) for files decoded without Pillow."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        raise ImageError(path, "image exceeds Pillow's pixel limit (decompression bomb)")
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Undo EXIF orientation on (H, W[, C]) exactly like ImageOps.exif_transpose."""
+    ops = {
+        2: lambda x: x[:, ::-1],                       # mirror horizontal
+        3: lambda x: x[::-1, ::-1],                    # rotate 180
+        4: lambda x: x[::-1],                          # mirror vertical
+        5: lambda x: x.swapaxes(0, 1),                 # transpose
+        6: lambda x: np.rot90(x, -1),                  # rotate 90 clockwise
+        7: lambda x: x[::-1, ::-1].swapaxes(0, 1),     # transverse
+        8: lambda x: np.rot90(x, 1),                   # rotate 90 counter-clockwise
+    }
+    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # malformed metadata must not block restoring the pixels
+        return 1
+
+
+def _png16_idat(data: bytes) -> bytes:
+    """Concatenated IDAT payloads of a PNG file (already validated by Pillow)."""
+    pos, out = 8, []
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        if ctype == b"IDAT":
+            out.append(data[pos + 8:pos + 8 + length])
+        elif ctype == b"IEND":
+            break
+        pos += 12 + length
+    return b"".join(out)
+
+
+def _decode_png16(path: Path) -> np.ndarray:
+    """Full-precision uint16 (H, W, C) pixels of a 16-bit gray+alpha/RGB/RGBA PNG.
+
+    Pillow's 'zip' decoder does the inflate + unfilter (+ Adam7) in C; its
+    unpackers truncate 16-bit samples, taking the first byte for ';16B' and the
+    second for ';16L'. PNG is big-endian, so decoding twice gives high and low
+    bytes. Gray+alpha (4 bytes/pixel) is decoded as raw 8-bit RGBA bytes instead.
+    """
+    data = path.read_bytes()
+    w, h, _, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    idat = _png16_idat(data)
+    if ctype == 4:
+        raw = np.asarray(Image.frombytes("RGBA", (w, h), idat, "zip", "RGBA", interlace))
+        raw = raw.reshape(h, w, 2, 2).astype(np.uint16)  # (gray, alpha) x (high, low byte)
+        return (raw[..., 0] << 8) | raw[..., 1]
+    mode = "RGB" if ctype == 2 else "RGBA"
+    hi, lo = (np.asarray(Image.frombytes(mode, (w, h), idat, "zip", f"{mode};16{e}", interlace))
+              for e in "BL")
+    return (hi.astype(np.uint16) << 8) | lo
+
+
+def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None] | None:
+    """(uint16 (H, W, C), orientation, icc) for a multi-sample 16-bit TIFF, else None.
+
+    Pillow cannot open 16-bit gray+alpha TIFF and truncates 16-bit RGB, so these
+    go through tifffile; 16-bit gray TIFF is left to Pillow ('I;16').
+    """
+    import tifffile
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:
+        return None  # let Pillow produce the diagnosis
+    with tif:
+        page = tif.pages[0]
+        if page.bitspersample != 16 or page.samplesperpixel < 2 or page.samplesperpixel > 4:
+            return None
+        _check_pixel_limit(path, page.imagewidth, page.imagelength)
+        try:
+            arr = page.asarray()
+        except Exception:
+            raise ImageError(path, "truncated or corrupt image") from None
+        if page.axes.startswith("S"):          # planar storage -> channels last
+            arr = np.moveaxis(arr, 0, -1)
+        tag = page.tags.get("Orientation")
+        icc = page.tags.get("InterColorProfile")
+        return (arr.astype(np.uint16), int(tag.value) if tag else 1,
+                bytes(icc.value) if icc else None)
+
+
+def _pillow_pixels(path: Path, img: Image.Image) -> tuple[np.ndarray, float]:
+    """Pixels (H, W[, C]) and the value meaning white (255, 65535 or 1.0), from a loaded PIL image."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img).astype(np.uint16), 65535
+    if mode == "I":
+        a = np.asarray(img)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageError(path, "32-bit integer pixels outside 0..65535 are not supported")
+        return a.astype(np.uint16), 65535
+    if mode == "F":  # float TIFF: taken as is when already in [0, 1], saved as 16-bit
+        a = np.asarray(img)
+        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+            raise ImageError(path, "floating-point pixels outside [0, 1] are not supported")
+        return a, 1.0
+    if mode in ("1", "L", "LA", "RGB", "RGBA"):
+        img = img.convert("L") if mode == "1" else img
+    elif mode == "P":
+        img = img.convert("RGBA" if img.has_transparency_data else "RGB")
+    elif mode in ("La", "PA"):
+        img = img.convert("LA" if mode == "La" else "RGBA")
+    elif mode == "RGBa":
+        img = img.convert("RGBA")
+    else:  # CMYK, YCbCr, RGBX, LAB, HSV, ...
+        try:
+            img = img.convert("RGB")
+        except ValueError:
+            raise ImageError(path, f"unsupported image mode {mode}") from None
+    return np.asarray(img), 255
+
+
+def load_image(path, min_size: int = 16) -> LoadedImage:
+    """Load an image file as a :class:`LoadedImage`; raise :class:`ImageError` on any problem."""
+    path = Path(path)
+    head = _check_file(path)
+    icc = None
+    # 16-bit colour PNG (bit depth: byte 24, colour type: byte 25 of the IHDR chunk)
+    png16 = head[:8] == _PNG_SIG and len(head) > 28 and head[24] == 16 and head[25] in (2, 4, 6)
+    raw = _read_tiff16(path) if head[:4] in _TIFF_SIGS else None
+    if raw is not None:
+        pixels, orientation, icc = raw
+        mode, maxval = {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]], 65535
+    else:
+        try:
+            with _strict_pillow():
+                with Image.open(path) as img:
+                    img.load()  # force the full decode so truncation shows up here
+                    mode, icc = img.mode, img.info.get("icc_profile")
+                    orientation = _exif_orientation(img)
+                    pixels, maxval = _pillow_pixels(path, img)
+                    if png16:
+                        pixels, maxval = _decode_png16(path), 65535
+                        mode = {2: "RGB", 4: "LA", 6: "RGBA"}[head[25]]
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(path, "image exceeds Pillow's pixel limit (decompression bomb)") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(path, "not an image file") from None
+        except _DECODE_ERRORS:
+            raise ImageError(path, "truncated or corrupt image") from None
+
+    pixels = _apply_orientation(pixels if pixels.ndim == 3 else pixels[..., None], orientation)
+    h, w, c = pixels.shape
+    if h < min_size or w < min_size:
+        raise ImageError(path, f"image is {w}x{h}, smaller than the minimum {min_size}x{min_size}")
+    scaled = pixels.astype(np.float32) / np.float32(maxval)
+    colour, alpha = (scaled[..., :-1], scaled[..., -1]) if c in (2, 4) else (scaled, None)
+    return LoadedImage(array=np.ascontiguousarray(colour),
+                       alpha=None if alpha is None else np.ascontiguousarray(alpha),
+                       mode=mode, bit_depth=8 if maxval == 255 else 16,
+                       path=path, name=path.stem, icc_profile=icc or None)
+
+
+def load_mask(path, shape_hw) -> np.ndarray:
+    """Boolean (H, W) mask, True where the pixel is known (the brighter of two values).
+
+    Gray or RGB (equal channels) masks at any bit depth; alpha is ignored.
+    """
+    img = load_image(path, min_size=1)
+    a = img.array
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    if a.shape[:2] != (h, w):
+        raise ImageError(path, f"mask is {a.shape[1]}x{a.shape[0]} but the image is {w}x{h}")
+    if a.shape[2] == 3 and not (a == a[..., :1]).all():
+        raise ImageError(path, "mask is not grayscale: its colour channels differ")
+    values = np.unique(a[..., 0])
+    if len(values) > 2:
+        raise ImageError(path, f"mask is not two-valued: found {len(values)} distinct values "
+                               "(save masks losslessly, e.g. as PNG)")
+    if len(values) == 1 and values[0] == 0:  # one value: all unknown if black, else all known
+        return np.zeros((h, w), bool)
+    return a[..., 0] >= values[-1]
+
+
+# ----------------------------------------------------------------------------- writing
+
+def atomic_write(path, write_fn: Callable[[Path], object]) -> Path:
+    """Call ``write_fn(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is atomic on one filesystem, so readers (and a crashed or
+    interrupted run) see either the old file or the complete new one. On any
+    failure, including KeyboardInterrupt, the temporary file is removed and
+    ``path`` is untouched. Missing parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden name and a .tmp suffix, so list_images never picks up a leftover.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.open("xb").close()  # created with the umask's permissions, unlike mkstemp's 0600
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``."""
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """Atomically write ``text`` to ``path`` (newlines written as given)."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding=encoding, newline=""))
+
+
+def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + ctype + payload
+            + struct.pack(">I", zlib.crc32(ctype + payload) & 0xFFFFFFFF))
+
+
+def _encode_png16(a: np.ndarray, icc: bytes | None = None) -> bytes:
+    """PNG bytes for uint16 (H, W, C), C in 1..4 (gray, gray+alpha, RGB, RGBA)."""
+    h, w, c = a.shape
+    rows = a.astype(">u2").reshape(h, w * c).view(np.uint8)
+    # Filter 'Up' on every row: vectorised, and much smaller than 'None' on photos.
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as PNG requires
+    body = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    iccp = _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)) if icc else b""
+    return (_PNG_SIG + _png_chunk(b"IHDR", ihdr) + iccp
+            + _png_chunk(b"IDAT", zlib.compress(body, 6)) + _png_chunk(b"IEND", b""))
+
+
+def _quantise(a: np.ndarray, maxval: int) -> np.ndarray:
+    a = np.nan_to_num(np.asarray(a, np.float64), nan=0.0)
+    return np.round(np.clip(a, 0.0, 1.0) * maxval).astype(np.uint16 if maxval > 255 else np.uint8)
+
+
+def _same_file(a: Path, b) -> bool:
+    try:
+        return b is not None and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterable = ()) -> Path:
+    """Save a float (H, W[, C]) array in [0, 1] (C = 1 or 3) atomically to ``path``.
+
+    The format comes from the extension (PNG if unknown). With ``like``, the
+    result gets its bit depth (16-bit for PNG/TIFF, otherwise 8), its alpha
+    (re-attached unchanged; resized if the result has another size, dropped for
+    JPEG/BMP) and its ICC profile; palette inputs come back as RGB(A). Values
+    are clipped and rounded. Refuses to overwrite ``like.path`` or any path in
+    ``protect`` (the inputs). Returns the path written.
+    """
+    path = Path(path)
+    if any(_same_file(path, p) for p in [getattr(like, "path", None), *protect]):
+        raise ImageError(path, "refusing to overwrite an input image")
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3):
+        raise ValueError(f"save_image expects (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
+    h, w = a.shape[:2]
+    fmt = _FORMATS.get(path.suffix.lower(), "PNG")
+    alpha = like.alpha if like is not None and fmt not in ("JPEG", "BMP") else None
+    if alpha is not None and alpha.shape != (h, w):
+        # e.g. super-resolution output: bring the alpha plane along to the new size
+        plane = Image.fromarray(alpha.astype(np.float32))
+        alpha = np.asarray(plane.resize((w, h), Image.Resampling.BICUBIC))
+    if alpha is not None:
+        a = np.concatenate([a, alpha[..., None]], axis=2)
+    icc = like.icc_profile if like is not None else None
+    deep = like is not None and like.bit_depth == 16 and fmt in ("PNG", "TIFF")
+    q = _quantise(a, 65535 if deep else 255)
+
+    if deep and fmt == "PNG":
+        writer = lambda p: p.write_bytes(_encode_png16(q, icc))
+    elif deep:
+        import tifffile
+        writer = lambda p: tifffile.imwrite(
+            p, q[..., 0] if q.shape[2] == 1 else q,
+            photometric="minisblack" if q.shape[2] <= 2 else "rgb",
+            extrasamples=["unassalpha"] if alpha is not None else None, iccprofile=icc)
+    else:
+        img = Image.fromarray(q[..., 0] if q.shape[2] == 1 else q)  # L, LA, RGB or RGBA
+        if fmt == "WEBP" and img.mode in ("L", "LA"):
+            img = img.convert("RGBA" if img.mode == "LA" else "RGB")  # WebP has no gray
+        options = {"JPEG": dict(quality=95, subsampling=0), "WEBP": dict(lossless=True)}.get(fmt, {})
+        if icc:
+            options["icc_profile"] = icc
+        writer = lambda p: img.save(p, format=fmt, **options)
+    return atomic_write(path, writer)
+
+
+# ----------------------------------------------------------------------------- tensors & geometry
+
+def to_tensor(array) -> torch.Tensor:
+    """float32 (H, W[, C]) array -> (1, C, H, W) float32 tensor."""
+    a = np.asarray(array, np.float32)
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+
+
+def to_array(tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) tensor -> float32 (H, W, C) numpy array (detached, on CPU)."""
+    t = tensor.detach().cpu().float()
+    t = t[0] if t.dim() == 4 else t
+    return np.ascontiguousarray(t.numpy().transpose(1, 2, 0))
+
+
+def pad_to_multiple(array, multiple: int = 32):
+    """Pad (H, W[, C]) at the bottom and right to the next multiple; return (padded, (h, w)).
+
+    Bottom/right padding keeps every original pixel at its own index, so
+    ``crop_to(out, (h, w))`` undoes it exactly. Mirror padding avoids the hard
+    edges zero padding would add; numpy's 'reflect' reflects repeatedly when
+    the pad is larger than the image, and a 1-pixel axis (nothing to reflect)
+    falls back to 'edge'.
+    """
+    a = np.asarray(array)
+    h, w = a.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    widths = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, widths, mode="reflect" if min(h, w) > 1 else "edge"), (h, w)
+
+
+def crop_to(array, size_hw):
+    """Top-left (h, w) crop: numpy arrays are (H, W, ...), tensors are (..., H, W)."""
+    h, w = size_hw
+    return array[..., :h, :w] if isinstance(array, torch.Tensor) else array[:h, :w]
+
+
+def center_crop_multiple(array, multiple: int = 32) -> np.ndarray:
+    """Centre crop (H, W[, C]) to multiples of ``multiple``, exactly like the authors' crop_image.
+
+    Their box is (int((W - newW) / 2), int((H - newH) / 2), ...), i.e. the
+    odd extra pixel is cut on the right/bottom.
+    """
+    a = np.asarray(array)
+    h, w = a.shape[:2]
+    nh, nw = h - h % multiple, w - w % multiple
+    if nh == 0 or nw == 0:
+        raise ValueError(f"image {w}x{h} is smaller than the crop multiple {multiple}")
+    top, left = int((h - nh) / 2), int((w - nw) / 2)
+    return a[top:top + nh, left:left + nw]
+
+
+# ----------------------------------------------------------------------------- listing
+
+def is_image_path(path) -> bool:
+    """True if the name has an image extension we list (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(spec) -> list[Path]:
+    """Images named by ``spec``: a file, a folder (non-recursive, sorted) or a glob pattern."""
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if q.is_file() and is_image_path(q)
+                       and not q.name.startswith("."))
+        if not found:
+            raise ImageError(p, "no images found in this folder")
+        return found
+    if any(ch in str(spec) for ch in "*?["):
+        found = sorted(Path(q) for q in glob.glob(str(spec), recursive=True)
+                       if os.path.isfile(q) and is_image_path(q))
+        if not found:
+            raise ImageError(spec, "no images match this pattern")
+        return found
+    raise ImageError(spec, "no such file or directory")

@@ -1,0 +1,209 @@
+"""Degradations (physics) and DIP data terms, kept separate from networks and solvers.
+
+Data terms are ``nn.Module`` s holding the observation y (and mask / kernel) as buffers,
+so ``.to(device)`` moves them. All are batched: row b of the network output is compared
+with row b of y (B independent images / ensemble members).
+
+The degradation helpers reproduce the settings of DIP (Ulyanov et al., CVPR 2018) and of
+Shi et al. (IJCV 2022) and are deterministic given their seed.
+"""
+import io
+import math
+import numbers
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .metrics import psnr
+
+__all__ = [
+    "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "lanczos_kernel", "downsample",
+    "add_gaussian_noise", "bernoulli_mask", "jpeg_compress", "pil_downscale", "bicubic_upscale",
+    "enhance",
+]
+
+
+def _4d(t):
+    t = torch.as_tensor(t)
+    return t.unsqueeze(0) if t.dim() == 3 else t
+
+
+# --------------------------------------------------------------------------- data terms
+class DataTerm(nn.Module):
+    """Base data term E(x; y) = mean over counted pixels of (A(x) - y)^2, per sample.
+
+    Subclasses override :meth:`forward` (the operator A) and, where pixels are excluded,
+    set the ``mask`` buffer (1 = counts; broadcastable to y).
+    """
+
+    def __init__(self, observation, mask=None):
+        super().__init__()
+        self.register_buffer("observation", _4d(observation).float())
+        self.register_buffer("mask", None if mask is None else _4d(mask).float())
+
+    def forward(self, x):
+        """A(x): identity here."""
+        return x
+
+    def loss(self, x):
+        """(B,) per-sample MSE between A(x) and y over the counted pixels (DIP's loss)."""
+        r = (self(x) - self.observation) ** 2
+        if self.mask is None:
+            return r.flatten(1).mean(1)
+        m = self.mask.expand_as(r)
+        return (r * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+    def psnr_obs(self, x):
+        """(B,) PSNR of A(x) against y over the counted pixels (a fit-to-data monitor)."""
+        ax = self(x).detach()
+        return psnr(ax, self.observation.expand_as(ax), mask=self.mask)
+
+
+class IdentityTerm(DataTerm):
+    """A = I: denoising, JPEG deblocking, detail enhancement (DIP Sec. 4; Shi et al. Sec. 5).
+    E(x) = ||x - y||^2 / N."""
+
+
+class MaskedTerm(DataTerm):
+    """Inpainting (DIP Sec. 4, Eq. 6): E(x) = ||(x - x0) * m||^2, m = 1 on known pixels.
+
+    :meth:`loss` follows DIP's code, ``mse(out * m, x0 * m)``: the squared masked error is
+    averaged over ALL pixels (known or not), i.e. it is the known-pixel MSE scaled by the
+    known fraction. Only known pixels get gradient. :meth:`psnr_obs` uses known pixels only.
+    Mask shape (B or 1, 1 or C, H, W).
+    """
+
+    def __init__(self, observation, mask):
+        super().__init__(observation, mask)
+
+    def loss(self, x):
+        r = ((x - self.observation) * self.mask) ** 2
+        return r.flatten(1).mean(1)
+
+
+def lanczos_kernel(factor):
+    """DIP's 'lanczos2' downsampling kernel, phase 0.5, shape (4f, 4f), sums to 1.
+
+    k(i, j) = L(d_i) L(d_j), i, j = 1..4f, d_i = |i + 0.5 - (4f + 2)/2| / f,
+    L(d) = 2 sin(pi d) sin(pi d / 2) / (pi^2 d^2), L(0) = 1 (Lanczos window, support a = 2),
+    as ``get_kernel(factor, 'lanczos', 0.5, 4f + 1, support=2)`` in DIP's models/downsampler.py.
+    """
+    f = int(factor)
+    if f < 1:
+        raise ValueError("factor must be a positive integer")
+    i = torch.arange(1, 4 * f + 1, dtype=torch.float64)
+    d = (i + 0.5 - (4 * f + 2) / 2).abs() / f
+    safe = torch.where(d == 0, torch.ones_like(d), d)
+    L = 2 * torch.sin(math.pi * safe) * torch.sin(math.pi * safe / 2) / (math.pi ** 2 * safe ** 2)
+    L = torch.where(d == 0, torch.ones_like(d), L)
+    k = L[:, None] * L[None, :]
+    return (k / k.sum()).float()
+
+
+def _pads(f):
+    # total padding 4f - f makes the output exactly HR / f; DIP pads (4f - f)/2 per side
+    # (even f); for odd f the extra pixel goes to the right/bottom.
+    lo = (3 * f) // 2
+    return lo, 3 * f - lo
+
+
+def _apply_kernel(x, kernel, f):
+    C = x.shape[1]
+    lo, hi = _pads(f)
+    w = kernel.to(x.dtype).expand(C, 1, *kernel.shape)  # depthwise: each channel on its own
+    return F.conv2d(F.pad(x, (lo, hi, lo, hi), mode="replicate"), w, stride=f, groups=C)
+
+
+def downsample(x, factor):
+    """DIP's fixed SR degradation: replicate pad, depthwise conv with :func:`lanczos_kernel`,
+    stride f. (B,C,H,W) -> (B,C,H//f,W//f) (exact when H, W are multiples of f)."""
+    x = _4d(x)
+    return _apply_kernel(x, lanczos_kernel(factor).to(x.device), int(factor))
+
+
+class DownsampleTerm(DataTerm):
+    """Super-resolution (DIP Sec. 4, Eq. 5): E(x) = ||d(x) - y_LR||^2, d = :func:`downsample`."""
+
+    def __init__(self, observation, factor):
+        super().__init__(observation)
+        self.factor = int(factor)
+        self.register_buffer("kernel", lanczos_kernel(self.factor))
+
+    def forward(self, x):
+        return _apply_kernel(x, self.kernel, self.factor)
+
+
+# --------------------------------------------------------------------------- degradations
+def add_gaussian_noise(x, sigma, seed):
+    """x + n, n ~ N(0, (sigma/255)^2), clipped to [0, 1]; ``sigma`` on the 0-255 scale.
+
+    The noise is ``np.random.RandomState(seed).normal(scale=sigma/255, size=x.shape)``, drawn
+    in the array's own layout (as DIP's get_noisy_image, but without global seeding).
+    numpy in -> float32 numpy out; torch in -> torch out (same dtype/device, same noise).
+    """
+    noise = np.random.RandomState(seed).normal(scale=sigma / 255.0, size=tuple(x.shape))
+    if isinstance(x, torch.Tensor):
+        return (x + torch.as_tensor(noise, dtype=x.dtype, device=x.device)).clamp(0, 1)
+    return np.clip(np.asarray(x, dtype=np.float64) + noise, 0, 1).astype(np.float32)
+
+
+def bernoulli_mask(height, width, rate=0.5, seed=100):
+    """Random pixel mask of Shi et al.'s inpainting: True = known pixel, ``rate`` = drop rate.
+
+    Identical to the authors' ``np.random.seed(seed); np.random.random_sample((1,H,W)) > rate``
+    (a private RandomState gives the same stream and leaves the global state alone).
+    Returns a bool array of shape (1, H, W).
+    """
+    return np.random.RandomState(seed).random_sample(size=(1, height, width)) > rate
+
+
+def _check_uint8(img):
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H,W) or (H,W,C) array, got {img.dtype}")
+    return img
+
+
+def jpeg_compress(img, quality):
+    """JPEG round trip in memory with Pillow, the authors' settings
+    (``quality=q, optimize=True, progressive=True``). uint8 (H,W[,3]) in and out."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    buf = io.BytesIO()
+    Image.fromarray(_check_uint8(img)).save(buf, format="JPEG", quality=int(quality),
+                                            optimize=True, progressive=True)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.array(im)
+
+
+def pil_downscale(img, factor):
+    """LR image for SR: Pillow resize to (W//f, H//f) with LANCZOS. uint8 (H,W[,C])."""
+    img = _check_uint8(img)
+    h, w = img.shape[:2]
+    return np.array(Image.fromarray(img).resize((w // factor, h // factor), Image.LANCZOS))
+
+
+def bicubic_upscale(img, factor):
+    """SR baseline: Pillow BICUBIC resize of the LR image by ``factor`` (to (f W, f H))."""
+    img = _check_uint8(img)
+    h, w = img.shape[:2]
+    return np.array(Image.fromarray(img).resize((w * factor, h * factor), Image.BICUBIC))
+
+
+def enhance(x, base, detail_gain=1.0, signed=False):
+    """Detail enhancement (DIP Sec. 4 / Shi et al.): boost the detail layer x - base, where
+    base is the (smooth) DIP reconstruction of x.
+
+    signed=False (authors' code): clip(x + g * clip(x - base, 0, 1), 0, 1)
+    signed=True:                  clip(x + g * (x - base), 0, 1)
+    numpy or torch.
+    """
+    clip = torch.clamp if isinstance(x, torch.Tensor) else np.clip
+    detail = x - base
+    if not signed:
+        detail = clip(detail, 0, 1)
+    return clip(x + detail_gain * detail, 0, 1)

@@ -503,3 +503,8 @@ def list_images(spec) -> list[Path]:
             raise ImageError(spec, "no images match this pattern")
         return found
     raise ImageError(spec, "no such file or directory")
+
+
+def to_uint8(array) -> np.ndarray:
+    """Float [0, 1] -> uint8 with rounding (the input of Pillow-based degradations)."""
+    return (np.clip(np.asarray(array, dtype=np.float64), 0, 1) * 255).round().astype(np.uint8)

@@ -29,6 +29,7 @@ from utils.metrics import psnr, ssim
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import RatioStop, VarianceStop, blur_sharpness_ratio
 
+MAX_RESTORES = 3  # consecutive backtracking restores before the checkpoint moves on
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio")
 
@@ -191,6 +192,7 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
         active=torch.ones(M, dtype=torch.bool, device=dev),
         last_psnr=torch.full((M,), -math.inf, device=dev),
         bad_count=torch.zeros(M, dtype=torch.int32, device=dev),
+        streak=torch.zeros(M, dtype=torch.int32, device=dev),
         best_psnr=torch.full((M,), -math.inf, device=dev),
         best_it=torch.full((M,), -1, dtype=torch.long, device=dev),
     )
@@ -241,6 +243,11 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
         # restores the weights of the last checkpoint after this step; otherwise checkpoint now
         bad = ~torch.isfinite(per)
         drop = bad | (p_obs < state["last_psnr"] - cfg.backtrack_db) if cfg.backtrack else bad
+        # DIP's rule can cycle: Adam's momentum repeats the step that was undone.  After
+        # MAX_RESTORES restores in a row the current (finite) weights become the checkpoint.
+        streak = torch.where(drop, state["streak"] + 1, torch.zeros_like(state["streak"]))
+        drop = drop & (bad | (streak <= MAX_RESTORES))
+        state["streak"] = torch.where(drop, streak, torch.zeros_like(streak))
         state["bad_count"] += bad.int()
         keep = ~drop & state["active"]
         for c, p in zip(ckpt, members.params):

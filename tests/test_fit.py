@@ -1,0 +1,179 @@
+"""utils/fit.py: the loop denoises, stops, keeps an EMA, backtracks, survives NaN and Ctrl-C,
+and batched fits equal sequential ones."""
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from models import build_net, make_input
+from utils.fit import FitConfig, fit
+from utils.metrics import psnr
+from utils.physics import IdentityTerm, MaskedTerm, add_gaussian_noise, bernoulli_mask
+
+
+def crop64(gray=False):
+    a = data.camera() if gray else data.astronaut()
+    a = a[180:244, 220:284].astype(np.float32) / 255
+    a = a[..., None] if gray else a
+    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+
+
+def tiny_net(seed=0, out=3, channels=16, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return build_net("decoder", 8, out, channels=channels).to(dtype)
+
+
+def code(seed=0):
+    return make_input("fourier", 8, 2, 2, var=1, generator=torch.Generator().manual_seed(seed))
+
+
+def cfg(**kw):
+    base = dict(iters=150, lr=0.01, quiet=True, stop="none", log_every=1)
+    return FitConfig(**{**base, **kw})
+
+
+def test_denoising_gains_2db_in_150_iterations():
+    x = crop64()
+    y = add_gaussian_noise(x, 25, seed=0)
+    res = fit(tiny_net(), code(), IdentityTerm(y), cfg(), target=x)
+    before = float(psnr(y, x)[0])
+    after = float(psnr(res.output, x)[0])
+    assert after >= before + 2, (before, after)
+    h = res.history
+    assert h["iteration"].tolist() == list(range(150))
+    assert h["psnr_gt"][-1, 0] == pytest.approx(after, abs=0.5)
+    assert np.all((h["fbc1"] >= 0) & (h["fbc1"] <= 1)) and np.isfinite(h["ratio"]).all()
+    assert res.best_iteration[0] is not None and res.iterations == 150
+
+
+def test_ratio_stop_ends_early_and_says_where():
+    x = crop64()
+    # ε far above any change of the ratio: a plateau from the start, so the rule fires as soon
+    # as 2n evaluations exist, i.e. at the iteration of evaluation 2n (log_every 2, n 5 -> 18)
+    res = fit(tiny_net(), code(), IdentityTerm(x),
+              cfg(iters=200, stop="ratio", stop_window=5, stop_eps=1e6, log_every=2,
+                  sync_every=10), target=x)
+    assert res.stop_iteration == [18]
+    assert res.iterations == 20  # the loop notices at the next host sync
+    assert res.history["iteration"][-1] == 18
+
+
+def test_ema_with_zero_weight_is_the_last_output():
+    x = crop64()
+    res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=5, exp_weight=0.0))
+    assert torch.equal(res.ema_output, res.last_output)
+    res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=5, exp_weight=0.99))
+    assert not torch.equal(res.ema_output, res.last_output)
+
+
+class SpikeTerm(IdentityTerm):
+    """Reports a 10 dB PSNR drop (or a NaN loss) at chosen measure calls."""
+
+    def __init__(self, y, spike_at=(), nan_from=None):
+        super().__init__(y)
+        self.calls, self.spike_at, self.nan_from = 0, set(spike_at), nan_from
+
+    def psnr_obs(self, x):
+        p = super().psnr_obs(x)
+        self.calls += 1
+        return p - 10 if self.calls - 1 in self.spike_at else p
+
+    def loss(self, x):
+        loss = super().loss(x)
+        if self.nan_from is not None and self.calls >= self.nan_from:
+            return loss * float("nan")
+        return loss
+
+
+def _weights(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_backtracking_restores_the_checkpoint():
+    x = crop64()
+    ref = tiny_net()
+    fit(ref, code(), IdentityTerm(x), cfg(iters=4))
+    net = tiny_net()
+    fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6))
+    for a, b in zip(_weights(ref), _weights(net)):
+        assert torch.equal(a, b)  # iteration 5's drop put back the weights of iteration 4
+    net2 = tiny_net()
+    fit(net2, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, backtrack=False))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(ref), _weights(net2)))
+
+
+def test_nan_loss_twice_stops_with_the_last_good_output():
+    x = crop64()
+    term = SpikeTerm(x, nan_from=3)
+    res = fit(tiny_net(), code(), term, cfg(iters=50, sync_every=5))
+    assert any("NaN" in w for w in res.warnings)
+    assert res.iterations == 5
+    assert torch.isfinite(res.output).all()
+    ref = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=3))
+    assert torch.equal(res.output, ref.last_output)  # the output of the last good iteration
+
+
+def test_ctrl_c_returns_what_was_done():
+    x = crop64()
+
+    def interrupt(i, out):
+        if i >= 9:
+            raise KeyboardInterrupt
+
+    res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=100, sync_every=10),
+              callbacks=[interrupt])
+    assert res.interrupted and res.iterations == 10
+    assert len(res.history["iteration"]) == 10 and res.output.shape == x.shape
+
+
+def test_batched_fits_equal_sequential_fits_float64():
+    x = crop64().double()
+    nets = [tiny_net(s, dtype=torch.float64) for s in range(2)]
+    codes = torch.cat([code(s) for s in range(2)]).double()
+    c = cfg(iters=10, lr=0.001)
+    batched = fit(nets, codes, IdentityTerm(x.expand(2, -1, -1, -1)), c)
+    seq = torch.cat([fit(tiny_net(s, dtype=torch.float64), codes[s:s + 1], IdentityTerm(x),
+                         c).last_output for s in range(2)])
+    assert (batched.last_output - seq).abs().max() < 1e-6
+
+
+def test_batched_members_are_independent_in_fp32():
+    x = crop64()
+    other = torch.rand_like(x)
+    codes = torch.cat([code(0), code(1)])
+    c = cfg(iters=10, lr=0.001)
+    a = fit([tiny_net(0), tiny_net(1)], codes, IdentityTerm(torch.cat([x, x])), c)
+    b = fit([tiny_net(0), tiny_net(1)], codes, IdentityTerm(torch.cat([x, other])), c)
+    assert torch.equal(a.last_output[0], b.last_output[0])
+    assert not torch.equal(a.last_output[1], b.last_output[1])
+
+
+def test_batched_stop_freezes_the_stopped_member():
+    x = crop64()
+    nets = [tiny_net(0), tiny_net(1)]
+    codes = torch.cat([code(0), code(1)])
+    res = fit(nets, codes, IdentityTerm(torch.cat([x, x])),
+              cfg(iters=40, stop="ratio", stop_window=3, stop_eps=1e6, sync_every=40))
+    assert res.stop_iteration == [5, 5] and res.iterations == 40
+    # 34 more Adam steps ran, yet each member's weights are those that gave its stop output
+    with torch.no_grad():
+        for m in range(2):
+            assert torch.allclose(nets[m](codes[m:m + 1])[0], res.output[m], atol=1e-6)
+
+
+def test_inpainting_beats_mean_fill_by_3db():
+    x = crop64(gray=True)
+    known = torch.from_numpy(bernoulli_mask(64, 64, 0.5, 100)).float()[None]
+    y = x * known
+    fill = torch.where(known > 0, x, x[known > 0].mean())
+    res = fit(tiny_net(out=1, channels=32), code(), MaskedTerm(y, known), cfg(iters=200),
+              target=x)
+    gain = float(psnr(res.output, x)[0] - psnr(fill, x)[0])
+    assert gain >= 3, gain
+
+
+def test_lbfgs_option_runs():
+    x = crop64()
+    res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=105, optimizer="lbfgs", lr=0.1,
+                                                        sync_every=50))
+    assert res.iterations == 105 and torch.isfinite(res.output).all()

@@ -1,0 +1,145 @@
+"""The five task scripts end to end, as a user runs them (subprocesses, tiny settings)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--quick", "--quiet", "--channels", "8", "--log-every", "2"]
+DATA = os.environ.get("DIP_DATA_DIR")
+
+
+def run(script, *args, env=None):
+    e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, cwd=ROOT, env=e, timeout=600)
+
+
+def is_png(path):
+    with Image.open(path) as im:
+        im.verify()
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def small_png(tmp_path_factory):
+    p = tmp_path_factory.mktemp("in") / "face.png"
+    Image.fromarray(data.astronaut()[150:230, 180:260]).save(p)  # 80×80: padded to 96
+    return p
+
+
+@pytest.fixture(scope="module")
+def gray_png(tmp_path_factory):
+    p = tmp_path_factory.mktemp("in") / "cam.png"
+    Image.fromarray(data.camera()[200:264, 200:264]).save(p)
+    return p
+
+
+def test_denoising_end_to_end(small_png, tmp_path):
+    r = run("denoising.py", *TINY, "--iters", "30", "--image", str(small_png), "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "quick preset" in r.stdout
+    d = tmp_path / "face"
+    for name in ("noisy", "output", "output_ema", "fbc", "psnr_ratio"):
+        assert is_png(d / f"{name}.png"), name
+    with Image.open(d / "output.png") as im:
+        assert im.size == (80, 80) and im.mode == "RGB"  # cropped back to the input size
+    rows = list(csv.DictReader(open(d / "log.csv")))
+    assert len(rows) == 15 and {"iteration", "loss", "psnr_obs", "psnr_gt", "fbc1", "fbc5",
+                                "ratio"} <= set(rows[0])
+    s = json.loads((d / "summary.json").read_text())
+    assert s["iterations"] == 30 and s["hyperparameters"]["iters"] == 30
+    assert np.isfinite(s["psnr"]) and np.isfinite(s["psnr_in"]) and s["device"] == "cpu"
+    assert (tmp_path / "summary.md").read_text().count("| face |") == 1
+    assert list(csv.DictReader(open(tmp_path / "summary.csv")))[0]["image"] == "face"
+
+
+@pytest.mark.parametrize("script", ["denoising.py", "inpainting.py", "deblocking.py",
+                                    "super_resolution.py", "enhancement.py"])
+def test_help(script):
+    r = run(script, "--help")
+    assert r.returncode == 0 and "--iters" in r.stdout and "--lambda" in r.stdout
+
+
+def test_inpainting_end_to_end(gray_png, tmp_path):
+    r = run("inpainting.py", *TINY, "--iters", "6", "--image", str(gray_png), "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "cam"
+    for name in ("masked", "mask", "output"):
+        assert is_png(d / f"{name}.png")
+    mask = np.array(Image.open(d / "mask.png"))
+    assert set(np.unique(mask)) == {0, 255} and 0.4 < (mask > 0).mean() < 0.6
+
+
+def test_inpainting_with_a_mask_file(small_png, tmp_path):
+    m = np.full((80, 80), 255, np.uint8)
+    m[30:50, 10:70] = 0
+    mp = tmp_path / "holes.png"
+    Image.fromarray(m).save(mp)
+    r = run("inpainting.py", *TINY, "--iters", "4", "--image", str(small_png), "--mask",
+            str(mp), "--observed", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "o" / "face" / "summary.json").read_text())
+    assert "psnr" not in s  # no ground truth in observed mode
+    assert np.array_equal(np.array(Image.open(tmp_path / "o" / "face" / "mask.png")) > 0, m > 0)
+
+
+def test_deblocking_end_to_end(small_png, tmp_path):
+    r = run("deblocking.py", *TINY, "--iters", "4", "--image", str(small_png), "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "face" / "summary.json").read_text())
+    for k in ("psnr_in", "ssim_in", "psnr_b_in", "psnr", "ssim", "psnr_b"):
+        assert np.isfinite(s[k]), k
+    with Image.open(tmp_path / "face" / "output.png") as im:
+        assert im.mode == "L"  # the Y channel of a colour image
+    assert is_png(tmp_path / "face" / "jpeg.png")
+
+
+def test_super_resolution_end_to_end(small_png, tmp_path):
+    r = run("super_resolution.py", "--quick", "--quiet", "--channels-down", "8",
+            "--channels-up", "8", "--scales", "3", "--iters", "4", "--image", str(small_png),
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "face" / "summary.json").read_text())
+    assert np.isfinite(s["y_psnr"]) and np.isfinite(s["y_psnr_bicubic"])
+    with Image.open(tmp_path / "face" / "lr.png") as im:
+        assert im.size == (20, 20)
+
+
+def test_super_resolution_observed_is_factor_larger(small_png, tmp_path):
+    r = run("super_resolution.py", "--quick", "--quiet", "--channels-down", "8",
+            "--channels-up", "8", "--scales", "3", "--iters", "3", "--factor", "2",
+            "--observed", "--image", str(small_png), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "face" / "output.png") as im:
+        assert im.size == (160, 160)
+
+
+def test_enhancement_end_to_end(small_png, tmp_path):
+    r = run("enhancement.py", *TINY, "--iters", "5", "--image", str(small_png), "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for name in ("base", "enhanced", "side_by_side"):
+        assert is_png(tmp_path / "face" / f"{name}.png")
+
+
+@pytest.mark.skipif(not DATA, reason="DIP_DATA_DIR not set")
+def test_the_nine_denoising_images_are_found():
+    sys.path.insert(0, str(ROOT))
+    import denoising
+    from utils.task import build_parser, collect_images
+    args = build_parser(denoising.TASK).parse_args([])
+    images, notice = collect_images(denoising.TASK, args)
+    names = {i.name for i in images}
+    assert notice is None and len(images) == 9
+    assert {"image_F16_512rgb", "image_House256rgb", "kodim01", "kodim12"} <= names

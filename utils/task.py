@@ -247,9 +247,13 @@ def _fmt(v):
 
 def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    num = [k for k in keys if all(isinstance(r.get(k), (int, float)) and not
-                                  isinstance(r.get(k), bool) for r in rows)]
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in num if k not in ("iterations",)}
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    # the mean of each numeric column over the images that have it (failed images have none)
+    num = [k for k in keys if all(numeric(r[k]) for r in rows if r.get(k) is not None)
+           and any(numeric(r.get(k)) for r in rows)]
+    mean = {k: float(np.nanmean([r[k] for r in rows if numeric(r.get(k))]))
+            for k in num if k not in ("iterations",)}
     mean["image"] = "mean"
     table = rows + ([mean] if len(rows) > 1 else [])
     atomic_write_text(out / "summary.csv", _csv_text(keys, [[r.get(k, "") for k in keys]
@@ -328,9 +332,37 @@ def check_out_dir(out: Path, images):
             raise ImageError(img.path, "--out would write next to and over the input image")
 
 
+def _distributed():
+    """(rank, world size) under torchrun (torch.distributed initialised: NCCL on GPUs, gloo on
+    CPU), or (0, 1) for a plain run."""
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _finished(out: Path, cfg: dict):
+    """The summary row of an image already fitted with the same hyperparameters, or None."""
+    f = out / "summary.json"
+    if not f.exists():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    same = json.loads(json.dumps(cfg, default=str)) == rec.get("hyperparameters")
+    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size")
+    return {k: v for k, v in rec.items() if k not in keep} if same else None
+
+
 def main(task: Task, argv=None) -> int:
-    """Parse, validate, load every input, then fit each image; exit codes: 0 ok, 2 bad input,
-    3 out of memory, 130 interrupted."""
+    """Parse, validate, load every input, then fit each image (this rank's share under torchrun;
+    images already finished with the same hyperparameters are skipped).  Exit codes: 0 ok,
+    1 an image failed during its fit, 2 bad input, 3 out of memory, 130 interrupted."""
     parser = build_parser(task)
     args = parser.parse_args(argv)
     cfg, notice = resolve_config(task, args)
@@ -345,13 +377,24 @@ def main(task: Task, argv=None) -> int:
     except ImageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    rank, world = _distributed()
+    if world > 1 and torch.cuda.is_available():
+        import os
+        cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     for line in (notice, data_notice):
-        if line:
+        if line and rank == 0:
             print(line)
-    fit_kw = dict(quiet=args.quiet, amp=args.amp, compile=args.compile, oracle=args.oracle)
+    fit_kw = dict(quiet=args.quiet or world > 1, amp=args.amp, compile=args.compile,
+                  oracle=args.oracle)
     command = " ".join([f"{task.name}.py"] + list(argv if argv is not None else sys.argv[1:]))
-    rows, device = [], str(resolve_device(cfg["device"]))
-    for img in images:
+    rows, status, device = {}, 0, str(resolve_device(cfg["device"]))
+    for idx in range(rank, len(images), world):
+        img = images[idx]
+        done = _finished(out_root / img.name, cfg)
+        if done is not None:
+            rows[idx] = done
+            print(f"{img.name}: already finished, skipped")
+            continue
         try:
             summary, res = run_one(task, img, cfg, args, out_root, fit_kw)
         except ImageError as e:
@@ -359,22 +402,42 @@ def main(task: Task, argv=None) -> int:
             return 2
         except torch.cuda.OutOfMemoryError:
             h, w = img.array.shape[:2]
-            print(f"error: {img.name}: out of GPU memory for a {w}x{h} image; try --device cpu, "
-                  "--crop N or fewer --restarts", file=sys.stderr)
-            return 3
-        rows.append(summary)
+            msg = (f"out of GPU memory for a {w}x{h} image; try --device cpu, --crop N or fewer "
+                   "--restarts")
+            print(f"error: {img.name}: {msg}", file=sys.stderr)
+            rows[idx], status = {"image": img.name, "error": msg}, 3
+            continue
+        except Exception as e:  # one image failing must not lose the others' work
+            print(f"error: {img.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            rows[idx], status = {"image": img.name, "error": f"{type(e).__name__}: {e}"}, \
+                max(status, 1)
+            continue
+        rows[idx] = summary
         device = res.device
         shown = {k: v for k, v in summary.items() if k in ("psnr_in", "psnr", "ssim",
                                                              "stop_iteration", "seconds")}
         print(f"{img.name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
         if res.interrupted:
-            write_summary(out_root, task.name, rows, device, command)
+            status = 130
             print("interrupted: outputs so far are written", file=sys.stderr)
-            return 130
-    table = write_summary(out_root, task.name, rows, device, command)
-    if len(table) > 1:
-        m = table[-1]
-        print("mean: " + ", ".join(f"{k} {_fmt(m[k])}" for k in ("psnr_in", "psnr", "ssim")
-                                    if k in m))
-    print(f"results: {out_root}/summary.md")
-    return 0
+            break
+    if world > 1:  # rank 0 gathers every rank's rows and writes the one summary
+        import torch.distributed as dist
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (rows, status, device))
+        dist.barrier()
+        rows = {k: v for r, _, _ in gathered for k, v in r.items()}
+        status = max(s for _, s, _ in gathered)
+        device = gathered[0][2]
+        dist.destroy_process_group()
+        if rank != 0:
+            return status
+    ordered = [rows[i] for i in sorted(rows)]
+    if ordered:
+        table = write_summary(out_root, task.name, ordered, device, command)
+        if len(table) > 1:
+            m = table[-1]
+            print("mean: " + ", ".join(f"{k} {_fmt(m[k])}" for k in ("psnr_in", "psnr", "ssim")
+                                        if k in m))
+        print(f"results: {out_root}/summary.md")
+    return status

@@ -1,0 +1,266 @@
+"""No-reference blur/sharpness measures and early-stopping rules for Deep Image Prior fits.
+
+The blur/sharpness ratio and ``RatioStop`` follow Shi et al., "On Measuring and Controlling the
+Spectral Bias of the Deep Image Prior" (IJCV 2022), Sec. 4.3 (Eq. 8); ``VarianceStop`` is ES-WMV
+(Wang et al., "Early Stopping for Deep Image Prior", TMLR 2023), beyond the paper.
+
+Everything is batched over B images / fit members, runs on any device and never syncs with the
+host in the per-iteration path (no ``.item()``, no control flow on tensor values), so the fit
+loop can call it every iteration; only ``should_stop()`` syncs.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["to_gray", "blurriness", "sharpness", "blur_sharpness_ratio", "RatioStop", "VarianceStop"]
+
+_MIN_SIZE = 16  # below this the 9-tap crops leave (almost) nothing to measure
+
+
+def to_gray(img):
+    """(B, C, H, W) or (C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float gray image.
+
+    gray = clip(0.2989 R + 0.5870 G + 0.1140 B, 0, 1) (the authors' / MATLAB rgb2gray weights);
+    one channel is only clipped. Float64 stays float64, anything else becomes float32.
+    """
+    x = img.detach()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected a (B,C,H,W) or (C,H,W) image with C = 1 or 3, got {tuple(img.shape)}")
+    if x.dtype != torch.float64:
+        x = x.float()
+    if x.shape[1] == 3:
+        x = 0.2989 * x[:, 0:1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:3]
+    return x.clamp(0, 1)
+
+
+def _nan(g):
+    return torch.full((g.shape[0],), math.nan, device=g.device, dtype=g.dtype)
+
+
+def _abs_diff(t, axis):
+    """|t_i - t_{i-1}| along axis 1 or 2 of (B, m, n), cropped to [1 : m-1, 1 : n-1].
+
+    The crop drops the first difference (the one against the zero fill), so plain slices do.
+    """
+    if axis == 1:
+        return (t[:, 1:-1, 1:-1] - t[:, :-2, 1:-1]).abs()
+    return (t[:, 1:-1, 1:-1] - t[:, 1:-1, :-2]).abs()
+
+
+@torch.no_grad()
+def blurriness(img):
+    """Perceptual blur of Crete-Roffet et al. (SPIE 2007), 9-tap version, per image in [0, 1].
+
+    On the gray image, for each axis: B = 1x9 box blur along that axis; crop image and B to
+    [5 : n-4] on both axes; D_F = |x_i - x_{i-1}|, D_B likewise on B (first difference against 0),
+    both cropped to [1 : n-1]; D_V = max(0, D_F - D_B); b = (sum D_F - sum D_V) / sum D_F.
+    Result = max of the two axes: 0 = sharp, 1 = fully blurred. NaN for a flat image or one
+    smaller than 16x16.
+    """
+    g = to_gray(img)
+    h, w = g.shape[-2:]
+    if h < _MIN_SIZE or w < _MIN_SIZE:
+        return _nan(g)
+    g = g[:, 0]
+    c = g[:, 5:h - 4, 5:w - 4]
+    out = None
+    for axis in (1, 2):
+        # 9-tap box blur evaluated on the crop only: the crop keeps every window inside the image,
+        # so the zero padding never matters (and shifted sums beat avg_pool2d's (9, 1) kernel on CPU).
+        cb = sum(g[:, 5 + k:h - 4 + k, 5:w - 4] if axis == 1 else g[:, 5:h - 4, 5 + k:w - 4 + k]
+                 for k in range(-4, 5)) / 9
+        d_f, d_b = _abs_diff(c, axis), _abs_diff(cb, axis)
+        s_f = d_f.sum((1, 2), dtype=torch.float64)
+        s_v = (d_f - d_b).clamp_(min=0).sum((1, 2), dtype=torch.float64)
+        b = (s_f - s_v) / s_f  # 0/0 = NaN for a flat image
+        out = b if out is None else torch.maximum(out, b)  # maximum propagates NaN
+    return out.to(g.dtype)
+
+
+@torch.no_grad()
+def sharpness(img):
+    """Maximum-local-variation sharpness (Bahrami & Kot, IEEE SPL 2014), as coded by Shi et al.
+
+    On the gray image x (H x W): c = x[2:H-1, 2:W-1]; MLV(p) = max over the 8 neighbours q of
+    (c_q - c_p), neighbours outside c read as 0; v = MLV values sorted descending; drop v_0,
+    weight v_j by exp(-0.01 j); drop v_1 too and keep the next 999 (j = 2..1000):
+    sharpness = sqrt(mean_j (exp(-0.01 j) v_j)^2). NaN for a flat image or one below 16x16.
+    """
+    g = to_gray(img)
+    h, w = g.shape[-2:]
+    if h < _MIN_SIZE or w < _MIN_SIZE:
+        return _nan(g)
+    c = g[:, 0, 2:h - 1, 2:w - 1]
+    m, n = c.shape[-2:]
+    p = F.pad(c, (1, 1, 1, 1))
+    nb = None
+    for dy in range(3):
+        for dx in range(3):
+            if dy != 1 or dx != 1:
+                s = p[:, dy:dy + m, dx:dx + n]
+                nb = s if nb is None else torch.maximum(nb, s)
+    mlv = (nb - c).flatten(1)  # max(q - p) = max(q) - p exactly: rounding is monotone
+    k = min(1001, mlv.shape[1])
+    # Positive decreasing weights keep a descending list descending, so one top-k suffices.
+    v = mlv.topk(k, dim=1).values[:, 2:]
+    wts = torch.exp(-0.01 * torch.arange(2, k, device=g.device, dtype=g.dtype))
+    s = ((v * wts) ** 2).mean(1).sqrt()
+    return torch.where(s > 0, s, math.nan)  # flat image: undefined, and keeps the ratio off inf
+
+
+def blur_sharpness_ratio(img):
+    """Blur / sharpness ratio of Shi et al. (2022), Sec. 4.3: grows as the image gets blurrier."""
+    return blurriness(img) / sharpness(img)
+
+
+def _iteration(it, device):
+    return it.to(device) if torch.is_tensor(it) else it
+
+
+def _acc(device):
+    return torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
+
+
+class RatioStop:
+    """Early stopping on the blur/sharpness ratio plateau (Shi et al. 2022, Sec. 4.3, Eq. 8).
+
+    With the last 2n ratios r_{t-2n+1..t} (n = ``window``, counted in calls to ``update``, so a
+    loop that evaluates every k iterations is fine): A = r_{t-2n+1..t-n}, B = r_{t-n+1..t}; a
+    member stops, for good, at the first t with |mean(A) - mean(B)| < eps. NaN anywhere in the
+    windows means no decision for that update.
+
+    Note: the authors' loop compares r[i-2n:i-n] with r[i-n+1:i], which skips r_{i-n} and the
+    current r_i (an off-by-one); we use the clean, adjacent windows above.
+
+    Attributes: ``stopped`` (B,) bool; ``stop_iteration`` (B,) long, -1 while running; ``output``
+    the output passed at the stop iteration for stopped members, the latest for the others (None
+    if no output was ever given); ``ratio`` the latest ratios.
+    """
+
+    def __init__(self, window=100, eps=0.01):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window, self.eps = int(window), float(eps)
+        self.count = 0
+        self.buf = self.stopped = self.stop_iteration = self.output = self.ratio = None
+
+    def update(self, iteration, value, output=None):
+        """Record the ratio(s) of one evaluation; returns ``stopped`` (B,) bool, on device.
+
+        value: (B,) ratios (or a scalar for B = 1), or an image batch (B, C, H, W) / (C, H, W),
+        whose ratio is computed here and which then also serves as ``output``.
+        """
+        if torch.is_tensor(value) and value.dim() >= 3:
+            output, value = value, blur_sharpness_ratio(value)
+        value = torch.as_tensor(value).detach().reshape(-1)
+        n2 = 2 * self.window
+        if self.buf is None:
+            self.buf = torch.full((n2, value.numel()), math.nan, device=value.device, dtype=_acc(value.device))
+            self.stopped = torch.zeros(value.numel(), dtype=torch.bool, device=value.device)
+            self.stop_iteration = torch.full_like(self.stopped, -1, dtype=torch.long)
+        self.buf[self.count % n2] = value
+        self.count += 1
+        self.ratio = value
+        new = torch.zeros_like(self.stopped)
+        if self.count >= n2:
+            # Roll so the oldest entry comes first: rows [:n] are A, rows [n:] are B.
+            r = torch.roll(self.buf, -(self.count % n2), dims=0)
+            diff = (r[:self.window].mean(0) - r[self.window:].mean(0)).abs()
+            new = (diff < self.eps) & ~self.stopped  # NaN compares False: no decision
+        if output is not None:
+            out = output.detach()
+            out = out.unsqueeze(0) if out.dim() == 3 else out
+            keep = self.stopped.to(out.device).view(-1, *([1] * (out.dim() - 1)))
+            self.output = out.clone() if self.output is None else torch.where(keep, self.output, out)
+        self.stop_iteration = torch.where(new, _iteration(iteration, new.device), self.stop_iteration)
+        self.stopped = self.stopped | new
+        return self.stopped
+
+    def should_stop(self):
+        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
+        return self.stopped is not None and bool(self.stopped.all())
+
+
+class VarianceStop:
+    """ES-WMV early stopping (Wang et al., TMLR 2023): stop at the minimum of the windowed variance.
+
+    VAR_t = 1/(W P) sum_{s=t-W+1..t} ||x_s - xbar_t||^2, xbar_t the per-pixel mean of the last W
+    outputs (W = ``window``, P pixels x channels), per member. The minimum of VAR, its iteration
+    and the output at that iteration (the newest of its window) are tracked; a member stops, for
+    good, once its minimum has not improved for ``patience`` iterations (iterations as passed in).
+    A NaN/inf variance makes no decision.
+
+    VAR comes from float64 running sums S1 = sum x_s, S2 = sum x_s^2 per pixel (float32 would
+    cancel catastrophically once VAR << mean^2), recomputed from the ring buffer every W updates so
+    rounding cannot drift (and a NaN output leaves the sums within 2W updates).
+
+    Attributes: ``stopped``, ``stop_iteration`` (iteration of the minimum for stopped members,
+    -1 otherwise), ``output`` (the arg-min output; the latest output until a VAR exists),
+    ``variance`` (latest VAR, (B,)), ``min_variance``, ``min_iteration``.
+    """
+
+    def __init__(self, window=100, patience=1000):
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        self.window, self.patience = int(window), patience
+        self.count = 0
+        self.buf = None
+        self.stopped = self.stop_iteration = self.output = self.variance = None
+
+    def _resum(self):
+        self.s1.zero_()
+        self.s2.zero_()
+        for x in self.buf:  # frame by frame: no float64 copy of the whole window
+            x = x.double()
+            self.s1 += x
+            self.s2 += x * x
+
+    def update(self, iteration, output):
+        """Record one output batch (B, C, H, W) or (C, H, W); returns ``stopped`` (B,) bool."""
+        x = output.detach()
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        wn, b, dev = self.window, x.shape[0], x.device
+        acc = _acc(dev)
+        if self.buf is None:
+            self.buf = torch.zeros((wn,) + tuple(x.shape), device=dev, dtype=x.dtype)
+            self.s1 = torch.zeros(x.shape, device=dev, dtype=acc)
+            self.s2 = torch.zeros_like(self.s1)
+            self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
+            self.stop_iteration = torch.full((b,), -1, dtype=torch.long, device=dev)
+            self.min_iteration = self.stop_iteration.clone()
+            self.min_variance = torch.full((b,), math.inf, device=dev, dtype=acc)
+            self.variance = torch.full((b,), math.nan, device=dev, dtype=acc)
+            self.output = x.clone()
+        slot = self.count % wn
+        old = self.buf[slot].to(acc, copy=True)
+        self.buf[slot] = x
+        self.count += 1
+        if self.count % wn == 0:
+            self._resum()
+        else:
+            new = self.buf[slot].to(acc)  # the stored (possibly rounded) value, as in the resum
+            self.s1 += new - old
+            self.s2 += new * new - old * old
+        bshape = (-1,) + (1,) * (x.dim() - 1)
+        if self.count < wn:
+            self.output = torch.where(self.stopped.view(bshape), self.output, x)
+            return self.stopped
+        var = (self.s2 - self.s1 * self.s1 / wn).flatten(1).sum(1).clamp_min(0) / (wn * self.s1[0].numel())
+        self.variance = var
+        ok = torch.isfinite(var) & ~self.stopped
+        better = ok & (var < self.min_variance)
+        it = _iteration(iteration, dev)
+        self.min_variance = torch.where(better, var, self.min_variance)
+        self.min_iteration = torch.where(better, it, self.min_iteration)
+        self.output = torch.where(better.view(bshape), x, self.output)
+        new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
+        self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
+        self.stopped = self.stopped | new
+        return self.stopped
+
+    def should_stop(self):
+        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
+        return self.stopped is not None and bool(self.stopped.all())

@@ -43,8 +43,18 @@ class DIPNet(nn.Module):
         if h % self.divisor or w % self.divisor:
             raise ValueError(f"{self.name}: input size {w}x{h} is not a multiple of {self.divisor}")
         if self.group_sigmas:
-            refresh_sigmas([m for _, m in lipschitz_convs(self)])
+            refresh_sigmas(self.controlled_convs())
         return self.body(z)
+
+    def controlled_convs(self):
+        """The controlled convs, found once (set ``ln_lambda`` per layer before the first
+        forward, or call ``forget_convs()`` after changing which layers are controlled)."""
+        if "_convs" not in self.__dict__:
+            self.__dict__["_convs"] = [m for _, m in lipschitz_convs(self)]
+        return self.__dict__["_convs"]
+
+    def forget_convs(self):
+        self.__dict__.pop("_convs", None)
 
 
 def _conv(cin, cout, k, o, stride=1):

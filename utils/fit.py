@@ -278,7 +278,7 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
             for c, p in zip(ckpt, members.params):
                 p.copy_(torch.where(members.member_view(hold, p), c, p))
 
-    def sync(i):
+    def sync(i, final=False):
         """Once per chunk: copy the logged rows to the host, report, decide to stop."""
         if rows:
             host_rows.append(torch.stack(rows).cpu().numpy())
@@ -300,7 +300,7 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
                 post["psnr_gt"] = f"{np.nanmean(last[:, 2]):.2f}"
             pbar.set_postfix(post, refresh=False)
             pbar.update(i + 1 - pbar.n)
-        for cb in callbacks:
+        for cb in () if final else callbacks:
             cb(i, good_out)
         return not bool(state["active"].any())
 
@@ -326,7 +326,7 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
     except KeyboardInterrupt:
         interrupted = True
         warn.append(f"interrupted by the user at iteration {i}")
-    sync(i)
+    sync(i, final=True)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

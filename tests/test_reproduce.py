@@ -1,0 +1,122 @@
+"""reproduce.py end to end at toy scale: the denoising table, the figures, resumability, and
+"—" (never a number) for results that do not exist yet."""
+import contextlib
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import dataset  # noqa: E402
+import reproduce  # noqa: E402
+
+DATA = dataset.resolve_data_dir()
+pytestmark = pytest.mark.skipif(DATA is None or not dataset.task_images(DATA, "denoising"),
+                                reason="no paper images (set DIP_DATA_DIR)")
+PUBLISHED = ("29.22", "30.43", "31.00", "31.42", "30.26")
+METHODS = {"DIP 1800 it.", "DIP 1800 it., EMA", "ours (seed 0)", "ours (seed 1)",
+           "ours, Gaussian upsampling λ 1.8", "ours, variance stop", "ours, 2 restarts averaged"}
+
+
+def run(*argv):
+    """reproduce.main in-process; returns (status, printed text)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = reproduce.main(list(argv))
+    return status, buf.getvalue()
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def is_png(path):
+    with Image.open(path) as im:
+        im.verify()
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    status, text = run("--toy", "--out", str(out), "--only", "denoising")
+    assert status == 0, text
+    return out
+
+
+def test_denoising_table(out):
+    image = dataset.task_images(DATA, "denoising")[0].stem
+    table = rows(out / "denoising.csv")
+    assert list(table[0]) == ["group", "method", "experiment", "image", "psnr", "ssim",
+                              "stop_iteration", "iterations", "seconds"]
+    assert METHODS <= {r["method"] for r in table}
+    for label in METHODS:  # every method has its image row and its mean, with a finite PSNR
+        mine = {r["image"]: r for r in table if r["method"] == label}
+        assert {image, "mean"} <= set(mine), label
+        assert np.isfinite(float(mine[image]["psnr"])), label
+    ours = next(r for r in table if r["method"] == "ours (seed 0)" and r["image"] == image)
+    assert ours["experiment"] == "ours_seed0" and float(ours["iterations"]) <= 6
+    published = {r["method"]: r["psnr"] for r in table if r["experiment"] == "published"}
+    assert {f"{float(v):.2f}" for v in published.values()} >= set(PUBLISHED)
+    md = (out / "denoising.md").read_text()
+    for word in ("| device | cpu |", "| torch |", "| seeds |", "reproduce.py --toy", "TOY",
+                 "±", "## Experiments", "denoising.py --crop32", *PUBLISHED):
+        assert word in md, word
+    if (ROOT / "results/paper/baselines_denoising.csv").exists():
+        assert "CBM3D (baselines.py)" in {r["method"] for r in table}
+
+
+def test_second_invocation_is_resumable(out):
+    summaries = sorted((out / "runs").glob("*/*/summary.json"))
+    assert len(summaries) == 6
+    before = {p: p.stat().st_mtime_ns for p in summaries}
+    status, text = run("--toy", "--out", str(out), "--only", "denoising")
+    assert status == 0
+    assert text.count("already finished, skipped") == 6, text
+    assert {p: p.stat().st_mtime_ns for p in summaries} == before
+
+
+def test_figures(out):
+    status, text = run("--toy", "--out", str(out), "--only", "figures")
+    assert status == 0, text
+    names = ("fig_fbc_dip_vs_ours", "fig_lambda_sweep", "fig_gaussian_sigma_sweep",
+             "fig_architectures", "fig_auto_stop", "fig_montage")
+    for name in names:
+        assert is_png(out / f"{name}.png"), name
+    md = (out / "figures.md").read_text()
+    assert all(f"({n}.png)" in md for n in names) and "| device | cpu |" in md
+    table = rows(out / "figures.csv")
+    stop = next(r for r in table if r["figure"] == "auto_stop")
+    assert stop["peak_or_stop_iteration"] == "2"   # the toy window makes the rule fire
+    # two values per sweep in toy mode
+    assert sum(r["figure"] == "lambda_sweep" for r in table) == 2
+    assert sum(r["figure"] == "gaussian_sigma_sweep" for r in table) == 2
+
+
+def test_missing_results_read_dash(tmp_path):
+    """No run: the inpainting table holds the published numbers, '—' for ours, and the
+    command that produces them."""
+    status, text = run("--toy", "--out", str(tmp_path), "--only", "inpainting", "--no-run")
+    assert status == 0 and "inpainting.md" in text
+    md = (tmp_path / "inpainting.md").read_text()
+    assert "| Barbara | — |" in md and "33.48" in md and "32.22" in md and "28.14" in md
+    assert "python reproduce.py --only inpainting" in md
+    table = {(r["method"], r["image"]): r for r in rows(tmp_path / "inpainting.csv")}
+    assert table[("ours (λ 1.6, ratio stop)", "Barbara")]["psnr"] == ""
+    assert table[("DIP (published, Table 1)", "Barbara")]["psnr"] == "32.2200"
+
+
+def test_dry_run_lists_every_experiment(capsys):
+    assert reproduce.main(["--dry-run"]) == 0
+    text = capsys.readouterr().out
+    for name in ("dip_1800", "ours_seed1", "inpainting", "sr_x8_Set14_ours",
+                 "deblock_LIVE1_q10", "enhancement", "fig_arch_convnet", "total"):
+        assert name in text, name
+    assert "--full --crop32" in text

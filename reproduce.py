@@ -701,7 +701,7 @@ def make_figures(ctx):
     fig_runs, lam, sig, arch = figure_runs(ctx.toy)
     logs = {r.name: read_log(ctx, r) for r in [*fig_runs.values(), *lam.values(), *sig.values(),
                                                *arch.values()]}
-    made, rows, lines = [], [], []
+    made, rows = [], []
 
     def sweep(d, fmt):
         return [(fmt(k), r, logs[r.name]) for k, r in d.items() if logs[r.name] is not None]

@@ -194,3 +194,14 @@ def test_make_input_kinds():
     assert m[0, 1, :, 0].tolist() == pytest.approx([0, 0.5, 1])
     with pytest.raises(ValueError):
         make_input("fourier", 3, 2, 2)
+
+
+def test_sigma_auto_and_autocast():
+    torch.manual_seed(1)
+    w = torch.randn(4, 64, 576)
+    ref = sigma_max(w, "svdvals")
+    assert torch.allclose(sigma_max(w, "auto"), ref, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.allclose(sigma_max(w, "eigvalsh"), ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="power"):
+        sigma_max(w, "power")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from conftest import is_png
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,10 +38,6 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-def is_png(path):
-    with Image.open(path) as im:
-        im.verify()
-    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

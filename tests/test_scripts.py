@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import is_png
 from skimage import data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,10 +24,6 @@ def run(script, *args, env=None):
                           text=True, cwd=ROOT, env=e, timeout=600)
 
 
-def is_png(path):
-    with Image.open(path) as im:
-        im.verify()
-    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

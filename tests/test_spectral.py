@@ -1,22 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from skimage import data, filters, img_as_float
 
 from utils.spectral import frequency_band_correspondence as fbc
-
-
-def _chw(a):
-    a = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
-    return torch.from_numpy(np.ascontiguousarray(a)).float()
-
-
-@pytest.fixture(scope="module")
-def imgs():
-    a = img_as_float(data.astronaut())
-    noisy = np.clip(a + np.random.RandomState(0).normal(0, 25 / 255, a.shape), 0, 1)
-    blur2 = filters.gaussian(a, sigma=2, channel_axis=-1)
-    return {"astronaut": _chw(a), "noisy": _chw(noisy), "blur2": _chw(blur2)}
 
 
 def _fbc_numpy(out, tgt, bands=5):

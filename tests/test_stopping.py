@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage import data, filters, img_as_float
+from skimage import filters
 from skimage.measure import blur_effect
 
+from conftest import chw
 from utils.stopping import (RatioStop, VarianceStop, blur_sharpness_ratio, blurriness, sharpness,
                             to_gray)
 
@@ -17,18 +18,8 @@ REFERENCE = {  # image: (blurriness, sharpness, ratio), the authors' numpy code
 }
 
 
-def _chw(a):
-    a = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
-    return torch.from_numpy(np.ascontiguousarray(a)).float()
 
 
-@pytest.fixture(scope="module")
-def imgs():
-    a = img_as_float(data.astronaut())
-    noisy = np.clip(a + np.random.RandomState(0).normal(0, 25 / 255, a.shape), 0, 1)
-    blur2 = filters.gaussian(a, sigma=2, channel_axis=-1)
-    return {"astronaut": _chw(a), "noisy": _chw(noisy), "blur2": _chw(blur2),
-            "camera": _chw(img_as_float(data.camera()))}
 
 
 # --------------------------------------------------------------------------- measures
@@ -54,7 +45,7 @@ def test_to_gray():
 def test_monotone_in_blur_and_agrees_with_skimage(imgs):
     a = imgs["astronaut"].permute(1, 2, 0).numpy().astype(np.float64)
     series = [a] + [filters.gaussian(a, sigma=s, channel_axis=-1) for s in (1, 2, 4)]
-    x = torch.stack([_chw(im) for im in series])
+    x = torch.stack([chw(im) for im in series])
     b, s = blurriness(x).numpy(), sharpness(x).numpy()
     assert np.all(np.diff(b) > 0) and np.all(np.diff(s) < 0)
     assert np.all(np.diff(blur_sharpness_ratio(x).numpy()) > 0)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from models.layers import LipschitzConv2d
-from utils.metrics import psnr, ssim
+from utils.metrics import psnr
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import RatioStop, VarianceStop, blur_sharpness_ratio
 
@@ -57,7 +57,7 @@ class FitConfig:
     amp: str = "none"                # none | bf16 (convolutions in bf16, loss/measures fp32)
     compile: bool = False            # torch.compile the forward
     channels_last: bool = False
-    sigma_method: str = "svdvals"    # svdvals | eigvalsh (both exact, see models.layers)
+    sigma_method: str = "auto"       # svdvals | eigvalsh | auto (all exact, see models.layers)
 
 
 @dataclass

@@ -1,0 +1,48 @@
+"""benchmarks.speed --quick: runs end to end on the CPU and writes the expected table."""
+import re
+
+import torch
+
+from benchmarks import speed
+
+
+def test_speed_quick_table(tmp_path):
+    out = tmp_path / "bench.md"
+    threads = torch.get_num_threads()
+    text = speed.main(["--device", "cpu", "--quick", "--out", str(out)])
+    assert torch.get_num_threads() == threads  # --quick's single thread is undone
+    assert out.read_text(encoding="utf-8") == text
+    assert "torch " + torch.__version__ in text and "command: `python -m benchmarks.speed" in text
+
+    rows = [line.split("|")[1:-1] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| case |")]
+    cases = {}
+    for cells in rows:
+        cells = [c.strip() for c in cells]
+        if len(cells) == 11:
+            cases.setdefault(tuple(cells[:5]), []).append(cells)
+    expected = [("decoder", "64²", "1", "fp32", "eager"), ("decoder", "64²", "10", "fp32", "eager"),
+                ("decoder", "64²", "10", "bf16", "eager"), ("decoder", "64²", "10", "fp32", "compile"),
+                ("decoder", "64²", "10", "bf16", "compile"),
+                ("hourglass", "64²", "1", "fp32", "eager"),
+                ("batch of 8 (vmap)", "8×64²", "1", "fp32", "eager"),
+                ("8 sequential fits", "8×64²", "1", "fp32", "eager")]
+    for key in expected:
+        assert key in cases, key
+    number = re.compile(r"^\d+(\.\d+)?$")
+    for key, found in cases.items():
+        for cells in found:
+            if key[4] == "compile":  # skipped in --quick, with a note saying so
+                assert cells[5] == "—" and "skipped" in cells[10]
+                continue
+            assert number.match(cells[5]) and float(cells[5]) > 0, cells  # ms/it
+            assert number.match(cells[6]) and float(cells[6]) > 0, cells  # it/s
+            assert re.match(r"^\d+\.\d+ GB$", cells[7]), cells           # peak memory
+
+    # the sigma-method comparison, the agreement check and the batch throughput ratio
+    assert re.search(r"\| svdvals \| \d+\.\d+ \|", text)
+    assert re.search(r"\| eigvalsh \| \d+\.\d+ \|", text)
+    assert re.search(r"faster on this device: \*\*(svdvals|eigvalsh)\*\*", text)
+    rel = re.search(r"max relative difference of σ_max over the convs: (\S+) at init", text)
+    assert rel and float(rel.group(1)) < 1e-5
+    assert re.search(r"ratio \*\*\d+\.\d+×\*\*", text)

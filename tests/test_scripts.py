@@ -141,3 +141,17 @@ def test_the_nine_denoising_images_are_found():
     names = {i.name for i in images}
     assert notice is None and len(images) == 9
     assert {"image_F16_512rgb", "image_House256rgb", "kodim01", "kodim12"} <= names
+
+
+@pytest.mark.skipif(not DATA, reason="DIP_DATA_DIR not set")
+def test_a_paper_image_by_name():
+    sys.path.insert(0, str(ROOT))
+    import denoising
+    from utils.imageio import ImageError
+    from utils.task import build_parser, collect_images
+    args = build_parser(denoising.TASK).parse_args(["--image", "kodim01"])
+    images, _ = collect_images(denoising.TASK, args)
+    assert [i.name for i in images] == ["kodim01"]
+    args = build_parser(denoising.TASK).parse_args(["--image", "no_such_image"])
+    with pytest.raises(ImageError, match="no_such_image"):
+        collect_images(denoising.TASK, args)

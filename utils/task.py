@@ -158,9 +158,22 @@ def _embedded(task: Task):
 
 def collect_images(task: Task, args) -> tuple[list, str | None]:
     """Load every input up front (so a bad file fails before any work or output)."""
-    if args.image:
-        return [load_image(p) for p in list_images(args.image)], None
     data_dir = dataset.resolve_data_dir(args.data_dir)
+    if args.image:
+        try:
+            paths = list_images(args.image)
+        except ImageError:
+            # not a path: a paper image by name (e.g. kodim01, image_F16_512rgb)
+            found = None
+            if data_dir is not None and not any(c in args.image for c in "*?["):
+                try:
+                    found = dataset.find_image(data_dir, args.image)
+                except ValueError as e:  # an ambiguous name
+                    raise ImageError(args.image, str(e))
+            if found is None:
+                raise
+            paths = [found]
+        return [load_image(p) for p in paths], None
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise ImageError(args.data_dir, "no such directory")
     paths = []

@@ -28,7 +28,7 @@ def sigma_max(weights: torch.Tensor, method: str = "svdvals") -> torch.Tensor:
     is much cheaper for the wide (out, in·k·k) matrices of a conv; it agrees with ``svdvals`` to
     1e-5 relative (tests/test_models.py).  ``auto``: the faster of the two on the device.
     Power iteration is not offered: the authors found it inaccurate (paper Sec. 4.1).  The result
-    carries no gradient and is computed in fp32 (fp64 on CPU) even under autocast.
+    carries no gradient and is computed in fp32 (the Gram route in fp64) even under autocast.
     """
     w = weights.detach()
     if method == "auto":
@@ -37,7 +37,7 @@ def sigma_max(weights: torch.Tensor, method: str = "svdvals") -> torch.Tensor:
         if method == "svdvals":
             return torch.linalg.svdvals(w.float())[..., 0]
         if method == "eigvalsh":
-            w = w.double() if w.device.type == "cpu" else w.float()
+            w = w.double()  # fp64: immune to TF32 matmul and to the squared condition number
             gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
             return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt().float()
     raise ValueError(f"unknown sigma method {method!r} (svdvals | eigvalsh | auto)")

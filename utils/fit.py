@@ -259,7 +259,8 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
         if gt is not None:
             better = (p_gt > state["best_psnr"]) & state["active"]
             state["best_psnr"] = torch.where(better, p_gt, state["best_psnr"])
-            state["best_it"] = torch.where(better, torch.tensor(i, device=dev), state["best_it"])
+            state["best_it"] = torch.where(better, torch.full_like(state["best_it"], i),
+                                           state["best_it"])
             best_out = o.clone() if best_out is None else torch.where(
                 better.view(-1, 1, 1, 1), o, best_out)
         if stop_rule is not None:

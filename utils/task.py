@@ -72,7 +72,6 @@ class Task:
     make_problem: Callable              # (LoadedImage, cfg dict) -> Problem
     data_groups: tuple = ("denoising",)
     defaults: tuple = ("astronaut",)    # embedded skimage.data images when no data is found
-    gray_defaults: bool = False
     validate: Callable | None = None    # (cfg, args) -> error message or None; may adjust cfg
     add_arguments: Callable | None = None
 
@@ -132,7 +131,8 @@ def resolve_config(task: Task, args) -> tuple[dict, str | None]:
     notice = None
     if (args.quick or device.type == "cpu") and not args.full:
         cfg.update(task.quick)
-        why = "--quick" if args.quick else "no GPU found"
+        why = "--quick" if args.quick else ("no GPU found" if args.device in (None, "auto") and
+                                            cfg.get("device", "auto") == "auto" else "CPU device")
         notice = (f"{why}: using the CPU quick preset "
                   f"({', '.join(f'{k}={v}' for k, v in task.quick.items())}); --full for the "
                   "paper's configuration")

@@ -68,3 +68,16 @@ def montage(images, titles, path, cols=None):
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(t, fontsize=8)
     _save(fig, path)
+
+
+def psnr_curves(curves, path, title=None, marks=()):
+    """PSNR against iteration for several runs: ``curves`` is a list of (label, iterations,
+    psnr); ``marks`` a list of (label, iteration) drawn as dashed vertical lines."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, it, p in curves:
+        ax.plot(it, p, label=label)
+    for label, it in marks:
+        ax.axvline(it, color="k", ls="--", lw=1, label=label)
+    ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)", title=title)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)

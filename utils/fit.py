@@ -19,7 +19,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -408,8 +408,4 @@ def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return "cpu"
-
-
-def config_dict(cfg: FitConfig) -> dict:
-    return asdict(cfg)
 

@@ -642,18 +642,13 @@ TABLES = {"denoising": denoising_table, "inpainting": inpainting_table,
 
 # ----------------------------------------------------------------------------- figures
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from utils.plots import plt  # Agg backend, imported only when figures are made
     return plt
 
 
 def _save(fig, path):
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    from utils.plots import save_figure
+    return save_figure(fig, path, dpi=100)
 
 
 def _peak(log):

@@ -231,7 +231,7 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
         a_o = data_term(o)
         if y_obs is None:
             y_obs = crop_obs(y)
-        p_obs = data_term.psnr_obs(o)
+        p_obs = data_term.psnr_of(a_o)
         nan = torch.full((M,), float("nan"), device=dev)
         p_gt = psnr(oc, crop_out(gt)) if gt is not None else nan
         p_ema = psnr(crop_out(ema), crop_out(gt)) if gt is not None else nan

@@ -58,7 +58,10 @@ class DataTerm(nn.Module):
 
     def psnr_obs(self, x):
         """(B,) PSNR of A(x) against y over the counted pixels (a fit-to-data monitor)."""
-        ax = self(x).detach()
+        return self.psnr_of(self(x).detach())
+
+    def psnr_of(self, ax):
+        """:meth:`psnr_obs` from an already computed A(x)."""
         return psnr(ax, self.observation.expand_as(ax), mask=self.mask)
 
 

@@ -14,11 +14,12 @@ import numpy as np  # noqa: E402
 from utils.imageio import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path, dpi=110):
+    """Write a matplotlib figure as PNG atomically and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def fbc_figure(history, path, member=0, title="frequency-band correspondence", mark=None):
@@ -32,7 +33,7 @@ def fbc_figure(history, path, member=0, title="frequency-band correspondence", m
         ax.axvline(mark, color="k", ls="--", lw=1, label=f"iteration {mark}")
     ax.set(xlabel="iteration", ylabel="FBC", ylim=(0, 1.05), title=title)
     ax.legend(fontsize=7, ncol=3, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
@@ -52,7 +53,7 @@ def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def montage(images, titles, path, cols=None):
@@ -67,7 +68,7 @@ def montage(images, titles, path, cols=None):
         img = np.clip(img, 0, 1)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(t, fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def psnr_curves(curves, path, title=None, marks=()):
@@ -80,4 +81,4 @@ def psnr_curves(curves, path, title=None, marks=()):
         ax.axvline(it, color="k", ls="--", lw=1, label=label)
     ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)", title=title)
     ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,0 +1,122 @@
+"""Fixed-seed CPU runs of every task whose outputs are pinned in ``tests/pinned.json``.
+
+A refactor must leave these bit-identical (tests/test_pinned.py).  A change of behaviour on
+purpose regenerates the file, and its commit says why:
+
+    PYTHONPATH=. python tests/pin_cases.py --write
+
+Each case runs a task script in-process at toy scale (tiny nets, a few iterations, one thread)
+on a small crop of a ``skimage.data`` image and fingerprints what it wrote: the full-precision
+metrics of summary.json, log.csv and the output PNGs.  The platform canary is a small conv/Adam
+computation in plain torch: where its bits differ from the pinned ones (another CPU, another
+torch), only the metrics are compared, within 1e-3 dB.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = Path(__file__).resolve().parent / "pinned.json"
+TINY = ["--quick", "--quiet", "--log-every", "2"]
+CASES = {
+    "denoising": ("denoising", "face", TINY + ["--channels", "8", "--iters", "12", "--seed", "3"]),
+    "denoising_restarts": ("denoising", "face", TINY + [
+        "--channels", "8", "--iters", "12", "--restarts", "2", "--stop-window", "2",
+        "--stop-eps", "1e9"]),
+    "inpainting": ("inpainting", "cam", TINY + ["--channels", "8", "--iters", "10", "--stop",
+                                                "variance", "--stop-window", "2",
+                                                "--stop-patience", "4"]),
+    "deblocking": ("deblocking", "face", TINY + ["--channels", "8", "--iters", "8"]),
+    "super_resolution": ("super_resolution", "face", TINY + [
+        "--channels-down", "8", "--channels-up", "8", "--scales", "3", "--iters", "6"]),
+    "enhancement": ("enhancement", "face", TINY + ["--channels", "8", "--iters", "5"]),
+}
+VOLATILE = {"seconds", "its_per_sec", "device"}
+FILES = ("log.csv", "output.png", "output_ema.png")
+
+
+def images(folder: Path) -> dict[str, Path]:
+    from skimage import data
+    out = {"face": folder / "face.png", "cam": folder / "cam.png"}
+    Image.fromarray(data.astronaut()[150:230, 180:260]).save(out["face"])   # 80×80, padded
+    Image.fromarray(data.camera()[200:264, 200:264]).save(out["cam"])        # 64×64 gray
+    return out
+
+
+def canary() -> str:
+    """sha256 of a tiny conv + Adam computation in plain torch (independent of this project)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 8, 32, 32, generator=g)
+    w = (torch.rand(8, 8, 3, 3, generator=g) - 0.5).requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        y = torch.nn.functional.conv2d(x, w, padding=1)
+        ((y - x) ** 2).mean().backward()
+        opt.step()
+    return hashlib.sha256(y.detach().numpy().tobytes()).hexdigest()[:16]
+
+
+def _task(script: str):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tasks import get_task
+        return get_task(script)
+    except ImportError:
+        import importlib
+        return importlib.import_module(script).TASK
+
+
+def run_case(name: str, folder: Path, paths: dict) -> dict:
+    """Run one case; return its fingerprint (metrics and file hashes)."""
+    from utils.task import main
+    script, image, argv = CASES[name]
+    out = folder / name
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = main(_task(script), argv + ["--image", str(paths[image]), "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0, f"{name}: exit status {status}"
+    d = out / image
+    summary = json.loads((d / "summary.json").read_text())
+    metrics = {k: v for k, v in summary.items() if k not in VOLATILE
+               and k not in ("warnings", "interrupted", "hyperparameters", "fit", "torch")
+               and isinstance(v, (int, float, str, type(None)))}
+    files = {f: hashlib.sha256((d / f).read_bytes()).hexdigest()[:16] for f in FILES}
+    return {"metrics": metrics, "files": files}
+
+
+def run_all(folder: Path) -> dict:
+    paths = images(folder)
+    return {"canary": canary(), "torch": torch.__version__,
+            "cases": {n: run_case(n, folder, paths) for n in CASES}}
+
+
+def close(a, b, tol=1e-3) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= tol
+    return a == b
+
+
+if __name__ == "__main__":
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        pins = run_all(Path(tmp))
+    text = json.dumps(pins, indent=1, sort_keys=True) + "\n"
+    if "--write" in sys.argv:
+        PINNED.write_text(text)
+        print(f"wrote {PINNED}")
+    else:
+        print(text)

@@ -1,0 +1,28 @@
+"""Behaviour pinned: fixed-seed toy runs of every task give the outputs recorded in
+tests/pinned.json (bit for bit on the platform that recorded them; see tests/pin_cases.py)."""
+import json
+
+import pytest
+
+from pin_cases import CASES, PINNED, canary, close, images, run_case
+
+PINS = json.loads(PINNED.read_text())
+EXACT = canary() == PINS["canary"]
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    return images(tmp_path_factory.mktemp("pin"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_pinned_outputs(name, paths, tmp_path):
+    got, want = run_case(name, tmp_path, paths), PINS["cases"][name]
+    assert set(got["metrics"]) == set(want["metrics"])
+    for k, v in want["metrics"].items():
+        if EXACT:
+            assert got["metrics"][k] == v, (k, got["metrics"][k], v)
+        else:  # another platform's arithmetic: the same numbers within rounding
+            assert close(got["metrics"][k], v), (k, got["metrics"][k], v)
+    if EXACT:
+        assert got["files"] == want["files"]

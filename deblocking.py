@@ -10,24 +10,41 @@ restored, as deblocking papers do (``--color rgb`` restores all three channels).
 """
 import sys
 
-import numpy as np
-
-from utils.imageio import to_tensor, to_uint8
+from utils.imageio import from_uint8, to_tensor, to_uint8
 from utils.metrics import psnr, psnr_b, rgb_to_y, ssim
 from utils.physics import IdentityTerm, jpeg_compress
-from utils.task import Problem, Task, main, prepare
+from utils.task import Problem, Task, prepare
 
 # ---- hyperparameters: the authors' deblocking values (code/deblocking.py) ----
 config = dict(
-    net="decoder", input="fourier", input_channels=32, input_var=1.0,
-    ln_lambda=1.4, upsample="bilinear", gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),
-    norm="mean_only", pad="reflection", channels=128,
-    optimizer="adam", lr=0.001, iters=10000, reg_noise_std=0.0, exp_weight=0.99,
-    stop="ratio", stop_window=100, stop_eps=0.01, stop_patience=1000, log_every=1,
-    quality=10,            # JPEG quality (the paper: 10, 20, 30)
-    color="y",             # y: restore the Y channel of colour images; rgb: all three
-    seed=0, device="auto", restarts=1, crop=0,
+    net="decoder",                  # network: decoder | hourglass | convnet
+    input="fourier",                # input code z: fourier | noise | meshgrid
+    input_channels=32,              # channels of the code z
+    input_var=1.0,                  # scale of the code
+    ln_lambda=1.4,                  # Lipschitz bound λ of every 3×3 conv (0 = no control)
+    upsample="bilinear",            # ×2 upsampling: nearest | bilinear | deconv | gaussian
+    gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),  # σ of each Gaussian upsampling, coarse to fine
+    norm="mean_only",               # normalisation: mean_only | batch | lipschitz_batch | none
+    pad="reflection",               # conv padding: reflection | zero
+    channels=128,                   # decoder width
+    optimizer="adam",               # adam | lbfgs
+    lr=0.001,                       # learning rate
+    iters=10000,                    # iterations (at most: the stop rule ends the fit earlier)
+    reg_noise_std=0.0,              # DIP's input perturbation z + N(0, std) per iteration
+    exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
+    stop="ratio",                   # stopping rule: ratio | variance | none
+    stop_window=100,                # window n of the stopping rule (evaluations)
+    stop_eps=0.01,                  # ε of the ratio rule
+    stop_patience=1000,             # patience of the variance rule (iterations)
+    log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
+    quality=10,                     # JPEG quality q (the paper: 10, 20, 30)
+    color="y",                      # colour images: y = restore the Y channel; rgb = all three
+    seed=0,                         # seed of the init and the code
+    device="auto",                  # auto | cpu | cuda
+    restarts=1,                     # independent fits averaged
+    crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
+# ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder ----
 quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20)
 
 
@@ -37,41 +54,45 @@ def _metrics(tag, img, ref):
             f"psnr_b{tag}": float(psnr_b(a, r)[0])}
 
 
-def make_problem(img, cfg, args):
-    clean, padded, region = prepare(img, cfg, args.crop32)
+def make_problem(img, cfg):
+    clean, padded, region = prepare(img, cfg)
     h, w = region
     if cfg["color"] == "y" and clean.shape[-1] == 3:
         # Y in [16, 235]/255 (BT.601 studio range), quantised to 8 bits like a decoded image
-        luma = lambda a: to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy())[..., None] / 255.0  # noqa
-        clean, padded = luma(clean).astype(np.float32), luma(padded).astype(np.float32)
+        luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
+        clean, padded = luma(clean), luma(padded)
         like = type(img)(**{**img.__dict__, "array": clean, "mode": "L", "alpha": None})
     else:
         like = img
-    if args.observed:
+    if cfg["observed"]:
         y = to_tensor(padded)
-        return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": clean}, like=like)
+        return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": clean}, like=like,
+                       observed=clean)
     # degrade the padded image (blocks stay aligned at the top-left, the padding is
     # bottom/right); with --crop32 there is no padding and this is the paper's protocol
-    gray = padded.shape[-1] == 1
-    obs = jpeg_compress(to_uint8(padded[..., 0] if gray else padded), cfg["quality"])
-    obs = (obs.astype(np.float32) / 255.0).reshape(padded.shape)
+    obs = from_uint8(jpeg_compress(to_uint8(padded), cfg["quality"]))
     jpeg = obs[:h, :w]
     return Problem(IdentityTerm(to_tensor(obs)), obs.shape[:2], region,
                    target=to_tensor(padded), inputs={"jpeg": jpeg}, like=like,
-                   baseline=_metrics("_in", jpeg, clean),
+                   baseline=_metrics("_in", jpeg, clean), observed=jpeg,
                    evaluate=lambda out: {"psnr_b": _metrics("", out, clean)["psnr_b"]})
 
 
-def validate(cfg, args):
+def validate(cfg):
     if not 1 <= cfg["quality"] <= 100:
         return f"--quality must be in 1..100, got {cfg['quality']}"
     if cfg["color"] not in ("y", "rgb"):
         return f"--color must be y or rgb, got {cfg['color']}"
 
 
-TASK = Task("deblocking", config, quick, make_problem,
+TASK = Task("deblocking", config, make_problem, quick=quick,
             data_groups=("deblocking/classic5", "deblocking/LIVE1"), defaults=("camera",),
-            validate=validate)
+            validate=validate, order=2, metrics=("psnr", "ssim", "psnr_b"), baselines=("input",),
+            protocol=(("deblocking/classic5", {"quality": 10}),
+                      ("deblocking/classic5", {"quality": 20}),
+                      ("deblocking/classic5", {"quality": 30}),
+                      ("deblocking/LIVE1", {"quality": 10})))
 
 if __name__ == "__main__":
+    from utils.cli import main
     sys.exit(main(TASK))

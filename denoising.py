@@ -13,43 +13,65 @@ import sys
 from utils.imageio import to_tensor
 from utils.metrics import psnr, ssim
 from utils.physics import IdentityTerm, add_gaussian_noise
-from utils.task import Problem, Task, main, prepare
+from utils.task import Problem, Task, prepare
 
 # ---- hyperparameters: the paper's values (Shi et al. 2022, code/denoising.py) ----
 config = dict(
-    net="decoder", input="fourier", input_channels=32, input_var=1.0,
-    ln_lambda=1.4, upsample="bilinear", gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),
-    norm="mean_only", pad="reflection", channels=128,
-    optimizer="adam", lr=0.001, iters=10000, reg_noise_std=0.0, exp_weight=0.99,
-    stop="ratio", stop_window=100, stop_eps=0.01, stop_patience=1000, log_every=1,
-    sigma=25.0,            # noise level on the 0-255 scale
-    seed=0, device="auto", restarts=1, crop=0,
+    net="decoder",                  # network: decoder | hourglass | convnet
+    input="fourier",                # input code z: fourier | noise | meshgrid
+    input_channels=32,              # channels of the code z
+    input_var=1.0,                  # scale of the code
+    ln_lambda=1.4,                  # Lipschitz bound λ of every 3×3 conv (0 = no control)
+    upsample="bilinear",            # ×2 upsampling: nearest | bilinear | deconv | gaussian
+    gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),  # σ of each Gaussian upsampling, coarse to fine
+    norm="mean_only",               # normalisation: mean_only | batch | lipschitz_batch | none
+    pad="reflection",               # conv padding: reflection | zero
+    channels=128,                   # decoder width
+    optimizer="adam",               # adam | lbfgs
+    lr=0.001,                       # learning rate
+    iters=10000,                    # iterations (at most: the stop rule ends the fit earlier)
+    reg_noise_std=0.0,              # DIP's input perturbation z + N(0, std) per iteration
+    exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
+    stop="ratio",                   # stopping rule: ratio | variance | none
+    stop_window=100,                # window n of the stopping rule (evaluations)
+    stop_eps=0.01,                  # ε of the ratio rule
+    stop_patience=1000,             # patience of the variance rule (iterations)
+    log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
+    sigma=25.0,                     # noise level σ on the 0-255 scale
+    seed=0,                         # seed of the noise, the init and the code
+    device="auto",                  # auto | cpu | cuda
+    restarts=1,                     # independent fits averaged (DIP: +0.6 dB for two)
+    crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
-# ---- CPU quick preset: a 128×128 centre crop and a narrower, faster decoder ----
+# ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder ----
 quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20)
 
 
-def make_problem(img, cfg, args):
-    clean, padded, region = prepare(img, cfg, args.crop32)
-    if args.observed:
+def make_problem(img, cfg):
+    clean, padded, region = prepare(img, cfg)
+    if cfg["observed"]:
         y = to_tensor(padded)
-        return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"noisy": clean})
+        return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"noisy": clean},
+                       observed=clean)
     x = to_tensor(padded)
     y = add_gaussian_noise(x, cfg["sigma"], seed=cfg["seed"])
     h, w = region
+    noisy = y[0, :, :h, :w].permute(1, 2, 0).numpy()
     base = {"psnr_in": float(psnr(y[..., :h, :w], x[..., :h, :w])[0]),
             "ssim_in": float(ssim(y[..., :h, :w], x[..., :h, :w])[0])}
     return Problem(IdentityTerm(y), x.shape[-2:], region, target=x, baseline=base,
-                   inputs={"noisy": y[0, :, :h, :w].permute(1, 2, 0).numpy()})
+                   inputs={"noisy": noisy}, observed=noisy)
 
 
-def validate(cfg, args):
+def validate(cfg):
     if cfg["sigma"] < 0:
         return f"--sigma must be >= 0, got {cfg['sigma']}"
 
 
-TASK = Task("denoising", config, quick, make_problem, data_groups=("denoising",),
-            defaults=("astronaut",), validate=validate)
+TASK = Task("denoising", config, make_problem, quick=quick, data_groups=("denoising",),
+            defaults=("astronaut",), validate=validate, order=1,
+            protocol=(("denoising", {"sigma": 25.0}),), baselines=("input", "cbm3d", "nlm", "tv"))
 
 if __name__ == "__main__":
+    from utils.cli import main
     sys.exit(main(TASK))

@@ -15,40 +15,62 @@ import numpy as np
 from utils.imageio import ImageError, load_mask, to_tensor
 from utils.metrics import psnr, ssim
 from utils.physics import MaskedTerm, bernoulli_mask
-from utils.task import Problem, Task, main, prepare
+from utils.task import Problem, Task, prepare
 
 # ---- hyperparameters: the authors' inpainting values (code/inpainting.py) ----
 config = dict(
-    net="decoder", input="fourier", input_channels=32, input_var=1.0,
-    ln_lambda=1.6, upsample="bilinear", gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),
-    norm="mean_only", pad="reflection", channels=128,
-    optimizer="adam", lr=0.001, iters=10000, reg_noise_std=0.0, exp_weight=0.99,
-    stop="ratio", stop_window=100, stop_eps=0.01, stop_patience=1000, log_every=1,
-    drop_rate=0.5, mask_seed=100,   # the Bernoulli mask: np.random.seed(100), > 0.5 is known
-    seed=0, device="auto", restarts=1, crop=0,
+    net="decoder",                  # network: decoder | hourglass | convnet
+    input="fourier",                # input code z: fourier | noise | meshgrid
+    input_channels=32,              # channels of the code z
+    input_var=1.0,                  # scale of the code
+    ln_lambda=1.6,                  # Lipschitz bound λ of every 3×3 conv (0 = no control)
+    upsample="bilinear",            # ×2 upsampling: nearest | bilinear | deconv | gaussian
+    gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),  # σ of each Gaussian upsampling, coarse to fine
+    norm="mean_only",               # normalisation: mean_only | batch | lipschitz_batch | none
+    pad="reflection",               # conv padding: reflection | zero
+    channels=128,                   # decoder width
+    optimizer="adam",               # adam | lbfgs
+    lr=0.001,                       # learning rate
+    iters=10000,                    # iterations (at most: the stop rule ends the fit earlier)
+    reg_noise_std=0.0,              # DIP's input perturbation z + N(0, std) per iteration
+    exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
+    stop="ratio",                   # stopping rule: ratio | variance | none
+    stop_window=100,                # window n of the stopping rule (evaluations)
+    stop_eps=0.01,                  # ε of the ratio rule
+    stop_patience=1000,             # patience of the variance rule (iterations)
+    log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
+    drop_rate=0.5,                  # Bernoulli mask: the fraction of pixels dropped
+    mask_seed=100,                  # Bernoulli mask: np.random.seed(100), > drop_rate is known
+    mask=None,                      # mask image (white = known pixel) for every image
+    seed=0,                         # seed of the init and the code
+    device="auto",                  # auto | cpu | cuda
+    restarts=1,                     # independent fits averaged
+    crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
+# ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder ----
 quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20)
 
 
-def _mask_for(img, args, shape_hw):
-    path = args.mask
+def _mask_for(img, cfg):
+    """The user's mask (--mask, or NAME_mask.png beside the image) as (H, W) bool, or None."""
+    path = cfg["mask"]
     if path is None and img.path is not None:
         sibling = Path(img.path).with_name(f"{img.name}_mask.png")
         path = sibling if sibling.exists() else None
     if path is None:
-        if args.observed:
+        if cfg["observed"]:
             raise ImageError(img.path or img.name, "--observed inpainting needs --mask")
         return None
     return load_mask(path, img.array.shape[:2])
 
 
-def make_problem(img, cfg, args):
-    user_mask = _mask_for(img, args, img.array.shape[:2])
+def make_problem(img, cfg):
+    user_mask = _mask_for(img, cfg)
     # the mask follows the image through the quick crop / --crop32 exactly like the pixels
     a = img.array if user_mask is None else np.concatenate(
         [img.array, user_mask[..., None].astype(np.float32)], -1)
     stacked = type(img)(**{**img.__dict__, "array": a})
-    clean, padded, region = prepare(stacked, cfg, args.crop32)
+    clean, padded, region = prepare(stacked, cfg)
     h, w = region
     if user_mask is None:
         known = bernoulli_mask(h, w, cfg["drop_rate"], cfg["mask_seed"])[0]
@@ -61,28 +83,26 @@ def make_problem(img, cfg, args):
     y = x * m
     masked = clean * known[..., None]
     inputs = {"masked": masked, "mask": known[..., None].astype(np.float32)}
-    if args.observed:
-        return Problem(MaskedTerm(y, m), x.shape[-2:], region, inputs=inputs)
+    if cfg["observed"]:
+        return Problem(MaskedTerm(y, m), x.shape[-2:], region, inputs=inputs, observed=masked)
     fill = clean.copy()
     for c in range(clean.shape[-1]):                # the "mean of the known pixels" baseline
         fill[..., c][~known] = clean[..., c][known].mean()
     ft, xt = to_tensor(fill), to_tensor(clean)
     base = {"psnr_in": float(psnr(ft, xt)[0]), "ssim_in": float(ssim(ft, xt)[0])}
     return Problem(MaskedTerm(y, m), x.shape[-2:], region, target=x, inputs=inputs,
-                   baseline=base)
+                   baseline=base, observed=masked)
 
 
-def validate(cfg, args):
+def validate(cfg):
     if not 0 <= cfg["drop_rate"] < 1:
         return f"--drop-rate must be in [0, 1), got {cfg['drop_rate']}"
 
 
-def add_arguments(g):
-    g.add_argument("--mask", help="mask image (white = known pixel) for every --image")
-
-
-TASK = Task("inpainting", config, quick, make_problem, data_groups=("inpainting/bernoulli",),
-            defaults=("camera",), validate=validate, add_arguments=add_arguments)
+TASK = Task("inpainting", config, make_problem, quick=quick,
+            data_groups=("inpainting/bernoulli",), defaults=("camera",), validate=validate,
+            order=3, metrics=("psnr", "ssim"), baselines=("mean_fill", "biharmonic"))
 
 if __name__ == "__main__":
+    from utils.cli import main
     sys.exit(main(TASK))

@@ -12,71 +12,81 @@ a 4-pixel border removed, bicubic side by side.
 """
 import sys
 
-import numpy as np
-
-from utils.imageio import pad_to_multiple, to_tensor, to_uint8
+from utils.imageio import from_uint8, pad_to_multiple, to_tensor, to_uint8
 from utils.metrics import y_psnr
 from utils.physics import DownsampleTerm, bicubic_upscale, pil_downscale
-from utils.task import Problem, Task, main, prepare
+from utils.task import Problem, Task, prepare
 
-# ---- hyperparameters: DIP's super-resolution recipe (×4; ×8 uses 4000 iterations, 0.05) ----
+# ---- hyperparameters: DIP's super-resolution recipe (×4; ×8: the preset below) ----
 config = dict(
-    net="hourglass", input="noise", input_channels=32, input_var=0.1,
-    ln_lambda=0.0, upsample="bilinear", gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),
-    norm="batch", pad="reflection", channels_down=128, channels_up=128, channels_skip=4,
-    scales=5, optimizer="adam", lr=0.01, iters=2000, reg_noise_std=0.03, exp_weight=0.99,
-    stop="none", stop_window=100, stop_eps=0.01, stop_patience=1000, log_every=1,
-    factor=4,
-    seed=0, device="auto", restarts=1, crop=0,
+    net="hourglass",                # network: hourglass | decoder | convnet
+    input="noise",                  # input code z: noise | fourier | meshgrid
+    input_channels=32,              # channels of the code z
+    input_var=0.1,                  # scale of the code
+    ln_lambda=0.0,                  # Lipschitz bound λ of every 3×3 conv (0 = no control: DIP)
+    upsample="bilinear",            # ×2 upsampling: nearest | bilinear | deconv | gaussian
+    gaussian_sigmas=(0.1, 0.1, 0.1, 0.5, 0.5),  # σ of each Gaussian upsampling, coarse to fine
+    norm="batch",                   # normalisation: batch | mean_only | lipschitz_batch | none
+    pad="reflection",               # conv padding: reflection | zero
+    channels_down=128,              # hourglass encoder width
+    channels_up=128,                # hourglass decoder width
+    channels_skip=4,                # hourglass skip width
+    scales=5,                       # hourglass levels
+    optimizer="adam",               # adam | lbfgs
+    lr=0.01,                        # learning rate
+    iters=2000,                     # iterations
+    reg_noise_std=0.03,             # DIP's input perturbation z + N(0, std) per iteration
+    exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
+    stop="none",                    # stopping rule: none (DIP) | ratio | variance
+    stop_window=100,                # window n of the stopping rule (evaluations)
+    stop_eps=0.01,                  # ε of the ratio rule
+    stop_patience=1000,             # patience of the variance rule (iterations)
+    log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
+    factor=4,                       # upscaling factor: 2 | 4 | 8
+    seed=0,                         # seed of the init, the code and the input perturbation
+    device="auto",                  # auto | cpu | cuda
+    restarts=1,                     # independent fits averaged
+    crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
-X8 = dict(iters=4000, reg_noise_std=0.05)   # DIP's ×8 setting
+# ---- presets: DIP's ×8 recipe (unless given on the command line), the CPU quick preset ----
+presets = (dict(when=dict(factor=8), values=dict(iters=4000, reg_noise_std=0.05)),)
 quick = dict(crop=128, channels_down=32, channels_up=32, iters=300, log_every=10)
 
 
-def _u8(a):
-    return to_uint8(a[..., 0] if a.shape[-1] == 1 else a)
-
-
-def _f32(u8, channels):
-    a = u8.astype(np.float32) / 255.0
-    return a.reshape(a.shape[:2] + (channels,))
-
-
-def make_problem(img, cfg, args):
+def make_problem(img, cfg):
     f = cfg["factor"]
-    c = img.array.shape[-1]
-    if args.observed:  # the input is the low-resolution image: the output is f times larger
+    if cfg["observed"]:  # the input is the low-resolution image: the output is f times larger
         lr_img = img.array
         lr_pad, _ = pad_to_multiple(lr_img, max(32 // f, 1) * (2 if min(lr_img.shape[:2]) * f < 64 else 1))
         region = (lr_img.shape[0] * f, lr_img.shape[1] * f)
         out_hw = (lr_pad.shape[0] * f, lr_pad.shape[1] * f)
-        bic = _f32(bicubic_upscale(_u8(lr_img), f), c)
+        bic = from_uint8(bicubic_upscale(to_uint8(lr_img), f))
         return Problem(DownsampleTerm(to_tensor(lr_pad), f), out_hw, region,
-                       inputs={"lr": lr_img, "bicubic": bic})
-    hr, hr_pad, region = prepare(img, cfg, args.crop32, multiple=32)
-    lr_pad = _f32(pil_downscale(_u8(hr_pad), f), c)
+                       inputs={"bicubic": bic, "lr": lr_img}, observed=lr_img)
+    hr, hr_pad, region = prepare(img, cfg, multiple=32)
+    lr_pad = from_uint8(pil_downscale(to_uint8(hr_pad), f))
     lr = lr_pad[:region[0] // f, :region[1] // f]
-    bic = _f32(bicubic_upscale(_u8(lr), f), c)
+    bic = from_uint8(bicubic_upscale(to_uint8(lr), f))
     hr_eval = hr[:bic.shape[0], :bic.shape[1]]
     return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region,
-                   target=to_tensor(hr_pad), inputs={"lr": lr, "bicubic": bic},
+                   target=to_tensor(hr_pad), inputs={"bicubic": bic, "lr": lr}, observed=lr,
                    baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr_eval))[0])},
                    evaluate=lambda out: {"y_psnr": float(y_psnr(
                        to_tensor(out[:bic.shape[0], :bic.shape[1]]), to_tensor(hr_eval))[0])})
 
 
-def validate(cfg, args):
+def validate(cfg):
     if cfg["factor"] not in (2, 4, 8):
         return f"--factor must be 2, 4 or 8, got {cfg['factor']}"
-    if cfg["factor"] == 8:  # DIP's ×8 recipe, unless given on the command line
-        for k, v in X8.items():
-            if getattr(args, k, None) is None and not args.quick:
-                cfg[k] = v
 
 
-TASK = Task("super_resolution", config, quick, make_problem,
+TASK = Task("super_resolution", config, make_problem, quick=quick, presets=presets,
             data_groups=("super_resolution/Set5", "super_resolution/Set14"),
-            defaults=("astronaut",), validate=validate)
+            defaults=("astronaut",), validate=validate, order=4, metrics=("y_psnr",),
+            baselines=("bicubic",),
+            protocol=tuple((f"super_resolution/{s}", {"factor": f}) for s in ("Set5", "Set14")
+                           for f in (4, 8)))
 
 if __name__ == "__main__":
+    from utils.cli import main
     sys.exit(main(TASK))

@@ -7,11 +7,10 @@ this project (24 ms FBC + 36 ms blurriness + 139 ms sharpness).
 """
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
+from benchmarks.timing import median_ms
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import blurriness, sharpness
 
@@ -29,20 +28,6 @@ def _image(size, device):
     return noisy[None].to(device), x[None].to(device)
 
 
-def _median_ms(fn, repeat, device):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(3):  # warm-up: ring-mask cache, FFT plans, allocator
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -55,12 +40,12 @@ def main(argv=None):
     device = torch.device(args.device)
     out, target = _image(args.size, device)
     parts = {
-        "fbc": _median_ms(lambda: frequency_band_correspondence(out, target), args.repeat, device),
-        "blur": _median_ms(lambda: blurriness(out), args.repeat, device),
-        "sharp": _median_ms(lambda: sharpness(out), args.repeat, device),
+        "fbc": median_ms(lambda: frequency_band_correspondence(out, target), device, args.repeat, 3),
+        "blur": median_ms(lambda: blurriness(out), device, args.repeat, 3),
+        "sharp": median_ms(lambda: sharpness(out), device, args.repeat, 3),
     }
-    total = _median_ms(lambda: (frequency_band_correspondence(out, target), blurriness(out), sharpness(out)),
-                       args.repeat, device)
+    total = median_ms(lambda: (frequency_band_correspondence(out, target), blurriness(out),
+                               sharpness(out)), device, args.repeat, 3)
     base = sum(NUMPY_MS.values()) * (args.size / 512) ** 2  # numpy cost scales with the pixel count
     detail = " + ".join(f"{k} {v:.1f}" for k, v in parts.items())
     print(f"measures {args.size}x{args.size} RGB on {args.device} ({torch.get_num_threads()} threads): "

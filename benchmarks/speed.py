@@ -8,7 +8,7 @@ fit copies its logs to the host every ``sync_every`` iterations (a device synchr
 then calls its callbacks: a callback takes a timestamp there, so one fit of ``warmup + iters``
 iterations gives one time per chunk of ``sync_every`` iterations; ms/it is the median over the
 chunks after the warm-up (which absorbs compilation, cuDNN autotuning and first-call costs).
-The spectral share is measured apart: ``refresh_sigmas`` on the net's controlled convs alone,
+The spectral share is measured apart: ``grouped_sigmas`` on the net's controlled convs alone,
 median ms per call, divided by the iteration time.  Peak memory is ``max_memory_allocated`` on
 CUDA and the peak RSS of the process on the CPU (VmHWM, reset per case through
 /proc/self/clear_refs where the kernel allows it, else ``getrusage``'s lifetime maximum).
@@ -32,10 +32,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
-from models.layers import lipschitz_convs, refresh_sigmas, sigma_max
-from utils.fit import FitConfig, fit
+from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
+from utils.fit import FitConfig, cpu_model, fit
 from utils.physics import IdentityTerm
+from utils.tables import fmt
 
 METHODS = ("svdvals", "eigvalsh")
 AUTHORS_CPU_MS = {128: 430.0, 256: 1800.0}  # the authors' code on this project's 2-core CPU
@@ -81,11 +83,6 @@ def settings(dev: torch.device, quick: bool, iters: int | None) -> Settings:
 
 
 # --------------------------------------------------------------------------- measuring
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def reset_peak(dev):
     _sync(dev)
     if dev.type == "cuda":
@@ -109,34 +106,18 @@ def peak_bytes(dev) -> float:
         return float(rss if sys.platform == "darwin" else rss * 1024)
 
 
-def median_ms(fn, dev, repeats=5, warmup=2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        fn()
-        _sync(dev)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def controlled(nets):
     return [m for net in nets for _, m in lipschitz_convs(net)]
 
 
 def refresh_ms(nets, method, dev) -> float | None:
-    """ms per ``refresh_sigmas`` call over the controlled convs of ``nets`` (stacked per shape,
+    """ms per ``grouped_sigmas`` call over the controlled convs of ``nets`` (stacked per shape,
     as the vmapped batch computes them); None when there are none."""
     convs = controlled(nets)
     if not convs:
         return None
     with torch.no_grad():
-        ms = median_ms(lambda: refresh_sigmas(convs, method), dev)
-    for m in convs:  # drop the handed-in values: the next forward computes its own
-        m._sigma = None
-    return ms
+        return median_ms(lambda: grouped_sigmas(convs, method), dev)
 
 
 def time_fit(nets, z, y, cfg: FitConfig, st: Settings, dev):
@@ -162,25 +143,27 @@ def time_fit(nets, z, y, cfg: FitConfig, st: Settings, dev):
 
 
 # --------------------------------------------------------------------------- cases
-def make_case(net_name, size, st, seed=0, members=1):
+def make_case(net_name, size, st, seed=0, members=1, sigma_method="auto"):
     """Fresh nets, their codes (members, C, h, w) and a random target (members, 3, size, size)."""
     g = torch.Generator().manual_seed(seed)
     nets, codes = [], []
     for m in range(members):
         torch.manual_seed(seed + m)
         if net_name == "decoder":  # the paper's decoder: 32 fourier channels, var 1
-            nets.append(build_net("decoder", 32, 3, channels=st.channels))
+            nets.append(build_net("decoder", 32, 3, channels=st.channels,
+                                  sigma_method=sigma_method))
             codes.append(make_input("fourier", 32, size // 32, size // 32, var=1, generator=g))
         else:  # DIP's skip net on its noise code (32 channels, var 1/10)
             c = st.channels
-            nets.append(build_net("hourglass", 32, 3, channels_down=c, channels_up=c))
+            nets.append(build_net("hourglass", 32, 3, channels_down=c, channels_up=c,
+                                  sigma_method=sigma_method))
             codes.append(make_input("noise", 32, size, size, var=0.1, generator=g))
     y = torch.rand(members, 3, size, size, generator=g)
     return (nets[0] if members == 1 else nets), torch.cat(codes), y
 
 
 def run_case(row: Row, net_name, size, cfg, st, dev, method):
-    net, z, y = make_case(net_name, size, st)
+    net, z, y = make_case(net_name, size, st, sigma_method=method)
     try:
         row.ms, _, row.peak, warm_s = time_fit(net, z, y, cfg, st, dev)
     except Exception as e:  # noqa: BLE001 -- compile / bf16 may be unsupported on this platform
@@ -253,8 +236,7 @@ def benchmark(dev: torch.device, st: Settings):
         sigma["rel_autocast"] = max_rel_diff([dec], dev, autocast=True)
     except Exception as e:  # noqa: BLE001
         sigma["rel_autocast"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"
-    method = sigma["faster"]
-    base = replace(base, sigma_method=method)
+    method = sigma["faster"]   # every net below computes σ with it (a net option)
 
     rows = []
     s1, s2 = st.s1, st.s2
@@ -298,7 +280,7 @@ def benchmark(dev: torch.device, st: Settings):
 
     # 8 independent fits: one vmapped batch vs 8 sequential fits (throughput = images·its/s)
     M = 8
-    nets, z, y = make_case("decoder", s1, st, members=M)
+    nets, z, y = make_case("decoder", s1, st, members=M, sigma_method=method)
     batched = Row(f"batch of {M} (vmap)", f"{M}×{s1}²", 1, "fp32", "eager")
     batched.ms, _, batched.peak, _ = time_fit(nets, z, y, base, st, dev)
     batched.its = 1e3 / batched.ms
@@ -330,20 +312,14 @@ def _progress(row):
 
 
 # --------------------------------------------------------------------------- report
-def _fmt(v, spec, none="—"):
-    return none if v is None else format(v, spec)
+def _fmt(v, spec):
+    return fmt(v, spec=spec, missing="—")
 
 
 def device_name(dev):
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = re.search(r"model name\s*:\s*(.*)", f.read()).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    return f"CPU {model}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
 
 
 def _check(value, limit, le=True):
@@ -401,7 +377,7 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
     lines += [
         "",
         f"## Spectral norm: {sigma['n_convs']} controlled convs of the decoder "
-        f"({st.channels} channels), ms per `refresh_sigmas`", "",
+        f"({st.channels} channels), ms per `grouped_sigmas`", "",
         "| method | ms per refresh |", "|---|---|",
         *(f"| {m} | {ms[m]:.2f} |" for m in METHODS),
         "",

@@ -13,13 +13,12 @@ import os
 from pathlib import Path
 
 DATA_ENV = "DIP_DATA_DIR"
-FETCH_HINT = "python -m dataset.fetch <group>"
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST_PATH = PACKAGE_DIR / "manifest.tsv"
 COLUMNS = ("path", "upstream_url", "upstream_sha256", "sha256")
 MASK_SUFFIX = "_mask"
 
-__all__ = ["DATA_ENV", "FETCH_HINT", "PACKAGE_DIR", "MANIFEST_PATH", "read_manifest",
+__all__ = ["DATA_ENV", "PACKAGE_DIR", "MANIFEST_PATH", "read_manifest",
            "manifest", "groups", "select", "resolve_data_dir", "task_images", "find_image"]
 
 

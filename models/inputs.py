@@ -11,6 +11,8 @@ import math
 
 import torch
 
+INPUTS = ("fourier", "noise", "meshgrid")
+
 
 def make_input(kind: str, channels: int, height: int, width: int, var: float = 0.1,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -28,4 +30,4 @@ def make_input(kind: str, channels: int, height: int, width: int, var: float = 0
         y = torch.linspace(0, 1, height).view(height, 1).expand(height, width)
         x = torch.linspace(0, 1, width).view(1, width).expand(height, width)
         return torch.stack([x, y])[None].contiguous()
-    raise ValueError(f"unknown input kind {kind!r} (noise | fourier | meshgrid)")
+    raise ValueError(f"unknown input kind {kind!r} ({' | '.join(INPUTS)})")

@@ -18,9 +18,14 @@ import torch.nn.functional as F
 # the faster exact method per device type, from benchmarks/speed.py (CPU: eigvalsh 19 ms vs
 # svdvals 94 ms for the decoder's 12 convs; CUDA: to be confirmed by the GPU benchmark)
 FASTEST_SIGMA = {"cpu": "eigvalsh", "cuda": "eigvalsh"}
+SIGMA_METHODS = ("auto", "svdvals", "eigvalsh")
+PADS = ("reflection", "zero")
+NORMS = ("mean_only", "batch", "lipschitz_batch", "none")
+UPSAMPLES = ("nearest", "bilinear", "deconv", "gaussian")
+GAINS = ("faithful", "unit")
 
 
-def sigma_max(weights: torch.Tensor, method: str = "svdvals") -> torch.Tensor:
+def sigma_max(weights: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """Exact largest singular value of each matrix in ``weights`` (..., rows, cols).
 
     ``svdvals``: ``torch.linalg.svdvals`` (the reference).  ``eigvalsh``: square root of the
@@ -40,7 +45,7 @@ def sigma_max(weights: torch.Tensor, method: str = "svdvals") -> torch.Tensor:
             w = w.double()  # fp64: immune to TF32 matmul and to the squared condition number
             gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
             return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt().float()
-    raise ValueError(f"unknown sigma method {method!r} (svdvals | eigvalsh | auto)")
+    raise ValueError(f"unknown sigma method {method!r} ({' | '.join(SIGMA_METHODS)})")
 
 
 class LipschitzConv2d(nn.Conv2d):
@@ -50,33 +55,37 @@ class LipschitzConv2d(nn.Conv2d):
     reshaped to ``(out, in·k·k)``, recomputed at every forward and treated as a constant in the
     backward pass (as in the authors' code).  ``ln_lambda`` None or 0 disables the control (a plain
     conv).  ``pad`` is ``reflection`` or ``zero`` ('same' padding for odd kernels).
+    ``sigma_method`` is how σ_max is computed when the caller does not hand it to ``forward``
+    (see :func:`sigma_max`; ``auto`` = the fastest exact method on the weight's device).
     """
 
-    sigma_method = "svdvals"  # class-wide default; the fit loop may switch it (both are exact)
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True,
-                 ln_lambda: float | None = None, pad: str = "reflection"):
-        if pad not in ("reflection", "zero"):
+                 ln_lambda: float | None = None, pad: str = "reflection",
+                 sigma_method: str = "auto"):
+        if pad not in PADS:
             raise ValueError(f"pad must be 'reflection' or 'zero', got {pad!r}")
+        if sigma_method not in SIGMA_METHODS:
+            raise ValueError(f"unknown sigma method {sigma_method!r} ({' | '.join(SIGMA_METHODS)})")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=(kernel_size - 1) // 2, bias=bias,
                          padding_mode="reflect" if pad == "reflection" else "zeros")
         self.ln_lambda = float(ln_lambda) if ln_lambda else None
-        self._sigma = None  # σ_max handed in by ControlledNet's grouped computation
+        self.sigma_method = sigma_method
 
     @property
     def controlled(self) -> bool:
         return self.ln_lambda is not None
 
     def effective_weight(self, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """``W / max(1, σ/λ)``; σ = σ_max(W) unless given (a grouped computation, see
+        :func:`grouped_sigmas`)."""
         if not self.controlled:
             return self.weight
         if sigma is None:
             sigma = sigma_max(self.weight.flatten(1), self.sigma_method)
         return self.weight / torch.clamp(sigma / self.ln_lambda, min=1.0)
 
-    def forward(self, x):
-        sigma, self._sigma = self._sigma, None
+    def forward(self, x, sigma: torch.Tensor | None = None):
         w = self.effective_weight(sigma)
         p = self.padding[0]
         if self.padding_mode == "reflect" and p and min(x.shape[-2:]) <= p:
@@ -98,7 +107,7 @@ class GaussianUpsample(nn.Module):
 
     def __init__(self, channels: int, sigma: float, gain: str = "faithful"):
         super().__init__()
-        if gain not in ("faithful", "unit"):
+        if gain not in GAINS:
             raise ValueError(f"gain must be 'faithful' or 'unit', got {gain!r}")
         self.sigma, self.gain = float(sigma), gain
         d = (torch.arange(1, 6, dtype=torch.float64) - 3) / 2
@@ -176,7 +185,7 @@ def make_norm(kind: str, channels: int, norm_lambda: float | None = None) -> nn.
         return LipschitzBatchNorm2d(channels, norm_lambda if norm_lambda else 1.0)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r} (mean_only | batch | lipschitz_batch | none)")
+    raise ValueError(f"unknown norm {kind!r} ({' | '.join(NORMS)})")
 
 
 def make_upsample(kind: str, channels: int, sigma: float = 0.5, gain: str = "faithful"):
@@ -188,7 +197,7 @@ def make_upsample(kind: str, channels: int, sigma: float = 0.5, gain: str = "fai
         return GaussianUpsample(channels, sigma, gain)
     if kind == "deconv":
         return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
-    raise ValueError(f"unknown upsample {kind!r} (nearest | bilinear | deconv | gaussian)")
+    raise ValueError(f"unknown upsample {kind!r} ({' | '.join(UPSAMPLES)})")
 
 
 def kaiming_init_(conv: nn.Conv2d) -> nn.Conv2d:
@@ -203,17 +212,18 @@ def lipschitz_convs(net: nn.Module):
             if isinstance(m, LipschitzConv2d) and m.controlled]
 
 
-def refresh_sigmas(convs, method: str | None = None) -> None:
-    """Compute σ_max of all controlled convs with one call per group of same-shaped weights and
-    hand each conv its value for its next forward (a stacked ``svdvals`` beats 12 small ones)."""
+def grouped_sigmas(convs, method: str = "auto") -> dict:
+    """σ_max of every conv in ``convs``, computed with one call per group of same-shaped
+    weights (a stacked decomposition beats 12 small ones); returns ``{conv: σ}`` for the caller
+    to hand to each conv's ``forward``."""
     groups: dict[tuple, list] = {}
     for m in convs:
         groups.setdefault(tuple(m.weight.shape), []).append(m)
+    out = {}
     for mods in groups.values():
-        stacked = torch.stack([m.weight.flatten(1) for m in mods])
-        sig = sigma_max(stacked, method or LipschitzConv2d.sigma_method)
-        for i, m in enumerate(mods):
-            m._sigma = sig[i]
+        sig = sigma_max(torch.stack([m.weight.flatten(1) for m in mods]), method)
+        out.update(zip(mods, sig.unbind(0)))
+    return out
 
 
 @torch.no_grad()
@@ -225,4 +235,4 @@ def spectral_norms(net: nn.Module) -> dict[str, float]:
 
 __all__ = ["sigma_max", "LipschitzConv2d", "GaussianUpsample", "MeanOnlyNorm",
            "SampleBatchNorm2d", "LipschitzBatchNorm2d", "make_norm", "make_upsample",
-           "kaiming_init_", "lipschitz_convs", "refresh_sigmas", "spectral_norms"]
+           "kaiming_init_", "lipschitz_convs", "grouped_sigmas", "spectral_norms"]

@@ -9,57 +9,76 @@
   architecture ablation, Sec. 5.2).
 
 All convs except the final 1×1 output conv are ``LipschitzConv2d`` (controlled when ``ln_lambda``
-is set); norms use per-sample statistics so independent fits can share a batch.
+is set); norms use per-sample statistics so independent fits can share a batch.  ``NETS`` is the
+registry: a new network is one builder plus one entry there.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .layers import (LipschitzConv2d, kaiming_init_, lipschitz_convs, make_norm, make_upsample,
-                     refresh_sigmas)
+from .layers import (GAINS, NORMS, PADS, SIGMA_METHODS, UPSAMPLES, LipschitzConv2d,
+                     grouped_sigmas, kaiming_init_, lipschitz_convs, make_norm, make_upsample)
 
 PAPER_SIGMAS = (0.1, 0.1, 0.1, 0.5, 0.5)  # Gaussian σ per upsampling stage, coarse to fine
+
+
+def _call(module, x, sigmas):
+    """Run one layer, handing σ to a controlled conv and the σ table to a container."""
+    if isinstance(module, LipschitzConv2d):
+        return module(x, None if sigmas is None else sigmas.get(module))
+    if isinstance(module, (Chain, SkipLevel)):
+        return module(x, sigmas)
+    return module(x)
+
+
+class Chain(nn.Sequential):
+    """``nn.Sequential`` that hands every controlled conv its σ_max from ``sigmas``
+    (``{conv: σ}``, see :func:`models.layers.grouped_sigmas`); without it each conv computes
+    its own."""
+
+    def forward(self, x, sigmas: dict | None = None):
+        for module in self:
+            x = _call(module, x, sigmas)
+        return x
 
 
 class DIPNet(nn.Module):
     """A network body plus the bookkeeping every architecture shares.
 
-    ``forward`` first computes σ_max of all controlled convs in one stacked call per weight shape
-    (``refresh_sigmas``), then runs the body.  ``divisor`` is the factor the input's spatial size
-    must be a multiple of; ``code_scale`` is output size / input size.
+    ``forward`` computes σ_max of all controlled convs in one stacked call per weight shape
+    (``sigma_method``: see :func:`models.layers.sigma_max`) and hands the values to the body.
+    ``divisor`` is the factor the input's spatial size must be a multiple of; ``code_scale`` is
+    output size / input size.
     """
 
-    def __init__(self, body: nn.Module, name: str, code_scale: int, divisor: int = 1):
+    def __init__(self, body: Chain, name: str, code_scale: int, divisor: int = 1,
+                 sigma_method: str = "auto"):
         super().__init__()
         self.body, self.name = body, name
         self.code_scale, self.divisor = code_scale, divisor
-        self.group_sigmas = True
+        self.sigma_method = sigma_method
 
     def forward(self, z):
         h, w = z.shape[-2:]
         if h % self.divisor or w % self.divisor:
             raise ValueError(f"{self.name}: input size {w}x{h} is not a multiple of {self.divisor}")
-        if self.group_sigmas:
-            refresh_sigmas(self.controlled_convs())
-        return self.body(z)
+        convs = [m for m in self.lipschitz_layers() if m.controlled]
+        return self.body(z, grouped_sigmas(convs, self.sigma_method) if convs else {})
 
-    def controlled_convs(self):
-        """The controlled convs, found once (set ``ln_lambda`` per layer before the first
-        forward, or call ``forget_convs()`` after changing which layers are controlled)."""
+    def lipschitz_layers(self):
+        """Every LipschitzConv2d of the net (controlled or not), found once."""
         if "_convs" not in self.__dict__:
-            self.__dict__["_convs"] = [m for _, m in lipschitz_convs(self)]
+            self.__dict__["_convs"] = [m for m in self.modules() if isinstance(m, LipschitzConv2d)]
         return self.__dict__["_convs"]
-
-    def forget_convs(self):
-        self.__dict__.pop("_convs", None)
 
 
 def _conv(cin, cout, k, o, stride=1):
     conv = LipschitzConv2d(cin, cout, k, stride=stride, bias=o["bias"], ln_lambda=o["ln_lambda"],
-                           pad=o["pad"])
+                           pad=o["pad"], sigma_method=o["sigma_method"])
     return kaiming_init_(conv) if o["init"] == "kaiming" else conv
 
 
@@ -85,6 +104,7 @@ def _sigmas(o, stages):
 
 
 def decoder(in_channels, out_channels, o, upsampling=True):
+    """The paper's decoder (``upsampling=False``: the convnet of the architecture ablation)."""
     c, stages = o["channels"], o["scales"]
     layers = _block(in_channels, c, o) + _block(c, c, o)
     sig = _sigmas(o, stages) if o["upsample"] == "gaussian" else [None] * stages
@@ -96,10 +116,14 @@ def decoder(in_channels, out_channels, o, upsampling=True):
         else:
             layers += [make_upsample(o["upsample"], c, sig[s], o["gain"])]
             layers += _block(c, c, o) + _block(c, c, o)
-    body = nn.Sequential(*layers, *_head(c, out_channels, o))
+    body = Chain(*layers, *_head(c, out_channels, o))
     if upsampling:
-        return DIPNet(body, "decoder", code_scale=2 ** stages)
-    return DIPNet(body, "convnet", code_scale=1)
+        return DIPNet(body, "decoder", code_scale=2 ** stages, sigma_method=o["sigma_method"])
+    return DIPNet(body, "convnet", code_scale=1, sigma_method=o["sigma_method"])
+
+
+def convnet(in_channels, out_channels, o):
+    return decoder(in_channels, out_channels, o, upsampling=False)
 
 
 class SkipLevel(nn.Module):
@@ -109,9 +133,11 @@ class SkipLevel(nn.Module):
         super().__init__()
         self.skip, self.deeper, self.after = skip, deeper, after
 
-    def forward(self, x):
-        d = self.deeper(x)
-        return self.after(torch.cat([self.skip(x), d], 1) if self.skip is not None else d)
+    def forward(self, x, sigmas: dict | None = None):
+        d = _call(self.deeper, x, sigmas)
+        if self.skip is not None:
+            d = torch.cat([_call(self.skip, x, sigmas), d], 1)
+        return _call(self.after, d, sigmas)
 
 
 def _per_scale(v, n, what):
@@ -137,41 +163,84 @@ def hourglass(in_channels, out_channels, o):
         deeper = _block(cin, down[i], o, stride=2) + _block(down[i], down[i], o)
         deeper += ([inner] if inner is not None else [])
         deeper += [make_upsample(o["upsample"], k, sig[n - 1 - i], o["gain"])]
-        branch = (nn.Sequential(_conv(cin, skip[i], 1, o), norm(skip[i]), act())
-                  if skip[i] else None)
+        branch = Chain(_conv(cin, skip[i], 1, o), norm(skip[i]), act()) if skip[i] else None
         after = [norm(skip[i] + k)] + _block(skip[i] + k, up[i], o)
         after += [_conv(up[i], up[i], 1, o), norm(up[i]), act()]
-        inner = SkipLevel(branch, nn.Sequential(*deeper), nn.Sequential(*after))
-    body = nn.Sequential(inner, *_head(up[0], out_channels, o))
-    return DIPNet(body, "hourglass", code_scale=1, divisor=2 ** n)
+        inner = SkipLevel(branch, Chain(*deeper), Chain(*after))
+    body = Chain(inner, *_head(up[0], out_channels, o))
+    return DIPNet(body, "hourglass", code_scale=1, divisor=2 ** n, sigma_method=o["sigma_method"])
 
 
-DEFAULTS = {
-    "common": dict(ln_lambda=None, upsample="bilinear", gaussian_sigmas=PAPER_SIGMAS,
-                   norm="mean_only", norm_lambda=None, pad="reflection", need_sigmoid=True,
-                   bias=True, scales=5, gain="faithful"),
+# ----------------------------------------------------------------------------- the registry
+# Every option of every net: its default where the net's entry does not set one, and its help.
+COMMON = dict(ln_lambda=0.0, upsample="bilinear", gaussian_sigmas=PAPER_SIGMAS,
+              norm="mean_only", norm_lambda=1.0, pad="reflection", need_sigmoid=True,
+              bias=True, scales=5, gain="faithful", sigma_method="auto")
+OPTION_HELP = {
+    "ln_lambda": "Lipschitz bound λ of every 3×3 conv: a number, one per conv, or 0 = no control",
+    "upsample": "×2 upsampling: " + " | ".join(UPSAMPLES),
+    "gaussian_sigmas": "σ of each Gaussian upsampling stage, coarse to fine",
+    "norm": "normalisation: " + " | ".join(NORMS),
+    "norm_lambda": "Lipschitz bound of the lipschitz_batch norms",
+    "pad": "conv padding: " + " | ".join(PADS),
+    "need_sigmoid": "sigmoid on the output",
+    "bias": "conv biases",
+    "scales": "upsampling stages (decoder) or levels (hourglass)",
+    "gain": "DC gain of the Gaussian upsampling: " + " | ".join(GAINS),
+    "sigma_method": "how σ_max is computed (all exact): " + " | ".join(SIGMA_METHODS)
+                    + "; auto = the fastest on the device",
+    "channels": "width of every conv",
+    "channels_down": "hourglass encoder widths (one number, or one per level)",
+    "channels_up": "hourglass decoder widths (one number, or one per level)",
+    "channels_skip": "hourglass skip widths (one number, or one per level; 0 = no skip)",
+    "act_slope": "negative slope of the LeakyReLUs",
+    "init": "conv initialisation: kaiming (the authors') | default (PyTorch's)",
+}
+OPTION_CHOICES = {"upsample": UPSAMPLES, "norm": NORMS, "pad": PADS, "gain": GAINS,
+                  "sigma_method": SIGMA_METHODS, "init": ("kaiming", "default")}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A registered network: ``build(in_channels, out_channels, options) -> DIPNet``, its own
+    defaults over ``COMMON``, and the tiny widths of the tests and ``reproduce.py --toy``."""
+    build: Callable
+    defaults: dict
+    toy: dict
+    about: str
+
+
+_DECODER = dict(ln_lambda=1.4, channels=128, act_slope=0.01, init="kaiming")
+NETS = {
     # the authors' decoder: λ 1.4, mean-only norm, LeakyReLU(0.01), Kaiming-uniform init
-    "decoder": dict(ln_lambda=1.4, channels=128, act_slope=0.01, init="kaiming"),
-    "convnet": dict(ln_lambda=1.4, channels=128, act_slope=0.01, init="kaiming"),
+    "decoder": NetSpec(decoder, _DECODER, dict(channels=8), "the paper's decoder (Sec. 5)"),
+    "convnet": NetSpec(convnet, _DECODER, dict(channels=8),
+                       "the decoder without upsampling, code at full resolution (Sec. 5.2)"),
     # DIP's skip net: batch norm, LeakyReLU(0.2), PyTorch's default init, no control
-    "hourglass": dict(norm="batch", channels_down=128, channels_up=128, channels_skip=4,
-                      act_slope=0.2, init="default"),
+    "hourglass": NetSpec(hourglass, dict(norm="batch", channels_down=128, channels_up=128,
+                                         channels_skip=4, act_slope=0.2, init="default"),
+                         dict(channels_down=8, channels_up=8, scales=3),
+                         "DIP's skip net (Ulyanov et al. 2018, supplementary)"),
 }
 
 
+def net_options(name: str) -> dict:
+    """Every option of net ``name`` with its default."""
+    if name not in NETS:
+        raise ValueError(f"unknown net {name!r} ({' | '.join(NETS)})")
+    return {**COMMON, **NETS[name].defaults}
+
+
 def build_net(name: str, in_channels: int, out_channels: int, **options) -> DIPNet:
-    """Build ``decoder``, ``hourglass`` or ``convnet``.
+    """Build a registered net (``NETS``: decoder, hourglass, convnet).
 
     Options (all nets): ``ln_lambda`` (float, a list with one λ per controlled conv, or None/0 for
-    no control), ``upsample`` (nearest | bilinear | deconv | gaussian), ``gaussian_sigmas`` (one σ
-    per upsampling stage, coarse to fine), ``gain`` (faithful | unit), ``norm`` (mean_only | batch
-    | lipschitz_batch | none), ``norm_lambda``, ``pad`` (reflection | zero), ``need_sigmoid``,
-    ``bias``, ``scales``, ``act_slope``, ``init`` (kaiming | default).  decoder/convnet:
-    ``channels``; hourglass: ``channels_down``, ``channels_up``, ``channels_skip`` (int or list).
+    no control), ``upsample``, ``gaussian_sigmas``, ``gain``, ``norm``, ``norm_lambda``, ``pad``,
+    ``need_sigmoid``, ``bias``, ``scales``, ``act_slope``, ``init``, ``sigma_method``;
+    decoder/convnet: ``channels``; hourglass: ``channels_down``, ``channels_up``,
+    ``channels_skip`` (int or list).  ``OPTION_HELP`` describes each.
     """
-    if name not in ("decoder", "hourglass", "convnet"):
-        raise ValueError(f"unknown net {name!r} (decoder | hourglass | convnet)")
-    o = {**DEFAULTS["common"], **DEFAULTS[name]}
+    o = net_options(name)
     unknown = set(options) - set(o)
     if unknown:
         raise ValueError(f"unknown option(s) for {name}: {sorted(unknown)}")
@@ -179,10 +248,7 @@ def build_net(name: str, in_channels: int, out_channels: int, **options) -> DIPN
     per_layer = o["ln_lambda"] if isinstance(o["ln_lambda"], Sequence) else None
     if per_layer is not None:
         o["ln_lambda"] = 1.0  # placeholder so every conv is built controlled; set below
-    if name == "hourglass":
-        net = hourglass(in_channels, out_channels, o)
-    else:
-        net = decoder(in_channels, out_channels, o, upsampling=(name == "decoder"))
+    net = NETS[name].build(in_channels, out_channels, o)
     if per_layer is not None:
         convs = lipschitz_convs(net)
         if len(per_layer) != len(convs):

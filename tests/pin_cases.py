@@ -66,26 +66,18 @@ def canary() -> str:
     return hashlib.sha256(y.detach().numpy().tobytes()).hexdigest()[:16]
 
 
-def _task(script: str):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from tasks import get_task
-        return get_task(script)
-    except ImportError:
-        import importlib
-        return importlib.import_module(script).TASK
-
-
 def run_case(name: str, folder: Path, paths: dict) -> dict:
     """Run one case; return its fingerprint (metrics and file hashes)."""
-    from utils.task import main
+    sys.path.insert(0, str(ROOT))
+    from tasks import get_task
+    from utils.cli import main
     script, image, argv = CASES[name]
     out = folder / name
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            status = main(_task(script), argv + ["--image", str(paths[image]), "--out", str(out)])
+            status = main(get_task(script), argv + ["--image", str(paths[image]), "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     assert status == 0, f"{name}: exit status {status}"
@@ -94,8 +86,14 @@ def run_case(name: str, folder: Path, paths: dict) -> dict:
     metrics = {k: v for k, v in summary.items() if k not in VOLATILE
                and k not in ("warnings", "interrupted", "hyperparameters", "fit", "torch")
                and isinstance(v, (int, float, str, type(None)))}
-    files = {f: hashlib.sha256((d / f).read_bytes()).hexdigest()[:16] for f in FILES}
+    files = {f: hashlib.sha256(_content(d / f)).hexdigest()[:16] for f in FILES}
     return {"metrics": metrics, "files": files}
+
+
+def _content(path: Path) -> bytes:
+    """A file's bytes; CSV files with their line endings normalised to "\n"."""
+    data = path.read_bytes()
+    return data.replace(b"\r\n", b"\n") if path.suffix == ".csv" else data
 
 
 def run_all(folder: Path) -> dict:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from utils.api import restore
+from tasks import restore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, iters=4, log_every=1)

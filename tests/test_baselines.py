@@ -1,3 +1,5 @@
+"""baselines.py and utils/classic.py: the classic methods improve their degraded inputs, the
+cases follow each task's protocol (its own make_problem), and the tables are well formed."""
 import csv
 import math
 
@@ -6,116 +8,105 @@ import pytest
 
 import baselines as B
 from dataset import resolve_data_dir, task_images
+from tasks import all_tasks, get_task
+from utils import classic
+from utils.config import resolve_config
+from utils.imageio import LoadedImage
+from utils.task import score
 
 
 def _smooth(h=64, w=64):
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.stack([0.5 + 0.3 * np.sin(2 * np.pi * xx), 0.2 + 0.6 * yy, 0.5 + 0.2 * np.cos(np.pi * (xx + yy))], -1)
+    img = np.stack([0.5 + 0.3 * np.sin(2 * np.pi * xx), 0.2 + 0.6 * yy,
+                    0.5 + 0.2 * np.cos(np.pi * (xx + yy))], -1)
     return img.astype(np.float32)
 
 
-def _crop(group, size=64):
-    d = resolve_data_dir()
-    paths = task_images(d, group) if d is not None else []
-    if not paths:
-        pytest.skip(f"no {group} images (set DIP_DATA_DIR)")
-    x = B.load_cropped(paths[0])
-    return np.ascontiguousarray(x[:size, :size]), paths[0].stem
-
-
-def _psnr(case, est):
-    return B.score(case, est)["psnr"]
+def _problem(name, image=None, **given):
+    task = get_task(name)
+    cfg, _ = resolve_config(task, {"crop32": True, **given}, "full")
+    img = LoadedImage(array=_smooth() if image is None else image.astype(np.float32))
+    return task.make_problem(img, cfg), cfg
 
 
 @pytest.mark.parametrize("method", ["nlm", "tv", "cbm3d"])
 def test_denoisers_improve_a_smooth_image(method):
-    if method == "cbm3d" and B.bm3d is None:
+    if not classic.available(method):
         pytest.skip("bm3d not installed")
-    x = _smooth()
-    case = B.Case("denoising", "s", "sigma=25", "smooth", x, B.noisy_image(x))
-    base = _psnr(case, case.observed)
-    assert 19 < base < 22  # sigma 25 on [0, 1] images: ~20.2 dB
-    est = B.BASELINES["denoising"][method][0](case)
-    assert est.shape == x.shape and est.dtype == np.float32
-    assert _psnr(case, est) > base + 1
-    assert 0 < B.score(case, est)["ssim"] <= 1
+    problem, cfg = _problem("denoising")
+    base = score(problem, problem.observed)["psnr"]
+    assert 19 < base < 22  # σ 25 on [0, 1] images: ~20.2 dB
+    assert base == pytest.approx(problem.baseline["psnr_in"], abs=1e-4)  # one scoring function
+    est = classic.METHODS[method][0](problem, cfg)
+    assert est.shape == problem.observed.shape and est.dtype == np.float32
+    got = score(problem, est)
+    assert got["psnr"] > base + 1 and 0 < got["ssim"] <= 1
 
 
-def test_noise_is_seeded_and_in_the_authors_layout():
-    x = _smooth(32, 32)
-    n1, n2 = B.noisy_image(x), B.noisy_image(x)
-    assert np.array_equal(n1, n2)
-    ref = np.clip(x.transpose(2, 0, 1) + np.random.RandomState(0).normal(scale=25 / 255, size=(3, 32, 32)), 0, 1)
-    np.testing.assert_allclose(n1, ref.transpose(1, 2, 0), atol=1e-6)
-
-
-def test_bicubic_ypsnr_finite():
-    x, name = _crop("super_resolution/Set5")
-    from utils.physics import pil_downscale
-    for f in (4, 8):
-        case = B.Case("super_resolution", "Set5", f"x{f}", name, x,
-                      B.from_u8(pil_downscale(B.to_u8(x), f)), factor=f)
-        est = B.bicubic(case)
-        assert est.shape == x.shape
-        v = B.score(case, est)["ypsnr"]
-        assert math.isfinite(v) and 10 < v < 100
-
-
-def test_jpeg_input_scores():
-    x, name = _crop("deblocking/classic5")
-    from utils.physics import jpeg_compress
-    case = B.Case("deblocking", "classic5", "q=10", name, x, B.from_u8(jpeg_compress(B.to_u8(x), 10)))
-    s = B.score(case, B.identity(case))
-    assert set(s) == {"psnr", "ssim", "psnr_b"}
-    assert 15 < s["psnr"] < 45 and s["psnr_b"] <= s["psnr"] + 1e-9 and 0 < s["ssim"] < 1
+def test_bicubic_and_richardson_lucy_improve_on_their_inputs():
+    sr, cfg = _problem("super_resolution", factor=4)
+    est = classic.bicubic(sr, cfg)
+    assert est.shape == (64, 64, 3) and math.isfinite(score(sr, est)["y_psnr"])
+    from skimage import data
+    blurred, cfg = _problem("deblurring", data.camera()[100:228, 100:228, None] / 255.0)
+    before = score(blurred, blurred.observed)["psnr"]
+    assert score(blurred, classic.richardson_lucy(blurred, cfg))["psnr"] > before + 1
 
 
 def test_inpainting_baselines():
-    x, name = _crop("inpainting/bernoulli")
-    m = B.bernoulli_mask(64, 64, rate=0.5, seed=100).transpose(1, 2, 0)
-    case = B.Case("inpainting", "bernoulli", "p=0.5", name, x, x * m, mask=m)
-    fill = B.mean_fill(case)
-    assert np.array_equal(fill[m], x[m])  # known pixels kept
-    p_fill, p_bih = _psnr(case, fill), _psnr(case, B.biharmonic(case))
-    assert math.isfinite(p_fill) and math.isfinite(p_bih) and p_bih > p_fill
+    problem, cfg = _problem("inpainting")
+    known = problem.inputs["mask"][..., 0] > 0.5
+    fill = classic.mean_fill(problem, cfg)
+    assert np.array_equal(fill[known], _smooth()[known])  # known pixels kept
+    p_fill = score(problem, fill)["psnr"]
+    assert p_fill == pytest.approx(problem.baseline["psnr_in"], abs=1e-4)
+    assert score(problem, classic.biharmonic(problem, cfg))["psnr"] > p_fill + 5
+
+
+def test_every_named_method_exists():
+    for task in all_tasks().values():
+        assert set(task.baselines) <= set(classic.METHODS), task.name
 
 
 def test_cases_follow_the_protocol():
-    if resolve_data_dir() is None or not task_images(resolve_data_dir(), "inpainting/bernoulli"):
+    d = resolve_data_dir()
+    if d is None or not task_images(d, "super_resolution/Set5"):
         pytest.skip("no images (set DIP_DATA_DIR)")
-    stems = {p.stem for p in task_images(resolve_data_dir(), "inpainting/bernoulli")}
-    assert stems <= set(B.INPAINT_NAMES)  # every file has its Table 1 name
-    (c,) = list(B.cases("inpainting", limit=1))
-    assert c.image in B.DIP_INPAINT and c.mask.shape == c.clean.shape[:2] + (1,)
-    assert abs(c.mask.mean() - 0.5) < 0.01 and np.all(c.observed[~c.mask[..., 0]] == 0)
-    sr = list(B.cases("super_resolution", limit=1))
-    assert [(c.set, c.setting) for c in sr] == [("Set5", "x4"), ("Set5", "x8"), ("Set14", "x4"), ("Set14", "x8")]
-    for c in sr:
-        assert c.clean.shape[0] % 32 == 0 and c.clean.shape[1] % 32 == 0
-        assert c.observed.shape[:2] == (c.clean.shape[0] // c.factor, c.clean.shape[1] // c.factor)
+    sr = list(B.cases(get_task("super_resolution"), limit=1))
+    assert [(g, s) for g, s, *_ in sr] == [("super_resolution/Set5", "factor=4"),
+                                          ("super_resolution/Set5", "factor=8"),
+                                          ("super_resolution/Set14", "factor=4"),
+                                          ("super_resolution/Set14", "factor=8")]
+    for (_, setting, _, problem, cfg) in sr:
+        h, w = problem.region
+        assert h % 32 == 0 and w % 32 == 0 and cfg["crop32"]
+        assert problem.observed.shape[:2] == (h // cfg["factor"], w // cfg["factor"])
+    (case,) = list(B.cases(get_task("inpainting"), limit=1))
+    assert case[2] == "barbara"  # DIP's Table 1 order
+    mask = case[3].inputs["mask"]
+    assert abs(mask.mean() - 0.5) < 0.01 and np.all(case[3].observed[mask[..., 0] == 0] == 0)
 
 
-def test_write_table(tmp_path):
-    rows = [{"set": "S", "setting": "q=10", "image": "a", "m_psnr": 30.0, "m_ssim": 0.9, "x_psnr": None},
-            {"set": "S", "setting": "q=10", "image": "b", "m_psnr": 32.0, "m_ssim": 0.7, "x_psnr": None},
-            {"set": "T", "setting": "q=20", "image": "c", "m_psnr": 20.0, "m_ssim": 0.5, "x_psnr": None}]
-    cols = ["m_psnr", "m_ssim", "x_psnr"]
-    csv_path, md_path = B.write_table(tmp_path, "demo", rows, cols, {"device": "cpu", "date": "today"},
-                                      labels={"m_psnr": "M PSNR"}, published={("S", "q=10"): [("paper", 31.5)]},
-                                      notes=["a note"])
-    assert csv_path.name == "baselines_demo.csv" and md_path.name == "baselines_demo.md"
+def test_write_task_tables(tmp_path):
+    task = get_task("deblocking")
+    rows = [{"group": "deblocking/classic5", "setting": "quality=10", "image": "a",
+             "input_psnr": 30.0, "input_ssim": 0.9, "input_psnr_b": None},
+            {"group": "deblocking/classic5", "setting": "quality=10", "image": "b|c",
+             "input_psnr": 32.0, "input_ssim": 0.7, "input_psnr_b": 29.0}]
+    cols = ["input_psnr", "input_ssim", "input_psnr_b"]
+    csv_path, md_path = B.write_task(tmp_path, task, rows, cols, [("device", "cpu")],
+                                     {"input": 0.0})
     with open(csv_path, newline="") as f:
         got = list(csv.DictReader(f))
-    assert list(got[0]) == ["set", "setting", "image", *cols]
-    assert [r["image"] for r in got] == ["a", "b", "c", "mean", "mean"]
-    assert float(got[3]["m_psnr"]) == 31.0 and float(got[3]["m_ssim"]) == pytest.approx(0.8)
-    assert got[0]["x_psnr"] == "" and got[3]["x_psnr"] == ""
+    assert list(got[0]) == ["group", "setting", "image", *cols]
+    assert got[0]["input_psnr"] == "30.0000" and got[0]["input_psnr_b"] == ""
     md = md_path.read_text()
-    assert "M PSNR" in md and "paper 31.50" in md and "not available" in md and "a note" in md
+    assert "| mean | 31.00 |" in md and "b\\|c" in md and "n/a" in md and "| device | cpu |" in md
     for block in md.split("\n\n"):  # every Markdown table is rectangular with a separator row
-        lines = [l for l in block.splitlines() if l.startswith("|")]
+        lines = [line for line in block.splitlines() if line.startswith("|")]
         if lines:
-            assert len({l.count("|") for l in lines}) == 1 and set(lines[1]) <= set("|-")
+            counts = {line.replace("\\|", "").count("|") for line in lines}
+            assert len(counts) == 1 and set(lines[1]) <= set("|-")
 
 
 def test_main_skips_existing_tables(tmp_path, capsys):

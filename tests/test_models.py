@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from models import (GaussianUpsample, LipschitzBatchNorm2d, LipschitzConv2d, MeanOnlyNorm,
-                    build_net, code_shape, count_parameters, make_input, sigma_max, spectral_norms)
+                    build_net, code_shape, count_parameters, grouped_sigmas, make_input,
+                    sigma_max, spectral_norms)
 from models.layers import SampleBatchNorm2d
 
 
@@ -155,7 +156,32 @@ def test_lipschitz_batch_norm_bound():
     var = x.var(dim=(2, 3), correction=0)
     gamma = bn._scale(var.view(1, 3, 1, 1)).view(3)
     lip = (gamma.abs() / torch.sqrt(var.view(3) + bn.eps)).max()
-    assert float(lip) <= 0.5 + 1e-6
+    assert float(lip.detach()) <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("name", ["decoder", "hourglass"])
+def test_grouped_sigmas_are_handed_to_the_convs(name):
+    """DIPNet computes σ_max once per weight shape and hands each conv its own value: the same
+    output as every conv computing its own σ (the body run without the table)."""
+    torch.manual_seed(0)
+    net = tiny(name, ln_lambda=0.9)
+    z = torch.rand(1, 4, 64, 64) if name == "hourglass" else make_input("fourier", 4, 2, 2)
+    convs = [m for m in net.lipschitz_layers() if m.controlled]
+    table = grouped_sigmas(convs, "svdvals")
+    assert len(table) == len(convs) > 0
+    for m in convs:
+        assert torch.allclose(table[m], torch.linalg.svdvals(m.weight.flatten(1))[0], rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(net(z), net.body(z), atol=1e-6)
+
+
+def test_sigma_method_is_a_net_option():
+    net = tiny(sigma_method="svdvals")
+    assert net.sigma_method == "svdvals"
+    assert {m.sigma_method for m in net.lipschitz_layers()} == {"svdvals"}
+    assert tiny().sigma_method == "auto"  # the fastest exact method on the device
+    with pytest.raises(ValueError, match="sigma method"):
+        tiny(sigma_method="power_iteration")
 
 
 @pytest.mark.parametrize("name", ["decoder", "hourglass", "convnet"])

@@ -113,7 +113,8 @@ def test_missing_results_read_dash(tmp_path):
 def test_dry_run_lists_every_experiment(capsys):
     assert reproduce.main(["--dry-run"]) == 0
     text = capsys.readouterr().out
-    for name in ("dip_1800", "ours_seed1", "inpainting", "sr_x8_Set14_ours",
-                 "deblock_LIVE1_q10", "enhancement", "fig_arch_convnet", "total"):
+    for name in ("dip_1800", "ours_seed1", "inpainting_bernoulli", "sr_x8_Set14_ours",
+                 "deblocking_LIVE1_quality10", "enhancement", "deblurring_denoising",
+                 "fig_arch_convnet", "total"):
         assert name in text, name
     assert "--full --crop32" in text

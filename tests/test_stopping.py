@@ -7,8 +7,9 @@ from skimage import filters
 from skimage.measure import blur_effect
 
 from conftest import chw
-from utils.stopping import (RatioStop, VarianceStop, blur_sharpness_ratio, blurriness, sharpness,
-                            to_gray)
+from utils.metrics import gray_for_measures as to_gray
+from utils.stopping import (STOP_RULES, RatioStop, VarianceStop, blur_sharpness_ratio, blurriness,
+                            make_stop_rule, sharpness)
 
 REFERENCE = {  # image: (blurriness, sharpness, ratio), the authors' numpy code
     "astronaut": (0.354393, 0.173259, 2.045451),
@@ -32,7 +33,7 @@ def test_reference_values(imgs, name):
         assert got.item() == pytest.approx(ref, rel=1e-4), f.__name__
 
 
-def test_to_gray():
+def test_gray_for_measures():
     x = torch.rand(2, 3, 5, 6)
     ref = (0.2989 * x[:, 0] + 0.5870 * x[:, 1] + 0.1140 * x[:, 2]).clamp(0, 1)[:, None]
     torch.testing.assert_close(to_gray(x), ref)
@@ -92,7 +93,7 @@ def test_ratio_stop_plateau_after_ramp():
     for i in range(400):
         it = every * i  # called every 5 iterations: the window counts calls
         out = torch.full((2, 1, 4, 4), float(it))
-        flags = stop.update(it, torch.tensor(seqs[:, i], dtype=torch.float32), out)
+        flags = stop.update(it, out, ratio=torch.tensor(seqs[:, i], dtype=torch.float32))
         assert flags.tolist() == [i >= e for e in expected]
     assert stop.stop_iteration.tolist() == [every * e for e in expected]
     assert stop.output[:, 0, 0, 0].tolist() == [every * e for e in expected]
@@ -103,7 +104,7 @@ def test_ratio_stop_never_on_steep_ramp():
     n, eps = 10, 0.01
     stop = RatioStop(window=n, eps=eps)
     for i in range(500):  # successive window means differ by n * slope = 1.1 eps
-        stop.update(i, torch.tensor([5 - 1.1 * eps / n * i, 1 + 1.1 * eps / n * i]))
+        stop.update(i, ratio=torch.tensor([5 - 1.1 * eps / n * i, 1 + 1.1 * eps / n * i]))
     assert not stop.stopped.any() and stop.stop_iteration.tolist() == [-1, -1]
     assert not stop.should_stop() and stop.output is None
 
@@ -114,7 +115,7 @@ def test_ratio_stop_nan_is_no_decision():
     flags = []
     for i in range(20):  # constant ratios would stop at i = 9 but for the NaN at i = 3
         v = [math.nan if i == 3 else 2.0, math.nan]
-        flags.append(stop.update(i, torch.tensor(v)).tolist())
+        flags.append(stop.update(i, ratio=torch.tensor(v)).tolist())
     assert [f[0] for f in flags].index(True) == 13  # first window r[4..13] without the NaN
     assert not any(f[1] for f in flags)
     assert stop.stop_iteration.tolist() == [13, -1]
@@ -199,6 +200,24 @@ def test_variance_stop_nan_is_no_decision():
     assert stop.stop_iteration.item() == W - 1 and torch.equal(stop.output, c)
 
 
+def test_one_interface_for_every_rule(imgs):
+    """update(iteration, output, ratio=None) -> stopped, for every rule of STOP_RULES."""
+    x = torch.stack([imgs["astronaut"][:, :64, :64], imgs["noisy"][:, :64, :64]])
+    for name in STOP_RULES:
+        rule = make_stop_rule(name, window=2, eps=1e9, patience=1)
+        if rule is None:
+            assert name == "none"
+            continue
+        for i in range(6):
+            flags = rule.update(i, x, ratio=blur_sharpness_ratio(x))
+        assert flags.shape == (2,) and flags.all(), name
+        assert rule.output.shape == x.shape and (rule.stop_iteration >= 0).all()
+    with pytest.raises(ValueError, match="ratio"):
+        make_stop_rule("nonsense")
+    with pytest.raises(ValueError):
+        RatioStop().update(0)
+
+
 # --------------------------------------------------------------------------- CUDA
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -219,7 +238,7 @@ def test_cuda_no_host_sync(imgs):
         for i in range(8):
             y = x * (1 - 0.01 * i)
             rs.update(i, y)
-            rs.update(i, blur_sharpness_ratio(y), y)
+            rs.update(i, y, ratio=blur_sharpness_ratio(y))
             vs.update(i, y)
     finally:
         torch.cuda.set_sync_debug_mode(0)

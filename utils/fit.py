@@ -6,64 +6,78 @@ perturbation, an exponential moving average of outputs, backtracking on a PSNR d
 instruments of Shi et al. (IJCV 2022): the frequency-band correspondence (Sec. 3) and the
 blurriness/sharpness ratio whose plateau stops the fit (Sec. 4.3, Eq. 8).
 
-Everything inside the iteration stays on the device: measures, stop rules, backtracking and the
-log rows are tensors; the host sees them once per ``sync_every`` iterations (one copy per chunk).
+    result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
+
+One iteration is ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
+``Fit.measure`` (the logged measures, ``backtrack``, the oracle's best, the stop rule), then the
+optimiser step and ``Fit.hold`` (members that backtracked or stopped keep their checkpoint).
+Everything inside the iteration stays on the device; ``Fit.sync`` copies the logged rows to the
+host once per ``sync_every`` iterations and decides whether every member has stopped.
 
 Batched independent fits: pass a list of nets (same architecture, independent weights) and a
 code per member; they are fitted together with ``torch.func`` (stacked weights + ``vmap``), every
 member with its own loss, stop rule and backtracking, giving the numbers of separate fits.
+
+Nothing here changes process-wide state: the input perturbation has its own generator and
+cuDNN's autotuner is switched on for the fit only.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from models.layers import LipschitzConv2d
 from utils.metrics import psnr
 from utils.spectral import frequency_band_correspondence
-from utils.stopping import RatioStop, VarianceStop, blur_sharpness_ratio
+from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 
 MAX_RESTORES = 3  # consecutive backtracking restores before the checkpoint moves on
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio")
 
 
+def _opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class FitConfig:
-    """Hyper-parameters of the loop (the task scripts fill them from their config block)."""
-    iters: int = 10000
-    lr: float = 0.001
-    optimizer: str = "adam"          # adam | lbfgs (DIP: 100 Adam steps, then L-BFGS)
-    seed: int = 0
-    device: str = "auto"             # auto = CUDA when present, else CPU
-    reg_noise_std: float = 0.0       # DIP's input perturbation z + N(0, std) each iteration
-    exp_weight: float = 0.99         # EMA of outputs (DIP)
-    backtrack: bool = True           # restore weights when PSNR to y drops by > backtrack_db
-    backtrack_db: float = 5.0
-    log_every: int = 1               # measures every k iterations (1 = the paper's curves)
-    stop: str = "ratio"              # ratio | variance | none
-    stop_window: int = 100           # n of Eq. 8 / the variance window
-    stop_eps: float = 0.01           # ε of Eq. 8
-    stop_patience: int = 1000        # VarianceStop patience
-    oracle: bool = False             # return the best-PSNR-to-GT output (needs ground truth)
-    sync_every: int = 100            # host copies happen once per this many iterations
-    quiet: bool = False
-    amp: str = "none"                # none | bf16 (convolutions in bf16, loss/measures fp32)
-    compile: bool = False            # torch.compile the forward
-    channels_last: bool = False
-    sigma_method: str = "auto"       # svdvals | eigvalsh | auto (all exact, see models.layers)
+    """Hyper-parameters of the loop (the task scripts fill them from their config block);
+    ``fields(FitConfig)[k].metadata["help"]`` describes each."""
+    iters: int = _opt(10000, "iterations")
+    lr: float = _opt(0.001, "learning rate")
+    optimizer: str = _opt("adam", "adam | lbfgs (DIP's option: 100 Adam steps, then L-BFGS)")
+    seed: int = _opt(0, "seed of the input perturbation")
+    device: str = _opt("auto", "auto | cpu | cuda (auto: CUDA when present)")
+    reg_noise_std: float = _opt(0.0, "DIP's input perturbation: z + N(0, std) each iteration")
+    exp_weight: float = _opt(0.99, "weight of the exponential moving average of outputs")
+    backtrack: bool = _opt(True, "restore the weights when the PSNR to the observation drops "
+                                 "by more than backtrack_db (DIP)")
+    backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
+    log_every: int = _opt(1, "measures every k iterations (1 = the paper's curves)")
+    stop: str = _opt("ratio", "stopping rule: " + " | ".join(STOP_RULES))
+    stop_window: int = _opt(100, "window n of the ratio rule (Eq. 8) or of the variance rule "
+                                 "(evaluations)")
+    stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
+    stop_patience: int = _opt(1000, "patience of the variance rule (iterations)")
+    oracle: bool = _opt(False, "return the best-PSNR-to-ground-truth output (uses the ground "
+                               "truth: for figures only)")
+    sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
+    quiet: bool = _opt(False, "no progress bar")
+    amp: str = _opt("none", "none | bf16 (convolutions in bf16; loss, σ and measures in fp32)")
+    compile: bool = _opt(False, "torch.compile the network")
+    channels_last: bool = _opt(False, "channels-last memory format")
 
 
 @dataclass
 class FitResult:
     output: torch.Tensor             # (M, C, H, W) the chosen output: stop / oracle / last
-    last_output: torch.Tensor        # output of the last iteration run
+    last_output: torch.Tensor        # output of the last good iteration
     ema_output: torch.Tensor         # exponential moving average of outputs
     stop_iteration: list             # per member: iteration the stop rule chose, or None
     best_iteration: list             # per member: iteration of the best PSNR to GT (oracle)
@@ -83,13 +97,34 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # seeds CUDA too
+def device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-class _Members:
+def cpu_model() -> str:
+    """The processor's model name (for the tables' device lines)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(dev: torch.device):
+    """cuDNN's autotuner for the fit's fixed shapes, restored afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or dev.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+class Members:
     """Uniform view of one net or several stacked ones: ``forward(z) -> (M, C, H, W)`` and a list
     of parameter tensors whose leading dim is the member (for per-member masks)."""
 
@@ -99,11 +134,10 @@ class _Members:
         for n in nets:
             n.to(device, memory_format=fmt)
         self.count, self.nets = len(nets), nets
-        if self.count == 1:
-            net = nets[0]
-            self.params = [p for p in net.parameters() if p.requires_grad]
-            self._forward = net
-            self.stacked = False
+        self.stacked = self.count > 1
+        if not self.stacked:
+            self.params = [p for p in nets[0].parameters() if p.requires_grad]
+            self._forward = nets[0]
         else:
             from torch.func import functional_call, stack_module_state, vmap
             params, buffers = stack_module_state(nets)
@@ -116,7 +150,6 @@ class _Members:
 
             batched = vmap(one)
             self._forward = lambda z: batched(self.param_dict, buffers, z)
-            self.stacked = True
         if cfg.compile:
             self._forward = torch.compile(self._forward)
 
@@ -136,9 +169,13 @@ class _Members:
                         p.copy_(self.param_dict[name][i])
 
 
-def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None,
-        region=None, callbacks=()) -> FitResult:
-    """Fit one net (or a list of independent nets) so that ``data_term`` of its output matches.
+def _where(mask, a, b):
+    """Per-member choice between two (M, ...) tensors."""
+    return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+
+class Fit:
+    """One fit of one net (or a list of independent nets) to ``data_term``; ``run()`` it once.
 
     nets: a ``models.DIPNet`` or a list of them (batched independent fits, Adam only).
     net_input: the code z, (M, C, h, w) with one code per member.
@@ -148,264 +185,274 @@ def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None
     region: (h, w) of the true image when the output is padded; measures use this crop.
     callbacks: callables ``cb(iteration, output)`` run at each host sync (e.g. snapshots).
     """
-    cfg = config or FitConfig()
-    dev = resolve_device(cfg.device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    LipschitzConv2d.sigma_method = cfg.sigma_method
-    members = _Members(nets, dev, cfg)
-    M = members.count
-    if M > 1 and cfg.optimizer != "adam":
-        raise ValueError("batched fits support the Adam optimizer only")
-    seed_everything(cfg.seed)
-    z0 = net_input.to(dev)
-    if cfg.channels_last:
-        z0 = z0.contiguous(memory_format=torch.channels_last)
-    if z0.shape[0] != M:
-        raise ValueError(f"net_input has batch {z0.shape[0]} but there are {M} nets")
-    data_term = data_term.to(dev)
-    y = data_term.observation
-    gt = target.to(dev) if target is not None else None
-    if cfg.oracle and gt is None:
-        raise ValueError("oracle output needs a ground truth target")
 
-    # output-space and observation-space crops of the true (unpadded) image
-    def crop_out(t):
-        return t if region is None else t[..., :region[0], :region[1]]
+    def __init__(self, nets, net_input, data_term, config: FitConfig | None = None,
+                 target=None, region=None, callbacks=()):
+        cfg = self.cfg = config or FitConfig()
+        dev = self.dev = resolve_device(cfg.device)
+        self.members = Members(nets, dev, cfg)
+        M = self.M = self.members.count
+        if M > 1 and cfg.optimizer != "adam":
+            raise ValueError("batched fits support the Adam optimizer only")
+        if cfg.optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam | lbfgs)")
+        self.z0 = net_input.to(dev)
+        if cfg.channels_last:
+            self.z0 = self.z0.contiguous(memory_format=torch.channels_last)
+        if self.z0.shape[0] != M:
+            raise ValueError(f"net_input has batch {self.z0.shape[0]} but there are {M} nets")
+        self.noise = torch.Generator(device=dev).manual_seed(cfg.seed)
+        self.term = data_term.to(dev)
+        self.gt = target.to(dev) if target is not None else None
+        if cfg.oracle and self.gt is None:
+            raise ValueError("oracle output needs a ground truth target")
+        self.region, self.callbacks = region, callbacks
+        self.out_hw = self.term.observation.shape[-2:]
+        self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
+                                        cfg.stop_patience)
+        self.adam = torch.optim.Adam(self.members.params,
+                                     lr=cfg.lr if cfg.optimizer == "adam" else 0.001,
+                                     fused=(dev.type == "cuda") or None)
+        self.ckpt = [p.detach().clone() for p in self.members.params]
+        full = lambda v, dtype=None: torch.full((M,), v, dtype=dtype, device=dev)  # noqa: E731
+        self.active = full(True, torch.bool)
+        self.last_psnr, self.best_psnr = full(-math.inf), full(-math.inf)
+        self.bad_count, self.streak = full(0, torch.int32), full(0, torch.int32)
+        self.best_it = full(-1, torch.long)
+        self.restore = self.nan_stopped = None     # (M,) masks, set by measure / sync
+        self.ema = self.good_out = self.best_out = self.y_obs = None
+        self.rows, self.its_logged, self.host_rows, self.host_its = [], [], [], []
+        self.warnings = []
+        self.pbar = None
 
-    def crop_obs(t):
-        if region is None:
+    # ------------------------------------------------------------------ region crops
+    def crop_out(self, t):
+        """The true image inside an output-space tensor."""
+        return t if self.region is None else t[..., :self.region[0], :self.region[1]]
+
+    def crop_obs(self, t):
+        """The true image inside an observation-space tensor (e.g. the LR image of SR)."""
+        if self.region is None:
             return t
-        oh = region[0] * y.shape[-2] // out_hw[0]
-        ow = region[1] * y.shape[-1] // out_hw[1]
+        y = self.term.observation
+        oh = self.region[0] * y.shape[-2] // self.out_hw[0]
+        ow = self.region[1] * y.shape[-1] // self.out_hw[1]
         return t[..., :oh, :ow]
 
-    stop_rule = {"ratio": lambda: RatioStop(cfg.stop_window, cfg.stop_eps),
-                 "variance": lambda: VarianceStop(cfg.stop_window, cfg.stop_patience),
-                 "none": lambda: None}[cfg.stop]()
-    use_fused = dev.type == "cuda"
-    adam = torch.optim.Adam(members.params, lr=cfg.lr if cfg.optimizer == "adam" else 0.001,
-                            fused=use_fused or None)
-    ckpt = [p.detach().clone() for p in members.params]
-    y_obs = None
-    state = dict(
-        active=torch.ones(M, dtype=torch.bool, device=dev),
-        last_psnr=torch.full((M,), -math.inf, device=dev),
-        bad_count=torch.zeros(M, dtype=torch.int32, device=dev),
-        streak=torch.zeros(M, dtype=torch.int32, device=dev),
-        best_psnr=torch.full((M,), -math.inf, device=dev),
-        best_it=torch.full((M,), -1, dtype=torch.long, device=dev),
-    )
-    ema = good_out = best_out = None
-    rows, host_rows, host_its, its_logged = [], [], [], []
-    warn = []
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.amp == "bf16"
-                else torch.autocast(dev.type, enabled=False))
-    pbar = None
-    if not cfg.quiet:
-        from tqdm import tqdm
-        pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
-
-    def step_body(i):
-        """Forward, loss, backward and (every log_every) the measures; returns the loss."""
-        nonlocal ema, out_hw
-        z = z0 + torch.randn_like(z0) * cfg.reg_noise_std if cfg.reg_noise_std > 0 else z0
+    # ------------------------------------------------------------------ one iteration
+    def step(self, i):
+        """Forward, loss, backward, EMA and (every ``log_every``) the measures; returns the loss."""
+        cfg = self.cfg
+        z = self.z0
+        if cfg.reg_noise_std > 0:
+            z = z + torch.randn(z.shape, generator=self.noise, device=z.device,
+                                dtype=z.dtype) * cfg.reg_noise_std
+        autocast = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
         with autocast:
-            out = members(z)
+            out = self.members(z)
         if cfg.amp != "none":
             out = out.float()  # the loss and the measures stay in fp32
-        out_hw = out.shape[-2:]
-        per = data_term.loss(out)                     # (M,)
-        # a stopped member gets no gradient (it is also held at its weights, see below)
-        loss = torch.where(state["active"], per, torch.zeros_like(per)).sum()
+        self.out_hw = out.shape[-2:]
+        per = self.term.loss(out)                     # (M,)
+        # a stopped member gets no gradient (it is also held at its weights, see hold)
+        loss = torch.where(self.active, per, torch.zeros_like(per)).sum()
         loss.backward()
         o = out.detach()
-        ema = o.clone() if ema is None else ema.mul_(cfg.exp_weight).add_(o, alpha=1 - cfg.exp_weight)
+        w = cfg.exp_weight
+        self.ema = o.clone() if self.ema is None else self.ema.mul_(w).add_(o, alpha=1 - w)
         if i % cfg.log_every == 0:
-            measure(i, o, per.detach())
+            self.measure(i, o, per.detach())
         return loss
 
-    def measure(i, o, per):
-        nonlocal good_out, best_out, y_obs
-        oc = crop_out(o)
-        a_o = data_term(o)
-        if y_obs is None:
-            y_obs = crop_obs(y)
-        p_obs = data_term.psnr_of(a_o)
-        nan = torch.full((M,), float("nan"), device=dev)
-        p_gt = psnr(oc, crop_out(gt)) if gt is not None else nan
-        p_ema = psnr(crop_out(ema), crop_out(gt)) if gt is not None else nan
-        fbc = frequency_band_correspondence(crop_obs(a_o), y_obs)
+    def measure(self, i, o, per):
+        """Log loss, PSNRs, FBC and ratio; then backtracking, the oracle's best, the stop rule."""
+        oc = self.crop_out(o)
+        a_o = self.term(o)
+        if self.y_obs is None:
+            self.y_obs = self.crop_obs(self.term.observation)
+        p_obs = self.term.psnr_of(a_o)
+        nan = torch.full((self.M,), float("nan"), device=self.dev)
+        gt = None if self.gt is None else self.crop_out(self.gt)
+        p_gt = psnr(oc, gt) if gt is not None else nan
+        p_ema = psnr(self.crop_out(self.ema), gt) if gt is not None else nan
+        fbc = frequency_band_correspondence(self.crop_obs(a_o), self.y_obs)
         ratio = blur_sharpness_ratio(oc)
-        rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio], 1))
-        its_logged.append(i)
-        # backtracking (DIP): a drop of PSNR to y by more than backtrack_db, or a non-finite loss,
-        # restores the weights of the last checkpoint after this step; otherwise checkpoint now
+        self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio], 1))
+        self.its_logged.append(i)
+        self.backtrack(per, p_obs, o)
+        if gt is not None:
+            self.track_best(i, p_gt, o)
+        if self.stop_rule is not None:
+            stopped = self.stop_rule.update(i, o, ratio=ratio)
+            self.active = self.active & ~stopped
+
+    def backtrack(self, per, p_obs, o):
+        """DIP's backtracking: a drop of PSNR to y by more than ``backtrack_db``, or a non-finite
+        loss, restores the member's checkpoint after this step; otherwise checkpoint now."""
         bad = ~torch.isfinite(per)
-        drop = bad | (p_obs < state["last_psnr"] - cfg.backtrack_db) if cfg.backtrack else bad
+        drop = bad | (p_obs < self.last_psnr - self.cfg.backtrack_db) if self.cfg.backtrack \
+            else bad
         # DIP's rule can cycle: Adam's momentum repeats the step that was undone.  After
         # MAX_RESTORES restores in a row the current (finite) weights become the checkpoint.
-        streak = torch.where(drop, state["streak"] + 1, torch.zeros_like(state["streak"]))
+        streak = torch.where(drop, self.streak + 1, torch.zeros_like(self.streak))
         drop = drop & (bad | (streak <= MAX_RESTORES))
-        state["streak"] = torch.where(drop, streak, torch.zeros_like(streak))
-        state["bad_count"] += bad.int()
-        keep = ~drop & state["active"]
-        for c, p in zip(ckpt, members.params):
-            c.copy_(torch.where(members.member_view(keep, p), p.detach(), c))
-        state["last_psnr"] = torch.where(keep, p_obs, state["last_psnr"])
-        state["restore"] = drop
-        good_out = o.clone() if good_out is None else torch.where(
-            keep.view(-1, 1, 1, 1), o, good_out)
-        if gt is not None:
-            better = (p_gt > state["best_psnr"]) & state["active"]
-            state["best_psnr"] = torch.where(better, p_gt, state["best_psnr"])
-            state["best_it"] = torch.where(better, torch.full_like(state["best_it"], i),
-                                           state["best_it"])
-            best_out = o.clone() if best_out is None else torch.where(
-                better.view(-1, 1, 1, 1), o, best_out)
-        if stop_rule is not None:
-            if cfg.stop == "ratio":
-                stopped = stop_rule.update(i, ratio, output=o)
-            else:
-                stopped = stop_rule.update(i, o)
-            state["active"] = state["active"] & ~stopped
+        self.streak = torch.where(drop, streak, torch.zeros_like(streak))
+        self.bad_count += bad.int()
+        keep = ~drop & self.active
+        for c, p in zip(self.ckpt, self.members.params):
+            c.copy_(torch.where(self.members.member_view(keep, p), p.detach(), c))
+        self.last_psnr = torch.where(keep, p_obs, self.last_psnr)
+        self.restore = drop
+        self.good_out = o.clone() if self.good_out is None else _where(keep, o, self.good_out)
 
-    def after_step():
-        """Restore weights of members that backtracked or stopped (held frozen)."""
-        hold = state.pop("restore", None)
-        inactive = ~state["active"]
-        hold = inactive if hold is None else hold | inactive
+    def track_best(self, i, p_gt, o):
+        """The oracle's best output so far (best PSNR to the ground truth)."""
+        better = (p_gt > self.best_psnr) & self.active
+        self.best_psnr = torch.where(better, p_gt, self.best_psnr)
+        self.best_it = torch.where(better, torch.full_like(self.best_it, i), self.best_it)
+        self.best_out = o.clone() if self.best_out is None else _where(better, o, self.best_out)
+
+    def hold(self):
+        """After the optimiser step: members that backtracked or stopped get their checkpoint."""
+        hold = ~self.active if self.restore is None else self.restore | ~self.active
+        self.restore = None
         with torch.no_grad():
-            for c, p in zip(ckpt, members.params):
-                p.copy_(torch.where(members.member_view(hold, p), c, p))
+            for c, p in zip(self.ckpt, self.members.params):
+                p.copy_(torch.where(self.members.member_view(hold, p), c, p))
 
-    def sync(i, final=False):
-        """Once per chunk: copy the logged rows to the host, report, decide to stop."""
-        if rows:
-            host_rows.append(torch.stack(rows).cpu().numpy())
-            host_its.extend(its_logged)
-            rows.clear()
-            its_logged.clear()
-        n_bad = state["bad_count"].cpu()
-        if bool((n_bad >= 2).any()):
-            gone = (n_bad >= 2).to(dev)
-            if bool((gone & state["active"]).any()):
-                warn.append(f"loss became NaN/Inf twice at iteration <= {i}; kept the last "
-                            "good output of the affected member(s)")
-            state["active"] &= ~gone
-            state["nan_stopped"] = gone | state.get("nan_stopped", torch.zeros_like(gone))
-        if pbar is not None and host_rows:
-            last = host_rows[-1][-1]
-            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}", "psnr": f"{np.nanmean(last[:, 1]):.2f}"}
-            if gt is not None:
+    def sync(self, i, final=False):
+        """Once per chunk: copy the logged rows to the host, report, and return True when every
+        member has stopped (a member whose loss went NaN/Inf twice stops too)."""
+        if self.rows:
+            self.host_rows.append(torch.stack(self.rows).cpu().numpy())
+            self.host_its.extend(self.its_logged)
+            self.rows.clear()
+            self.its_logged.clear()
+        gone = (self.bad_count >= 2)
+        if bool(gone.any()):
+            if bool((gone & self.active).any()):
+                self.warnings.append(f"loss became NaN/Inf twice at iteration <= {i}; kept the "
+                                     "last good output of the affected member(s)")
+            self.active &= ~gone
+            self.nan_stopped = gone if self.nan_stopped is None else gone | self.nan_stopped
+        if self.pbar is not None and self.host_rows:
+            last = self.host_rows[-1][-1]
+            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}",
+                    "psnr": f"{np.nanmean(last[:, 1]):.2f}"}
+            if self.gt is not None:
                 post["psnr_gt"] = f"{np.nanmean(last[:, 2]):.2f}"
-            pbar.set_postfix(post, refresh=False)
-            pbar.update(i + 1 - pbar.n)
-        for cb in () if final else callbacks:
-            cb(i, good_out)
-        return not bool(state["active"].any())
+            self.pbar.set_postfix(post, refresh=False)
+            self.pbar.update(i + 1 - self.pbar.n)
+        for cb in () if final else self.callbacks:
+            cb(i, self.good_out)
+        return not bool(self.active.any())
 
-    out_hw = y.shape[-2:]
-    t0 = time.perf_counter()
-    i = -1
-    interrupted = False
-    try:
-        if cfg.optimizer == "adam":
-            for i in range(cfg.iters):
-                adam.zero_grad(set_to_none=True)
-                step_body(i)
-                adam.step()
-                if "restore" in state or M > 1:
-                    after_step()
-                if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
-                    if sync(i):
-                        break
-        elif cfg.optimizer == "lbfgs":
-            i = _fit_lbfgs(cfg, members, adam, step_body, after_step, sync)
-        else:
-            raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam | lbfgs)")
-    except KeyboardInterrupt:
-        interrupted = True
-        warn.append(f"interrupted by the user at iteration {i}")
-    sync(i, final=True)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if pbar is not None:
-        pbar.close()
-    members.unstack()
-    return _result(cfg, state, stop_rule, members, good_out, ema, best_out, host_rows, host_its,
-                   max(i + 1, 0), seconds, dev, interrupted, warn)
+    # ------------------------------------------------------------------ the loops
+    def run(self) -> FitResult:
+        """Run the fit (Ctrl-C returns what was done) and return its result."""
+        cfg = self.cfg
+        if not cfg.quiet:
+            from tqdm import tqdm
+            self.pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
+        t0 = time.perf_counter()
+        self.last_i, interrupted = -1, False
+        with _cudnn_autotune(self.dev):
+            try:
+                self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
+            except KeyboardInterrupt:
+                interrupted = True
+                self.warnings.append(f"interrupted by the user at iteration {self.last_i}")
+            self.sync(self.last_i, final=True)
+            if self.dev.type == "cuda":
+                torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        if self.pbar is not None:
+            self.pbar.close()
+        self.members.unstack()
+        return self.result(max(self.last_i + 1, 0), seconds, interrupted)
+
+    def _adam_loop(self):
+        cfg = self.cfg
+        for i in range(cfg.iters):
+            self.last_i = i
+            self.adam.zero_grad(set_to_none=True)
+            self.step(i)
+            self.adam.step()
+            if self.restore is not None or self.M > 1:
+                self.hold()
+            if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
+                if self.sync(i):
+                    break
+
+    def _lbfgs_loop(self):
+        """DIP's L-BFGS option: 100 Adam steps at lr 0.001, then L-BFGS for the rest."""
+        cfg = self.cfg
+        warm = min(100, cfg.iters)
+        for i in range(warm):
+            self.last_i = i
+            self.adam.zero_grad(set_to_none=True)
+            self.step(i)
+            self.adam.step()
+            self.hold()
+        lbfgs = torch.optim.LBFGS(self.members.params, lr=cfg.lr,
+                                  max_iter=max(cfg.iters - warm, 1), tolerance_grad=-1,
+                                  tolerance_change=-1)
+
+        class _Done(Exception):
+            pass
+
+        def closure():
+            lbfgs.zero_grad(set_to_none=True)
+            i = self.last_i + 1
+            if i >= cfg.iters:
+                raise _Done
+            loss = self.step(i)
+            self.last_i = i
+            if (i + 1) % cfg.sync_every == 0 and self.sync(i):
+                raise _Done
+            return loss
+
+        try:
+            lbfgs.step(closure)
+        except _Done:
+            pass
+
+    # ------------------------------------------------------------------ the result
+    def result(self, iterations, seconds, interrupted) -> FitResult:
+        """The chosen output per member: the stop rule's, the oracle's, or the last good one
+        (a member stopped by NaN/Inf losses keeps its last good output)."""
+        M = self.M
+        table = (np.concatenate(self.host_rows) if self.host_rows
+                 else np.zeros((0, M, len(MEASURES))))
+        history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
+        history["iteration"] = np.asarray(self.host_its, dtype=np.int64)
+        last = self.good_out if self.good_out is not None else torch.zeros(0)
+        chosen = last.clone()
+        stop_its = [None] * M
+        rule = self.stop_rule
+        if rule is not None and rule.output is not None:
+            stopped, its = rule.stopped.cpu(), rule.stop_iteration.cpu()
+            for m in range(M):
+                if bool(stopped[m]):
+                    stop_its[m] = int(its[m])
+                    chosen[m] = rule.output[m]
+        best_its = [int(v) if v >= 0 else None for v in self.best_it.cpu().tolist()]
+        if self.cfg.oracle and self.best_out is not None:
+            chosen = self.best_out.clone()
+        if self.nan_stopped is not None:
+            for m in range(M):
+                if bool(self.nan_stopped[m]):
+                    chosen[m] = self.good_out[m]
+        return FitResult(output=chosen.cpu(), last_output=last.cpu(), ema_output=self.ema.cpu(),
+                         stop_iteration=stop_its, best_iteration=best_its,
+                         best_output=None if self.best_out is None else self.best_out.cpu(),
+                         history=history, iterations=iterations, seconds=seconds,
+                         its_per_sec=iterations / seconds if seconds > 0 else float("nan"),
+                         device=device_name(self.dev), interrupted=interrupted,
+                         warnings=self.warnings)
 
 
-def _fit_lbfgs(cfg, members, adam, step_body, after_step, sync):
-    """DIP's L-BFGS option: 100 Adam steps at lr 0.001, then L-BFGS for the remaining iterations."""
-    warm = min(100, cfg.iters)
-    for i in range(warm):
-        adam.zero_grad(set_to_none=True)
-        step_body(i)
-        adam.step()
-        after_step()
-    lbfgs = torch.optim.LBFGS(members.params, lr=cfg.lr, max_iter=max(cfg.iters - warm, 1),
-                              tolerance_grad=-1, tolerance_change=-1)
-    counter = [warm]
-
-    class _Done(Exception):
-        pass
-
-    def closure():
-        lbfgs.zero_grad(set_to_none=True)
-        i = counter[0]
-        if i >= cfg.iters:
-            raise _Done
-        loss = step_body(i)
-        counter[0] += 1
-        if (i + 1) % cfg.sync_every == 0 and sync(i):
-            raise _Done
-        return loss
-
-    try:
-        lbfgs.step(closure)
-    except _Done:
-        pass
-    return counter[0] - 1
-
-
-def _result(cfg, state, stop_rule, members, good_out, ema, best_out, host_rows, host_its,
-            iterations, seconds, dev, interrupted, warn) -> FitResult:
-    M = members.count
-    table = np.concatenate(host_rows) if host_rows else np.zeros((0, M, len(MEASURES)))
-    history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
-    history["iteration"] = np.asarray(host_its, dtype=np.int64)
-    last = good_out if good_out is not None else torch.zeros(0)
-    chosen = last.clone()
-    stop_its = [None] * M
-    if stop_rule is not None and stop_rule.output is not None:
-        stopped = stop_rule.stopped.cpu()
-        its = stop_rule.stop_iteration.cpu()
-        for m in range(M):
-            if bool(stopped[m]):
-                stop_its[m] = int(its[m])
-                chosen[m] = stop_rule.output[m]
-    nan_stopped = state.get("nan_stopped")
-    best_its = [int(v) if v >= 0 else None for v in state["best_it"].cpu().tolist()]
-    if cfg.oracle and best_out is not None:
-        chosen = best_out.clone()
-    if nan_stopped is not None:
-        for m in range(M):
-            if bool(nan_stopped[m]):
-                chosen[m] = good_out[m]
-    its_per_sec = iterations / seconds if seconds > 0 else float("nan")
-    return FitResult(output=chosen.cpu(), last_output=last.cpu(), ema_output=ema.cpu(),
-                     stop_iteration=stop_its, best_iteration=best_its,
-                     best_output=None if best_out is None else best_out.cpu(),
-                     history=history, iterations=iterations, seconds=seconds,
-                     its_per_sec=its_per_sec, device=_device_name(dev),
-                     interrupted=interrupted, warnings=warn)
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return "cpu"
-
+def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None,
+        region=None, callbacks=()) -> FitResult:
+    """``Fit(...).run()``: fit ``nets`` to ``data_term`` and return the result (see Fit)."""
+    return Fit(nets, net_input, data_term, config, target, region, callbacks).run()

@@ -11,13 +11,8 @@ All writes (images, and the CSV/JSON writers elsewhere, via
 :func:`atomic_write_text`) go through :func:`atomic_write`, so an interrupted
 run never leaves a half-written file behind.
 
-16-bit colour PNG: Pillow has no 16-bit-per-channel colour modes, so it reads
-such files truncated to 8 bits (imageio and skimage.io go through Pillow and
-inherit that). We still let Pillow validate the file, then decode the IDAT
-stream a second time with Pillow's own zlib/PNG-unfilter decoder, once keeping
-the high and once the low byte of every sample, and join them. Writing 16-bit
-PNG uses a small encoder here (zlib + PNG chunks); 16-bit colour TIFF goes
-through tifffile.
+16-bit colour PNG, which Pillow cannot read or write at full depth, goes through
+the small codec in utils/png16.py; 16-bit colour TIFF through tifffile.
 """
 from __future__ import annotations
 
@@ -36,17 +31,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from utils import png16
+
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask",
     "save_image", "atomic_write", "atomic_write_text", "atomic_write_bytes",
     "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
-    "list_images", "is_image_path",
+    "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # Everything a decoder may throw on a damaged file.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
@@ -151,40 +147,6 @@ def _exif_orientation(img: Image.Image) -> int:
         return 1
 
 
-def _png16_idat(data: bytes) -> bytes:
-    """Concatenated IDAT payloads of a PNG file (already validated by Pillow)."""
-    pos, out = 8, []
-    while pos + 8 <= len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        if ctype == b"IDAT":
-            out.append(data[pos + 8:pos + 8 + length])
-        elif ctype == b"IEND":
-            break
-        pos += 12 + length
-    return b"".join(out)
-
-
-def _decode_png16(path: Path) -> np.ndarray:
-    """Full-precision uint16 (H, W, C) pixels of a 16-bit gray+alpha/RGB/RGBA PNG.
-
-    Pillow's 'zip' decoder does the inflate + unfilter (+ Adam7) in C; its
-    unpackers truncate 16-bit samples, taking the first byte for ';16B' and the
-    second for ';16L'. PNG is big-endian, so decoding twice gives high and low
-    bytes. Gray+alpha (4 bytes/pixel) is decoded as raw 8-bit RGBA bytes instead.
-    """
-    data = path.read_bytes()
-    w, h, _, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    idat = _png16_idat(data)
-    if ctype == 4:
-        raw = np.asarray(Image.frombytes("RGBA", (w, h), idat, "zip", "RGBA", interlace))
-        raw = raw.reshape(h, w, 2, 2).astype(np.uint16)  # (gray, alpha) x (high, low byte)
-        return (raw[..., 0] << 8) | raw[..., 1]
-    mode = "RGB" if ctype == 2 else "RGBA"
-    hi, lo = (np.asarray(Image.frombytes(mode, (w, h), idat, "zip", f"{mode};16{e}", interlace))
-              for e in "BL")
-    return (hi.astype(np.uint16) << 8) | lo
-
-
 def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None] | None:
     """(uint16 (H, W, C), orientation, icc) for a multi-sample 16-bit TIFF, else None.
 
@@ -250,7 +212,7 @@ def load_image(path, min_size: int = 16) -> LoadedImage:
     head = _check_file(path)
     icc = None
     # 16-bit colour PNG (bit depth: byte 24, colour type: byte 25 of the IHDR chunk)
-    png16 = head[:8] == _PNG_SIG and len(head) > 28 and head[24] == 16 and head[25] in (2, 4, 6)
+    is_png16 = head[:8] == png16.SIGNATURE and len(head) > 28 and head[24] == 16 and head[25] in (2, 4, 6)
     raw = _read_tiff16(path) if head[:4] in _TIFF_SIGS else None
     if raw is not None:
         pixels, orientation, icc = raw
@@ -263,8 +225,8 @@ def load_image(path, min_size: int = 16) -> LoadedImage:
                     mode, icc = img.mode, img.info.get("icc_profile")
                     orientation = _exif_orientation(img)
                     pixels, maxval = _pillow_pixels(path, img)
-                    if png16:
-                        pixels, maxval = _decode_png16(path), 65535
+                    if is_png16:
+                        pixels, maxval = png16.decode(path), 65535
                         mode = {2: "RGB", 4: "LA", 6: "RGBA"}[head[25]]
         except ImageError:
             raise
@@ -344,30 +306,6 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding=encoding, newline=""))
 
 
-def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + ctype + payload
-            + struct.pack(">I", zlib.crc32(ctype + payload) & 0xFFFFFFFF))
-
-
-def _encode_png16(a: np.ndarray, icc: bytes | None = None) -> bytes:
-    """PNG bytes for uint16 (H, W, C), C in 1..4 (gray, gray+alpha, RGB, RGBA)."""
-    h, w, c = a.shape
-    rows = a.astype(">u2").reshape(h, w * c).view(np.uint8)
-    # Filter 'Up' on every row: vectorised, and much smaller than 'None' on photos.
-    up = rows.copy()
-    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as PNG requires
-    body = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
-    iccp = _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)) if icc else b""
-    return (_PNG_SIG + _png_chunk(b"IHDR", ihdr) + iccp
-            + _png_chunk(b"IDAT", zlib.compress(body, 6)) + _png_chunk(b"IEND", b""))
-
-
-def _quantise(a: np.ndarray, maxval: int) -> np.ndarray:
-    a = np.nan_to_num(np.asarray(a, np.float64), nan=0.0)
-    return np.round(np.clip(a, 0.0, 1.0) * maxval).astype(np.uint16 if maxval > 255 else np.uint8)
-
-
 def _same_file(a: Path, b) -> bool:
     try:
         return b is not None and Path(b).exists() and os.path.samefile(a, b)
@@ -404,10 +342,10 @@ def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterabl
         a = np.concatenate([a, alpha[..., None]], axis=2)
     icc = like.icc_profile if like is not None else None
     deep = like is not None and like.bit_depth == 16 and fmt in ("PNG", "TIFF")
-    q = _quantise(a, 65535 if deep else 255)
+    q = quantise(a, 65535 if deep else 255)
 
     if deep and fmt == "PNG":
-        writer = lambda p: p.write_bytes(_encode_png16(q, icc))
+        writer = lambda p: p.write_bytes(png16.encode(q, icc))
     elif deep:
         import tifffile
         writer = lambda p: tifffile.imwrite(
@@ -505,6 +443,20 @@ def list_images(spec) -> list[Path]:
     raise ImageError(spec, "no such file or directory")
 
 
+def quantise(array, maxval: int = 255) -> np.ndarray:
+    """Float [0, 1] -> integers 0..maxval with rounding (uint8 for 255, else uint16), any
+    shape, NaN -> 0: the one quantiser, used by the image writer, the Pillow-based degradations
+    and the API."""
+    a = np.nan_to_num(np.asarray(array, dtype=np.float64), nan=0.0)
+    return (np.clip(a, 0, 1) * maxval).round().astype(np.uint8 if maxval <= 255 else np.uint16)
+
+
 def to_uint8(array) -> np.ndarray:
-    """Float [0, 1] -> uint8 with rounding (the input of Pillow-based degradations)."""
-    return (np.clip(np.asarray(array, dtype=np.float64), 0, 1) * 255).round().astype(np.uint8)
+    """Float [0, 1] -> uint8 (see :func:`quantise`)."""
+    return quantise(array, 255)
+
+
+def from_uint8(array) -> np.ndarray:
+    """uint8 (H, W[, C]) -> float32 (H, W, C) in [0, 1]."""
+    a = np.asarray(array, np.float32) / 255
+    return a[..., None] if a.ndim == 2 else a

@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "rgb_to_ycbcr", "rgb_to_y", "ycbcr_to_rgb", "y_psnr", "psnr_b"]
+__all__ = ["psnr", "ssim", "rgb_to_ycbcr", "rgb_to_y", "ycbcr_to_rgb", "y_psnr", "psnr_b",
+           "gray_for_measures"]
 
 
 def _4d(x):
@@ -85,6 +86,26 @@ _M = [[65.481, 128.553, 24.966],
       [-37.797, -74.203, 112.0],
       [112.0, -93.786, -18.214]]
 _O = [16.0, 128.0, 128.0]
+
+
+def gray_for_measures(img):
+    """The gray image of the spectral-bias measures (FBC, blurriness, sharpness), as the authors:
+    ``clip(0.2989 R + 0.5870 G + 0.1140 B, 0, 1)`` (MATLAB rgb2gray weights, full range).
+
+    (B, C, H, W) or (C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W); one channel is only
+    clipped.  Float64 stays float64, anything else becomes float32.  Evaluation on luma (SR,
+    deblocking) uses :func:`rgb_to_y` instead: BT.601 studio range, as those benchmarks do.
+    """
+    x = img.detach()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected a (B,C,H,W) or (C,H,W) image with C = 1 or 3, got {tuple(img.shape)}")
+    if x.dtype != torch.float64:
+        x = x.float()
+    if x.shape[1] == 3:
+        x = 0.2989 * x[:, 0:1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:3]
+    return x.clamp(0, 1)
 
 
 def rgb_to_ycbcr(x):

@@ -20,7 +20,8 @@ from torch import nn
 from .metrics import psnr
 
 __all__ = [
-    "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "lanczos_kernel", "downsample",
+    "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "BlurTerm", "lanczos_kernel",
+    "downsample", "gaussian_kernel", "blur",
     "add_gaussian_noise", "bernoulli_mask", "jpeg_compress", "pil_downscale", "bicubic_upscale",
     "enhance",
 ]
@@ -139,6 +140,39 @@ class DownsampleTerm(DataTerm):
         return _apply_kernel(x, self.kernel, self.factor)
 
 
+def gaussian_kernel(sigma, radius=None):
+    """Normalised 2-D Gaussian ``k(i, j) ∝ exp(-(i² + j²) / (2σ²))`` on a (2r+1)² grid,
+    r = ceil(3σ) by default; sums to 1. float32 tensor."""
+    if sigma <= 0:
+        raise ValueError(f"blur sigma must be > 0, got {sigma}")
+    r = int(math.ceil(3 * sigma)) if radius is None else int(radius)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma ** 2))
+    return (g / g.sum()).float()
+
+
+def blur(x, kernel):
+    """Depthwise 'same' convolution of (B, C, H, W) with a 2-D kernel, reflect-padded borders
+    (the degradation and the data term of deblurring use this one operator)."""
+    x = _4d(x)
+    C, (kh, kw) = x.shape[1], kernel.shape
+    w = kernel.to(x.dtype).expand(C, 1, kh, kw)
+    pad = (kw // 2, kw - 1 - kw // 2, kh // 2, kh - 1 - kh // 2)
+    mode = "reflect" if min(x.shape[-2:]) > max(kh, kw) // 2 else "replicate"
+    return F.conv2d(F.pad(x, pad, mode=mode), w, groups=C)
+
+
+class BlurTerm(DataTerm):
+    """Deblurring: E(x) = ||k * x - y||^2 with a fixed blur kernel k (:func:`blur`)."""
+
+    def __init__(self, observation, kernel):
+        super().__init__(observation)
+        self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float32))
+
+    def forward(self, x):
+        return blur(x, self.kernel)
+
+
 # --------------------------------------------------------------------------- degradations
 def add_gaussian_noise(x, sigma, seed):
     """x + n, n ~ N(0, (sigma/255)^2), clipped to [0, 1]; ``sigma`` on the 0-255 scale.
@@ -163,38 +197,46 @@ def bernoulli_mask(height, width, rate=0.5, seed=100):
     return np.random.RandomState(seed).random_sample(size=(1, height, width)) > rate
 
 
-def _check_uint8(img):
+def _to_pil(img):
+    """A Pillow image of a uint8 (H, W), (H, W, 1) or (H, W, 3) array, and whether the input
+    had a channel axis of one (to give the result the same layout)."""
     img = np.asarray(img)
     if img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H,W) or (H,W,C) array, got {img.dtype}")
-    return img
+    single = img.ndim == 3 and img.shape[2] == 1
+    return Image.fromarray(img[..., 0] if single else img), single
+
+
+def _from_pil(im, single):
+    a = np.array(im)
+    return a[..., None] if single else a
 
 
 def jpeg_compress(img, quality):
     """JPEG round trip in memory with Pillow, the authors' settings
-    (``quality=q, optimize=True, progressive=True``). uint8 (H,W[,3]) in and out."""
+    (``quality=q, optimize=True, progressive=True``). uint8 (H,W[,C]) in and out."""
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    im, single = _to_pil(img)
     buf = io.BytesIO()
-    Image.fromarray(_check_uint8(img)).save(buf, format="JPEG", quality=int(quality),
-                                            optimize=True, progressive=True)
+    im.save(buf, format="JPEG", quality=int(quality), optimize=True, progressive=True)
     buf.seek(0)
-    with Image.open(buf) as im:
-        return np.array(im)
+    with Image.open(buf) as decoded:
+        return _from_pil(decoded, single)
 
 
 def pil_downscale(img, factor):
     """LR image for SR: Pillow resize to (W//f, H//f) with LANCZOS. uint8 (H,W[,C])."""
-    img = _check_uint8(img)
-    h, w = img.shape[:2]
-    return np.array(Image.fromarray(img).resize((w // factor, h // factor), Image.LANCZOS))
+    im, single = _to_pil(img)
+    w, h = im.size
+    return _from_pil(im.resize((w // factor, h // factor), Image.LANCZOS), single)
 
 
 def bicubic_upscale(img, factor):
     """SR baseline: Pillow BICUBIC resize of the LR image by ``factor`` (to (f W, f H))."""
-    img = _check_uint8(img)
-    h, w = img.shape[:2]
-    return np.array(Image.fromarray(img).resize((w * factor, h * factor), Image.BICUBIC))
+    im, single = _to_pil(img)
+    w, h = im.size
+    return _from_pil(im.resize((w * factor, h * factor), Image.BICUBIC), single)
 
 
 def enhance(x, base, detail_gain=1.0, signed=False):

@@ -1,6 +1,10 @@
-"""Figures of a fit: the five FBC bands (Shi et al. IJCV 2022, Fig. 2), PSNR and the
-blur/sharpness ratio with the stop iteration marked (Sec. 4.3), and side-by-side montages.
-matplotlib with the Agg backend; every file is written atomically."""
+"""Figures: the five FBC bands (Shi et al. IJCV 2022, Fig. 2), PSNR curves, PSNR with the
+blur/sharpness ratio and the stop iteration (Sec. 4.3), and side-by-side montages.
+
+Each figure is drawn by a panel function on a matplotlib axis, so a run's own figures
+(utils/cli.py) and the paper's multi-panel figures (paper/figures.py) draw the same thing.
+matplotlib with the Agg backend; every file is written atomically.
+"""
 from __future__ import annotations
 
 import io
@@ -22,37 +26,61 @@ def save_figure(fig, path, dpi=110):
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def fbc_figure(history, path, member=0, title="frequency-band correspondence", mark=None):
-    """FBC of the five bands (low → high frequency) against iteration."""
-    it = history["iteration"]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, 5))
-    for k in range(5):
-        ax.plot(it, history[f"fbc{k + 1}"][:, member], color=colors[k], label=f"band {k + 1}")
+def fbc_panel(ax, iterations, bands, title="frequency-band correspondence", mark=None):
+    """The FBC of the five bands (low → high frequency) against iteration; ``mark`` an
+    (iteration, label) drawn as a dashed line."""
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(bands)))
+    for k, band in enumerate(bands):
+        ax.plot(iterations, band, color=colors[k], label=f"band {k + 1}")
     if mark is not None:
-        ax.axvline(mark, color="k", ls="--", lw=1, label=f"iteration {mark}")
+        ax.axvline(mark[0], color="k", ls="--", lw=1, label=mark[1])
     ax.set(xlabel="iteration", ylabel="FBC", ylim=(0, 1.05), title=title)
     ax.legend(fontsize=7, ncol=3, loc="lower right")
+
+
+def psnr_panel(ax, curves, title=None):
+    """PSNR to the ground truth against iteration; ``curves`` (label, iterations, psnr)."""
+    for label, it, p in curves:
+        ax.plot(it, p, lw=1, label=label)
+    ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)", title=title)
+    ax.legend(fontsize=7)
+
+
+def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, title=None):
+    """PSNR and the blur/sharpness ratio on a twin axis, ``stop`` an (iteration, label)."""
+    ax.plot(iterations, psnr, color="tab:blue", label=psnr_label)
+    ax.set(xlabel="iteration", ylabel="PSNR (dB)")
+    if title:
+        ax.set_title(title, fontsize=8 if len(title) > 60 else None)
+    ax2 = ax.twinx()
+    ax2.plot(iterations, ratio, color="tab:orange", lw=1, label="blur/sharpness")
+    ax2.set_ylabel("blurriness / sharpness")
+    if stop is not None:
+        ax.axvline(stop[0], color="k", ls="--", lw=1, label=stop[1])
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+    return ax2
+
+
+def fbc_figure(history, path, member=0, title="frequency-band correspondence", mark=None):
+    """A fit's FBC (``FitResult.history``) against iteration, one figure."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fbc_panel(ax, history["iteration"], [history[f"fbc{k + 1}"][:, member] for k in range(5)],
+              title, None if mark is None else (mark, f"iteration {mark}"))
     save_figure(fig, path)
 
 
 def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
-    """PSNR (to ground truth when known, else to the observation) and the ratio on a twin axis."""
-    it = history["iteration"]
+    """A fit's PSNR (to ground truth when known, else to the observation) and ratio."""
     has_gt = np.isfinite(history["psnr_gt"][:, member]).any()
     key = "psnr_gt" if has_gt else "psnr_obs"
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(it, history[key][:, member], color="tab:blue",
-            label="PSNR to ground truth" if has_gt else "PSNR to observation")
-    ax.set(xlabel="iteration", ylabel="PSNR (dB)", title=title)
-    ax2 = ax.twinx()
-    ax2.plot(it, history["ratio"][:, member], color="tab:orange", lw=1, label="blur/sharpness")
-    ax2.set_ylabel("blurriness / sharpness")
-    if stop_iteration is not None:
-        ax.axvline(stop_iteration, color="k", ls="--", lw=1, label=f"stop at {stop_iteration}")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower right")
+    psnr_ratio_panel(ax, history["iteration"], history[key][:, member],
+                     history["ratio"][:, member],
+                     "PSNR to ground truth" if has_gt else "PSNR to observation",
+                     None if stop_iteration is None else (stop_iteration,
+                                                          f"stop at {stop_iteration}"), title)
     save_figure(fig, path)
 
 
@@ -68,17 +96,4 @@ def montage(images, titles, path, cols=None):
         img = np.clip(img, 0, 1)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(t, fontsize=8)
-    save_figure(fig, path)
-
-
-def psnr_curves(curves, path, title=None, marks=()):
-    """PSNR against iteration for several runs: ``curves`` is a list of (label, iterations,
-    psnr); ``marks`` a list of (label, iteration) drawn as dashed vertical lines."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for label, it, p in curves:
-        ax.plot(it, p, label=label)
-    for label, it in marks:
-        ax.axvline(it, color="k", ls="--", lw=1, label=label)
-    ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)", title=title)
-    ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path)

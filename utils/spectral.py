@@ -5,7 +5,7 @@ Batched, device-agnostic and free of host syncs, so the fit loop can log it ever
 import numpy as np
 import torch
 
-from utils.stopping import to_gray
+from utils.metrics import gray_for_measures
 
 __all__ = ["frequency_band_correspondence"]
 
@@ -59,7 +59,7 @@ def frequency_band_correspondence(output, target, bands=5):
     output: (B, C, H, W) or (C, H, W); target: the same shape, or with batch 1 (broadcast).
     Returns (B, bands) on the input device, float32 (float64 for float64 inputs).
     """
-    go, gt = to_gray(output), to_gray(target)
+    go, gt = gray_for_measures(output), gray_for_measures(target)
     if go.shape[1:] != gt.shape[1:] or gt.shape[0] not in (1, go.shape[0]):
         raise ValueError(f"FBC needs matching image shapes, got output {tuple(output.shape)} "
                          f"and target {tuple(target.shape)}")

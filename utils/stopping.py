@@ -7,33 +7,23 @@ Spectral Bias of the Deep Image Prior" (IJCV 2022), Sec. 4.3 (Eq. 8); ``Variance
 Everything is batched over B images / fit members, runs on any device and never syncs with the
 host in the per-iteration path (no ``.item()``, no control flow on tensor values), so the fit
 loop can call it every iteration; only ``should_stop()`` syncs.
+
+Every rule has one interface: ``update(iteration, output, ratio=None) -> stopped`` (B,) bool,
+with ``output`` the fit's outputs (B, C, H, W) and ``ratio`` their blur/sharpness ratios when the
+caller has them already; after a member stops, ``stop_iteration`` and ``output`` hold the
+iteration and output the rule chose for it.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_gray", "blurriness", "sharpness", "blur_sharpness_ratio", "RatioStop", "VarianceStop"]
+from utils.metrics import gray_for_measures
+
+__all__ = ["blurriness", "sharpness", "blur_sharpness_ratio", "RatioStop", "VarianceStop",
+           "STOP_RULES", "make_stop_rule"]
 
 _MIN_SIZE = 16  # below this the 9-tap crops leave (almost) nothing to measure
-
-
-def to_gray(img):
-    """(B, C, H, W) or (C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float gray image.
-
-    gray = clip(0.2989 R + 0.5870 G + 0.1140 B, 0, 1) (the authors' / MATLAB rgb2gray weights);
-    one channel is only clipped. Float64 stays float64, anything else becomes float32.
-    """
-    x = img.detach()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"expected a (B,C,H,W) or (C,H,W) image with C = 1 or 3, got {tuple(img.shape)}")
-    if x.dtype != torch.float64:
-        x = x.float()
-    if x.shape[1] == 3:
-        x = 0.2989 * x[:, 0:1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:3]
-    return x.clamp(0, 1)
 
 
 def _nan(g):
@@ -60,7 +50,7 @@ def blurriness(img):
     Result = max of the two axes: 0 = sharp, 1 = fully blurred. NaN for a flat image or one
     smaller than 16x16.
     """
-    g = to_gray(img)
+    g = gray_for_measures(img)
     h, w = g.shape[-2:]
     if h < _MIN_SIZE or w < _MIN_SIZE:
         return _nan(g)
@@ -89,7 +79,7 @@ def sharpness(img):
     weight v_j by exp(-0.01 j); drop v_1 too and keep the next 999 (j = 2..1000):
     sharpness = sqrt(mean_j (exp(-0.01 j) v_j)^2). NaN for a flat image or one below 16x16.
     """
-    g = to_gray(img)
+    g = gray_for_measures(img)
     h, w = g.shape[-2:]
     if h < _MIN_SIZE or w < _MIN_SIZE:
         return _nan(g)
@@ -147,15 +137,19 @@ class RatioStop:
         self.count = 0
         self.buf = self.stopped = self.stop_iteration = self.output = self.ratio = None
 
-    def update(self, iteration, value, output=None):
-        """Record the ratio(s) of one evaluation; returns ``stopped`` (B,) bool, on device.
+    def update(self, iteration, output=None, ratio=None):
+        """Record one evaluation; returns ``stopped`` (B,) bool, on device.
 
-        value: (B,) ratios (or a scalar for B = 1), or an image batch (B, C, H, W) / (C, H, W),
-        whose ratio is computed here and which then also serves as ``output``.
+        output: the outputs (B, C, H, W) or (C, H, W); ratio: their ratios (B,) (or a scalar for
+        B = 1), computed from ``output`` when not given.  Either may be omitted, not both.
         """
-        if torch.is_tensor(value) and value.dim() >= 3:
-            output, value = value, blur_sharpness_ratio(value)
-        value = torch.as_tensor(value).detach().reshape(-1)
+        if output is not None:
+            output = output.unsqueeze(0) if output.dim() == 3 else output
+        if ratio is None:
+            if output is None:
+                raise ValueError("RatioStop.update needs the outputs or their ratios")
+            ratio = blur_sharpness_ratio(output)
+        value = torch.as_tensor(ratio).detach().reshape(-1)
         n2 = 2 * self.window
         if self.buf is None:
             self.buf = torch.full((n2, value.numel()), math.nan, device=value.device, dtype=_acc(value.device))
@@ -172,7 +166,6 @@ class RatioStop:
             new = (diff < self.eps) & ~self.stopped  # NaN compares False: no decision
         if output is not None:
             out = output.detach()
-            out = out.unsqueeze(0) if out.dim() == 3 else out
             keep = self.stopped.to(out.device).view(-1, *([1] * (out.dim() - 1)))
             self.output = out.clone() if self.output is None else torch.where(keep, self.output, out)
         self.stop_iteration = torch.where(new, _iteration(iteration, new.device), self.stop_iteration)
@@ -218,8 +211,9 @@ class VarianceStop:
             self.s1 += x
             self.s2 += x * x
 
-    def update(self, iteration, output):
-        """Record one output batch (B, C, H, W) or (C, H, W); returns ``stopped`` (B,) bool."""
+    def update(self, iteration, output, ratio=None):
+        """Record one output batch (B, C, H, W) or (C, H, W); returns ``stopped`` (B,) bool.
+        (``ratio`` is not used: the rule looks at the outputs themselves.)"""
         x = output.detach()
         x = x.unsqueeze(0) if x.dim() == 3 else x
         wn, b, dev = self.window, x.shape[0], x.device
@@ -264,3 +258,17 @@ class VarianceStop:
     def should_stop(self):
         """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
         return self.stopped is not None and bool(self.stopped.all())
+
+
+STOP_RULES = ("ratio", "variance", "none")
+
+
+def make_stop_rule(name, window=100, eps=0.01, patience=1000):
+    """The rule called ``name`` (``STOP_RULES``) with its parameters, or None for ``none``."""
+    if name == "ratio":
+        return RatioStop(window, eps)
+    if name == "variance":
+        return VarianceStop(window, patience)
+    if name == "none":
+        return None
+    raise ValueError(f"unknown stop rule {name!r} ({' | '.join(STOP_RULES)})")

@@ -1,0 +1,130 @@
+"""The experiments: each is one task script run with one stated setting on one set of images.
+
+A task without an entry in ``SPECIFIC`` gets its script's values on each entry of its protocol
+(``Task.protocol``), so a new task is reproduced without editing this file.  Nothing here is
+tuned on the ground truth: each method has one setting for all images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paper.published import setting_key
+
+
+@dataclass(frozen=True)
+class Run:
+    """One experiment: a task script, a setting on top of its defaults, a set of images."""
+    name: str               # folder under OUT/runs/
+    script: str             # task name (the script <name>.py)
+    args: tuple             # command-line entries on top of the script's config block
+    group: str | None       # dataset group of the images; None = the one figure image
+    about: str              # the setting, in words
+    setting: str = ""       # the protocol setting it is scored at (published.setting_key)
+
+
+def _args(settings: dict) -> tuple:
+    return tuple(a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v)))
+
+
+def default_runs(task) -> list[Run]:
+    """The script's values on each protocol entry."""
+    runs = []
+    for group, settings in task.protocol:
+        last = group.rstrip("/").split("/")[-1]
+        name = "_".join([task.name] + ([last] if last != task.name else [])
+                        + [f"{k}{v}" for k, v in settings.items()])
+        what = ", ".join(f"{k} {v}" for k, v in settings.items())
+        runs.append(Run(name, task.name, _args(settings), group,
+                        f"the script defaults{' at ' + what if what else ''}",
+                        setting_key(settings)))
+    return runs
+
+
+DIP_DENOISE = ("--net", "hourglass", "--input", "noise", "--input-var", "0.1", "--lambda", "0",
+               "--norm", "batch", "--lr", "0.01", "--reg-noise-std", "0.0333")
+NO_STOP = ("--stop", "none", "--log-every", "10")
+SIGMA_LISTS = {"all 0.1": ("0.1",) * 5, "paper": ("0.1", "0.1", "0.1", "0.5", "0.5"),
+               "all 0.5": ("0.5",) * 5, "all 1.0": ("1.0",) * 5}
+
+
+def denoising_runs(task, seeds):
+    """Denoising σ = 25 on the 9 images: DIP's setting, ours per seed, and three variants."""
+    g, s = "denoising", setting_key({"sigma": 25})
+    runs = [Run("dip_1800", "denoising", DIP_DENOISE + ("--iters", "1800", "--stop", "none",
+                                                         "--log-every", "10"), g,
+                "DIP's setting: hourglass, noise input (var 0.1), batch norm, no control, lr 0.01, "
+                "1800 it., input noise 1/30", s)]
+    runs += [Run(f"ours_seed{k}", "denoising", ("--seed", str(k)), g,
+                 f"ours: the script defaults (decoder, λ 1.4, bilinear, ratio stop), seed {k}", s)
+             for k in seeds]
+    runs += [Run("ours_gaussian", "denoising", ("--upsample", "gaussian", "--lambda", "1.8"), g,
+                 "ours with Gaussian upsampling (σ 0.1,0.1,0.1,0.5,0.5), λ 1.8", s),
+             Run("ours_variance", "denoising", ("--stop", "variance"), g,
+                 "ours with the variance stop (ES-WMV) instead of the ratio stop", s),
+             Run("ours_2restarts", "denoising", ("--restarts", "2"), g,
+                 "ours, two independent fits averaged", s)]
+    return runs
+
+
+def sr_runs(task, seeds):
+    """×4 and ×8 on Set5 and Set14: DIP's recipe, with and without the Lipschitz bound."""
+    out = []
+    for group, settings in task.protocol:
+        f, s = settings["factor"], group.split("/")[-1]
+        its = 2000 if f == 4 else 4000
+        out += [Run(f"sr_x{f}_{s}_dip", "super_resolution", ("--factor", str(f)), group,
+                    f"DIP's recipe, ×{f}: hourglass, noise input, lr 0.01, {its} it., no control",
+                    setting_key(settings)),
+                Run(f"sr_x{f}_{s}_ours", "super_resolution", ("--factor", str(f), "--lambda",
+                                                              "1.4"), group,
+                    f"DIP's recipe, ×{f}, with every conv Lipschitz-bounded at λ 1.4",
+                    setting_key(settings))]
+    return out
+
+
+# the tasks whose experiments are more than the script's defaults
+SPECIFIC = {"denoising": denoising_runs, "super_resolution": sr_runs}
+
+
+def task_runs(task, seeds) -> list[Run]:
+    fn = SPECIFIC.get(task.name)
+    return fn(task, seeds) if fn else default_runs(task)
+
+
+def figure_runs(toy):
+    """The runs behind the figures (all on the figure image, 10 000 it., no stop); in toy mode
+    each sweep keeps two values.  Returns (pair, λ sweep, σ sweep, architectures) as dicts."""
+    d = "denoising"
+    fig = dict(
+        dip=Run("fig_dip", d, DIP_DENOISE + ("--iters", "10000") + NO_STOP, None,
+                "DIP: hourglass, no control, 10 000 it."),
+        ours=Run("fig_ours", d, ("--stop", "none"), None,
+                 "ours: decoder, λ 1.4, 10 000 it., no stop, measured every iteration"))
+    lam = {"1": Run("fig_lambda1", d, ("--lambda", "1") + NO_STOP, None, "decoder, λ 1"),
+           "1.4": fig["ours"],
+           "2": Run("fig_lambda2", d, ("--lambda", "2") + NO_STOP, None, "decoder, λ 2"),
+           "none": Run("fig_lambda0", d, ("--lambda", "0") + NO_STOP, None, "decoder, no control")}
+    sig = {k: Run("fig_sigma_" + k.replace(" ", "").replace(".", ""), d,
+                  ("--upsample", "gaussian", "--lambda", "1.8", "--gaussian-sigmas", *v) + NO_STOP,
+                  None, f"decoder, Gaussian upsampling σ ({', '.join(v)}), λ 1.8")
+           for k, v in SIGMA_LISTS.items()}
+    arch = {"hourglass": Run("fig_arch_hourglass", d, ("--net", "hourglass", "--lambda", "0")
+                             + NO_STOP, None, "hourglass, no control, the denoising setting"),
+            "decoder": lam["none"],
+            "convnet": Run("fig_arch_convnet", d, ("--net", "convnet", "--lambda", "0") + NO_STOP,
+                           None, "convnet (no upsampling, full-resolution code), no control")}
+    if toy:
+        lam = {k: lam[k] for k in ("1.4", "none")}
+        sig = {k: sig[k] for k in ("paper", "all 0.5")}
+        arch = {k: arch[k] for k in ("decoder", "convnet")}
+    return fig, lam, sig, arch
+
+
+def all_runs(tasks, only, seeds, toy) -> list[Run]:
+    """The runs of the selected parts (task names and/or 'figures'), in order, without
+    duplicates."""
+    runs = [r for name, task in tasks.items() if name in only for r in task_runs(task, seeds)]
+    if "figures" in only:
+        for d in figure_runs(toy):
+            runs += d.values()
+    return list({r.name: r for r in runs}.values())

@@ -1,0 +1,142 @@
+"""Running the experiments: each run is its task script called in-process
+(``utils.cli.main(task, argv)``) with ``--crop32`` (the authors' centre crop) and ``--full`` (the
+paper's configuration on any device), one output folder ``OUT/runs/<experiment>/<image>/``.
+Runs are resumable: the script skips an image whose summary.json holds the same hyperparameters.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import dataset
+from models import NETS
+from paper.published import INPAINT_NAMES
+from tasks import get_task
+from utils.cli import build_parser, given_options, main as task_main
+from utils.config import resolve_config
+
+MS_PER_IT = 4.0          # GPU cost assumed by --dry-run (decoder, 512×512, one member)
+FIG_IMAGE = "image_F16_512rgb"
+# toy scale: the stop rules get the smallest window (ratio 1, variance 2) and a huge ε so that
+# they fire (and their code path runs) within 6 iterations
+TOY = ["--quick", "--crop", "64", "--iters", "6", "--log-every", "2", "--stop-eps", "1e9"]
+IMAGE_ORDER = {"inpainting/bernoulli": list(INPAINT_NAMES)}   # the papers' row order
+
+
+def command_line(script, argv) -> str:
+    """The command as a user would type it; the data folder is named, not its path (no path
+    of this machine goes into a committed table)."""
+    env = "DIP_DATA_DIR=<the images> " if os.environ.get(dataset.DATA_ENV) else ""
+    return f"{env}python {script} {shlex.join(argv)}".strip()
+
+
+class Context:
+    """Options of one invocation: output folder, images, scale, and the command line."""
+
+    def __init__(self, args, argv):
+        self.out, self.toy, self.seeds = Path(args.out), args.toy, args.seeds
+        self.data_dir = dataset.resolve_data_dir(args.data_dir)
+        if self.data_dir is not None and not self.data_dir.is_dir():
+            self.data_dir = None
+        imgs = args.images or (["1"] if args.toy else None)
+        self.limit = int(imgs[0]) if imgs and len(imgs) == 1 and imgs[0].isdigit() else None
+        self.names = None if imgs is None or self.limit is not None else {n.lower() for n in imgs}
+        self.figure_name = args.figure_image
+        self.args, self.argv = args, argv
+        self.command = command_line("reproduce.py", argv)
+
+    def images(self, group):
+        """Image paths of a group (first N / named), or None when there is no data folder (the
+        scripts then use their embedded skimage image)."""
+        if self.data_dir is None:
+            return None
+        if group is None:
+            return [self.figure_image()] if self.figure_image() else None
+        paths = dataset.task_images(self.data_dir, group)
+        order = IMAGE_ORDER.get(group)
+        if order:
+            paths.sort(key=lambda p: order.index(p.stem) if p.stem in order else len(order))
+        if self.names is not None:
+            paths = [p for p in paths if p.stem.lower() in self.names]
+        return paths[:self.limit] if self.limit else paths
+
+    def figure_image(self):
+        paths = dataset.task_images(self.data_dir, "denoising") if self.data_dir else []
+        named = [p for p in paths if p.stem.lower() == self.figure_name.lower()]
+        return (named or paths or [None])[0]
+
+    def run_argv(self, run):
+        """The task script's command line for a run (without the images)."""
+        argv = ["--crop32", "--quiet", "--out", str(self.out / "runs" / run.name)]
+        argv += ["--seed", str(self.seeds[0])] if "--seed" not in run.args else []
+        argv += list(run.args)
+        if self.toy:
+            net = run.args[run.args.index("--net") + 1] if "--net" in run.args else \
+                get_task(run.script).config["net"]
+            argv += TOY + [a for k, v in NETS[net].toy.items()
+                           for a in (f"--{k.replace('_', '-')}", str(v))]
+            argv += ["--stop-window", "2" if "variance" in run.args else "1"]
+        else:
+            argv.insert(0, "--full")
+        return argv
+
+    def rerun_hint(self, part):
+        """The command that produces the missing results of a part."""
+        a = self.args
+        opts = [f"--only {part}"]
+        opts += [f"--out {shlex.quote(str(a.out))}"] if a.out != "results/paper" else []
+        opts += [f"--images {' '.join(a.images)}"] if a.images else []
+        opts += ["--seeds " + " ".join(map(str, a.seeds))] if a.seeds != [0, 1] else []
+        opts += ["--toy"] if a.toy else []
+        return f"python reproduce.py {' '.join(opts)}"
+
+
+def execute(run, ctx):
+    """Run one experiment in-process; returns the script's exit status."""
+    paths = ctx.images(run.group)
+    if paths == []:
+        print(f"[{run.name}] no images selected, skipped")
+        return 0
+    print(f"[{run.name}] {run.script}.py {shlex.join(ctx.run_argv(run))}")
+    with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
+        image = []
+        if paths is not None:   # a folder of links to the selected images (names unchanged)
+            for p in paths:
+                try:
+                    os.symlink(p.resolve(), Path(tmp) / p.name)
+                except OSError:
+                    shutil.copy(p, Path(tmp) / p.name)
+            image = ["--image", tmp]
+        status = task_main(get_task(run.script), ctx.run_argv(run) + image)
+    if status:
+        print(f"[{run.name}] exit status {status}", file=sys.stderr)
+    return status
+
+
+def run_config(run, ctx) -> dict:
+    """The resolved configuration of a run."""
+    task = get_task(run.script)
+    args = build_parser(task).parse_args(ctx.run_argv(run))
+    cfg, _ = resolve_config(task, given_options(args),
+                            "full" if args.full else "quick" if args.quick else "auto")
+    return cfg
+
+
+def plan(runs, ctx):
+    """Print every run, its command and an upper bound of its GPU time (no early stop)."""
+    total = 0.0
+    for run in runs:
+        cfg = run_config(run, ctx)
+        paths = ctx.images(run.group)
+        n = 1 if paths is None else len(paths)
+        its = cfg["iters"] * n * max(cfg.get("restarts", 1), 1)
+        total += its * MS_PER_IT / 6e4
+        print(f"{run.name:24s} {n:3d} images × {cfg['iters']:5d} it. (×{cfg.get('restarts', 1)}) "
+              f"≤ {its * MS_PER_IT / 6e4:5.1f} GPU-min   {run.script}.py "
+              f"{shlex.join(ctx.run_argv(run))}")
+    print(f"total ≤ {total:.0f} GPU-minutes at {MS_PER_IT} ms/iteration (ratio/variance stops "
+          "end most fits earlier; convnet and batched restarts cost more per iteration)")

@@ -1,0 +1,334 @@
+"""The command line every task script shares: options from the config block, data discovery,
+the per-image loop around ``utils.task.fit_problem``, outputs and the summary table.
+
+    python denoising.py [--image PATH] [--quick | --full] [--ENTRY VALUE ...]
+
+Exit codes: 0 ok, 1 an image failed during its fit, 2 bad input, 3 out of GPU memory, 130
+interrupted.  Under ``torchrun`` the images are split across ranks and rank 0 writes the one
+summary; an image already finished with the same hyperparameters is skipped (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dataset
+from utils.config import RUN_OPTIONS, fit_options, network_options, recorded, resolve_config
+from utils.fit import resolve_device
+from utils.imageio import (ImageError, LoadedImage, atomic_write_text, list_images, load_image,
+                           save_image, to_array)
+from utils.plots import fbc_figure, psnr_ratio_figure
+from utils.tables import csv_text, fmt, markdown
+from utils.task import Task, fit_problem, score
+
+ALIASES = {"ln_lambda": ["--lambda"]}
+LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
+               "ratio")
+SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _add(group, name, value, help):
+    text = f"{help} [{value}]".replace("%", "%%")     # argparse formats help with %
+    kw = dict(dest=name, default=None, help=text)
+    if isinstance(value, bool):
+        kw["action"] = argparse.BooleanOptionalAction
+    elif isinstance(value, (tuple, list)):
+        kw.update(nargs="+", type=type(value[0]) if value else float)
+    else:
+        kw["type"] = str if value is None else type(value)
+    group.add_argument(_flag(name), *ALIASES.get(name, []), **kw)
+
+
+def build_parser(task: Task) -> argparse.ArgumentParser:
+    """Every option of the task: the data and outputs, its config block (help: the block's
+    comments), then the loop's and the networks' other options (library defaults)."""
+    p = argparse.ArgumentParser(
+        prog=task.script, description=f"{task.about} Defaults are the paper's values (the "
+        f"config block at the top of {task.script}); every entry can be overridden.")
+    g = p.add_argument_group("data and outputs")
+    g.add_argument("--image", help="a file, a folder or a glob of your own images, or a paper "
+                   "image by name (default: the paper's images from the data directory)")
+    g.add_argument("--data-dir", help=f"the paper's images (default ${dataset.DATA_ENV}, then "
+                   "./dataset)")
+    g.add_argument("--out", default=f"results/{task.name}", help="output folder [%(default)s]")
+    presets = g.add_mutually_exclusive_group()
+    presets.add_argument("--quick", action="store_true", help="the CPU quick preset "
+                         "(automatic without a GPU)")
+    presets.add_argument("--full", action="store_true", help="the paper's configuration on "
+                         "any device")
+    for name, (value, help) in RUN_OPTIONS.items():
+        _add(g, name, value, help)
+    h = p.add_argument_group(f"hyperparameters (the config block of {task.script})")
+    for name, value in task.config.items():
+        _add(h, name, value, task.help.get(name, ""))
+    lib = p.add_argument_group("the loop and the networks (library defaults)")
+    for name, (value, help) in {**fit_options(), **network_options()}.items():
+        if name not in task.config and name not in RUN_OPTIONS:
+            _add(lib, name, value, help)
+    return p
+
+
+def given_options(args) -> dict:
+    """The entries the user set on the command line (lists as tuples)."""
+    skip = {"image", "data_dir", "out", "quick", "full"}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+            if k not in skip and v is not None}
+
+
+def _embedded(task: Task):
+    from skimage import data
+    out = []
+    for name in task.defaults:
+        a = getattr(data, name)().astype(np.float32) / 255.0
+        a = a[..., None] if a.ndim == 2 else a
+        out.append(LoadedImage(array=a, mode="L" if a.shape[-1] == 1 else "RGB", name=name))
+    return out
+
+
+def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
+    """Load every input up front (so a bad file fails before any work or output)."""
+    data_dir = dataset.resolve_data_dir(data_dir_arg)
+    if image:
+        try:
+            paths = list_images(image)
+        except ImageError:
+            # not a path: a paper image by name (e.g. kodim01, image_F16_512rgb)
+            found = None
+            if data_dir is not None and not any(c in image for c in "*?["):
+                try:
+                    found = dataset.find_image(data_dir, image)
+                except ValueError as e:  # an ambiguous name
+                    raise ImageError(image, str(e))
+            if found is None:
+                raise
+            paths = [found]
+        return [load_image(p) for p in paths], None
+    if data_dir_arg and not Path(data_dir_arg).is_dir():
+        raise ImageError(data_dir_arg, "no such directory")
+    paths = []
+    if data_dir is not None:
+        for group in task.data_groups:
+            paths += dataset.task_images(data_dir, group)
+    if paths:
+        return [load_image(p) for p in paths], None
+    notice = (f"no paper images found (--data-dir, ${dataset.DATA_ENV}, ./dataset); using "
+              f"skimage.data {', '.join(task.defaults)} — get the paper's images with "
+              f"`python -m dataset.fetch {task.data_groups[0].split('/')[0]}`"
+              if task.data_groups else f"using skimage.data {', '.join(task.defaults)}")
+    return _embedded(task), notice
+
+
+def write_log(path, history, members):
+    rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in LOG_COLUMNS]
+            + ([m] if members > 1 else [])
+            for i in range(len(history["iteration"])) for m in range(members)]
+    header = ["iteration", *LOG_COLUMNS] + (["member"] if members > 1 else [])
+    atomic_write_text(path, csv_text(header, rows))
+
+
+def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overrides):
+    """Fit one image and write its outputs; returns (summary row, FitResult)."""
+    problem = task.make_problem(img, cfg)
+    problem.like = problem.like or img
+    res, config = fit_problem(problem, cfg, **fit_overrides)
+    out = out_root / img.name
+    like, protect = problem.like, [img.path] if img.path else []
+
+    def save(name, arr):
+        return save_image(out / f"{name}.png", arr, like=like, protect=protect)
+
+    crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
+    final = crop(res.output.mean(0, keepdim=True))          # average of the restarts
+    ema = crop(res.ema_output.mean(0, keepdim=True))
+    for name, arr in problem.inputs.items():
+        save(name, arr)
+    save("output", final)
+    save("output_ema", ema)
+    extra = problem.finish(final, out, save) if problem.finish else {}
+    members = res.output.shape[0]
+    write_log(out / "log.csv", res.history, members)
+    stop_it = res.stop_iteration[0]
+    if len(res.history["iteration"]):
+        fbc_figure(res.history, out / "fbc.png",
+                   title=f"{task.name} · {img.name}: FBC to the observation")
+        psnr_ratio_figure(res.history, out / "psnr_ratio.png", stop_iteration=stop_it,
+                          title=f"{task.name} · {img.name}")
+    metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
+               **extra}
+    summary = dict(image=img.name, **metrics,
+                   stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
+                   best_iteration=res.best_iteration[0], iterations=res.iterations,
+                   seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
+                   device=res.device)
+    record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
+                  hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
+                  size=list(problem.region), inputs=list(problem.inputs))
+    atomic_write_text(out / "summary.json", json.dumps(record, indent=2, default=str) + "\n")
+    return summary, res
+
+
+def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
+    """summary.csv and summary.md: one row per image, then their mean."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    # the mean of each numeric column over the images that have it (failed images have none)
+    num = [k for k in keys if all(numeric(r[k]) for r in rows if r.get(k) is not None)
+           and any(numeric(r.get(k)) for r in rows)]
+    mean = {k: float(np.nanmean([r[k] for r in rows if numeric(r.get(k))]))
+            for k in num if k not in ("iterations",)}
+    mean["image"] = "mean"
+    table = rows + ([mean] if len(rows) > 1 else [])
+    atomic_write_text(out / "summary.csv",
+                      csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
+    md = [f"# {task}: summary", "", f"device: {device} · torch {torch.__version__} · "
+          f"command: `{command}`", ""]
+    md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
+    atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
+    return table
+
+
+def check_out_dir(out: Path, images):
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ImageError(out, f"output directory cannot be written ({e.strerror or e})")
+    for img in images:
+        if img.path is not None and Path(img.path).resolve().parent == (out / img.name).resolve():
+            raise ImageError(img.path, "--out would write next to and over the input image")
+
+
+def _distributed():
+    """(rank, world size) under torchrun (torch.distributed initialised: NCCL on GPUs, gloo on
+    CPU), or (0, 1) for a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _finished(out: Path, cfg: dict):
+    """The summary row of an image already fitted with the same hyperparameters, or None."""
+    f = out / "summary.json"
+    if not f.exists():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
+    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs")
+    return {k: v for k, v in rec.items() if k not in keep} if same else None
+
+
+def _fit_all(task, images, cfg, out_root, rank, world, quiet):
+    """Fit this rank's share of the images; returns ({index: row}, status, device)."""
+    rows, status, device = {}, 0, str(resolve_device(cfg["device"]))
+    for idx in range(rank, len(images), world):
+        img = images[idx]
+        done = _finished(out_root / img.name, cfg)
+        if done is not None:
+            rows[idx] = done
+            print(f"{img.name}: already finished, skipped")
+            continue
+        try:
+            summary, res = run_one(task, img, cfg, out_root, quiet=quiet)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return rows, 2, device
+        except torch.cuda.OutOfMemoryError:
+            h, w = img.array.shape[:2]
+            msg = (f"out of GPU memory for a {w}x{h} image; try --device cpu, --crop N or fewer "
+                   "--restarts")
+            print(f"error: {img.name}: {msg}", file=sys.stderr)
+            rows[idx], status = {"image": img.name, "error": msg}, 3
+            continue
+        except Exception as e:  # one image failing must not lose the others' work
+            print(f"error: {img.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            rows[idx] = {"image": img.name, "error": f"{type(e).__name__}: {e}"}
+            status = max(status, 1)
+            continue
+        rows[idx], device = summary, res.device
+        print(f"{img.name}: " + ", ".join(f"{k} {fmt(summary[k], k)}" for k in SHOWN
+                                          if k in summary))
+        if res.interrupted:
+            print("interrupted: outputs so far are written", file=sys.stderr)
+            return rows, 130, device
+    return rows, status, device
+
+
+def _gather(rows, status, device, world):
+    """Rank 0 gathers every rank's rows (torchrun)."""
+    import torch.distributed as dist
+    gathered = [None] * world
+    dist.all_gather_object(gathered, (rows, status, device))
+    dist.barrier()
+    dist.destroy_process_group()
+    return ({k: v for r, _, _ in gathered for k, v in r.items()},
+            max(s for _, s, _ in gathered), gathered[0][2])
+
+
+def main(task: Task, argv=None) -> int:
+    """Parse, resolve and validate the configuration, load every input, then fit each image
+    (this rank's share under torchrun) and write the summary."""
+    parser = build_parser(task)
+    args = parser.parse_args(argv)
+    try:
+        cfg, notice = resolve_config(task, given_options(args),
+                                     "full" if args.full else "quick" if args.quick else "auto")
+        problem = task.validate(cfg) if task.validate else None
+    except ValueError as e:
+        problem = str(e)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        images, data_notice = collect_images(task, args.image, args.data_dir)
+        out_root = Path(args.out)
+        check_out_dir(out_root, images)
+    except ImageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rank, world = _distributed()
+    if world > 1 and torch.cuda.is_available():
+        cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    for line in (notice, data_notice):
+        if line and rank == 0:
+            print(line)
+    command = " ".join([task.script] + list(argv if argv is not None else sys.argv[1:]))
+    rows, status, device = _fit_all(task, images, cfg, out_root, rank, world,
+                                    quiet=cfg["quiet"] or world > 1)
+    if status == 2:  # a bad input found during the run: nothing more is written
+        return status
+    if world > 1:
+        rows, status, device = _gather(rows, status, device, world)
+        if rank != 0:
+            return status
+    ordered = [rows[i] for i in sorted(rows)]
+    if ordered:
+        table = write_summary(out_root, task.name, ordered, device, command)
+        if len(table) > 1:
+            m = table[-1]
+            print("mean: " + ", ".join(f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
+                                        if k in m))
+        print(f"results: {out_root}/summary.md")
+    return status

@@ -1,0 +1,136 @@
+"""A task's configuration: its config block, the library options around it, and presets.
+
+The config block at the top of a task script is the one source of a task's values and of
+their help: the trailing comment of each entry is its ``--help`` text (``block_help``).
+Options the block does not list keep the library's default and help, defined once beside the
+code that uses them: the loop's in ``utils.fit.FitConfig`` (field metadata), the networks' in
+``models.nets`` (``net_options``, ``OPTION_HELP``), the framework's in ``RUN_OPTIONS`` below.
+
+``resolve_config`` applies, in this order: the block; each conditional preset whose ``when``
+matches (e.g. DIP's ×8 super-resolution recipe); the quick preset (``preset='quick'``, or
+``'auto'`` without a GPU); what the user gave (command line or keyword arguments); then the
+library defaults of whatever is still unset.  Ulyanov et al. CVPR 2018; Shi et al. IJCV 2022.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from models import NETS, OPTION_HELP, net_options
+from utils.fit import FitConfig, resolve_device
+
+# entries of every task beside its block: (default, help)
+RUN_OPTIONS = {
+    "observed": (False, "the image IS the degraded observation: no synthetic degradation, "
+                        "no ground truth"),
+    "crop32": (False, "centre-crop to a multiple of 32 like the authors (default: "
+                      "reflect-pad, and crop the output back to the input's size)"),
+}
+NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
+PRESET_CHOICES = ("auto", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Values that replace the block's when the configuration matches ``when`` (all entries
+    equal); the quick preset has no condition and is applied by ``preset``."""
+    values: dict
+    when: dict = field(default_factory=dict)
+
+    def applies(self, cfg: dict) -> bool:
+        return all(cfg.get(k) == v for k, v in self.when.items())
+
+
+def block_help(path, name: str = "config") -> dict:
+    """``{entry: help}`` from the trailing comments of ``name = dict(...)`` in a source file.
+
+    The comment on the line where an entry's value ends is its help; an entry without one gets
+    none (tests/test_config.py requires every entry of every task to have one)."""
+    src = Path(path).read_text(encoding="utf-8")
+    comments = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT and tok.line[:tok.start[1]].strip():
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    for node in ast.parse(src).body:
+        if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name
+                                                 for t in node.targets)
+                and isinstance(node.value, ast.Call)):
+            return {kw.arg: comments.get(kw.value.end_lineno, "")
+                    for kw in node.value.keywords if kw.arg}
+    return {}
+
+
+def fit_options() -> dict:
+    """The loop's options: ``{name: (default, help)}`` from ``FitConfig``."""
+    return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(FitConfig)}
+
+
+def network_options() -> dict:
+    """Every registered network's options, ``{name: (default, help)}`` (the default of the
+    first net that has it; each net fills in its own at resolution)."""
+    out = {}
+    for net in NETS:
+        for k, v in net_options(net).items():
+            out.setdefault(k, (v, OPTION_HELP.get(k, "")))
+    return out
+
+
+def options(task) -> dict:
+    """Every option of ``task``: ``{name: (default, help)}``, block entries first."""
+    helps = task.help
+    out = {k: (v, helps.get(k, "")) for k, v in task.config.items()}
+    for extra in (RUN_OPTIONS, fit_options(), network_options()):
+        for k, v in extra.items():
+            out.setdefault(k, v)
+    return out
+
+
+def resolve_config(task, given: dict | None = None, preset: str = "auto"):
+    """The configuration of one run: ``(cfg, notice)``, notice a line about the quick preset.
+
+    given: the entries the user set (command line or keyword arguments); preset: ``auto``
+    (the quick preset without a GPU), ``quick`` or ``full`` (the block's values on any device).
+    """
+    if preset not in PRESET_CHOICES:
+        raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}, got {preset!r}")
+    given = dict(given or {})
+    cfg = {k: v for k, (v, _) in RUN_OPTIONS.items()}
+    cfg.update(task.config)
+    for p in task.presets:
+        if p.applies({**cfg, **given}):
+            cfg.update(p.values)
+    notice = None
+    device = given.get("device", cfg.get("device", "auto"))
+    cpu = resolve_device(device).type == "cpu"
+    if preset == "quick" or (preset == "auto" and cpu and task.quick):
+        cfg.update(task.quick)
+        why = ("--quick" if preset == "quick" else
+               "no GPU found" if device == "auto" else "CPU device")
+        values = ", ".join(f"{k}={v}" for k, v in task.quick.items())
+        notice = (f"{why}: using the CPU quick preset ({values}); --full for the paper's "
+                  "configuration")
+    cfg.update(given)
+    for k, v in net_options(cfg.get("net", "decoder")).items():
+        cfg.setdefault(k, v)
+    for k, (v, _) in fit_options().items():
+        cfg.setdefault(k, v)
+    return cfg, notice
+
+
+def fit_config(cfg: dict, **overrides) -> FitConfig:
+    """The loop's part of a configuration."""
+    names = {f.name for f in fields(FitConfig)}
+    return FitConfig(**{**{k: v for k, v in cfg.items() if k in names}, **overrides})
+
+
+def net_kwargs(cfg: dict) -> dict:
+    """The chosen network's part of a configuration."""
+    return {k: cfg[k] for k in net_options(cfg["net"]) if k in cfg}
+
+
+def recorded(cfg: dict) -> dict:
+    """The hyperparameters a run records (and a rerun compares)."""
+    return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}

@@ -1,0 +1,63 @@
+"""The one way numbers become tables: a formatter, Markdown and CSV writers.
+
+Used by the per-run summaries (utils/cli.py), the paper's comparison tables (paper/tables.py) and
+the classic baselines (baselines.py).  Markdown cells are escaped (``|`` and newlines), so a file
+or method name can never break a table; CSV goes through the csv module.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+MISSING = "—"        # a result that does not exist yet
+
+
+def fmt(value, column: str = "", spec: str | None = None, missing: str = "") -> str:
+    """One number format for every table: SSIM columns with 4 decimals, iteration counts and
+    integers as integers, seconds with 1 decimal, every other number with 2 (``spec`` forces a
+    format); None and NaN read ``missing``; anything else as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if spec is not None:
+        return format(value, spec)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if column.endswith("ssim") or "ssim_" in column:
+        return f"{value:.4f}"
+    if column.endswith("iteration") or column.endswith("iterations") or isinstance(value, int):
+        return f"{value:.0f}"
+    if column.endswith("seconds"):
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def cell(value) -> str:
+    """A Markdown table cell: ``|`` escaped, line breaks folded into spaces."""
+    return " ".join(str(value).replace("|", "\\|").splitlines())
+
+
+def markdown(header, rows) -> list[str]:
+    """Lines of a Markdown table (cells escaped)."""
+    out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+
+
+def key_value(pairs) -> list[str]:
+    """A two-column header table of (name, value) pairs (device, torch, command, ...)."""
+    return markdown(["", ""], pairs)
+
+
+def csv_text(header, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def csv_number(value) -> str:
+    """A number in a CSV file: 4 decimals, empty where missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else f"{value:.4f}"

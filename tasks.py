@@ -27,8 +27,7 @@ from PIL import Image
 
 from utils.config import options, resolve_config
 from utils.imageio import LoadedImage, load_image, quantise, to_array
-from utils.metrics import psnr, ssim
-from utils.task import Task, fit_problem
+from utils.task import Task, fit_problem, score
 
 ROOT = Path(__file__).resolve().parent
 _DECLARES = re.compile(r"^TASK = Task\(", re.M)
@@ -107,15 +106,18 @@ def _as_type(a: np.ndarray, kind: str, info):
 
 
 def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
-            quiet: bool = True, **hyperparameters) -> Restored:
+            quiet: bool = True, full: bool | None = None, **hyperparameters) -> Restored:
     """Restore ``image`` with ``task`` (a name or a ``Task``).
 
     observed=True: the image is the degraded observation (a real noisy photo, JPEG,
     low-resolution image, or with ``mask`` holes); observed=False: apply the task's synthetic
     degradation and report PSNR/SSIM.  preset: ``auto`` (the script's CPU quick preset without
     a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration).
-    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...).
+    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...);
+    ``full=True`` is the older spelling of ``preset="full"``.
     """
+    if full is not None:
+        preset = "full" if full else preset
     spec = task if isinstance(task, Task) else get_task(task)
     unknown = set(hyperparameters) - set(options(spec))
     if unknown:
@@ -133,13 +135,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     problem = spec.make_problem(img, cfg)
     res, _ = fit_problem(problem, cfg)
     h, w = problem.region
-    out = res.output.mean(0, keepdim=True)[..., :h, :w]
-    metrics = {}
-    if problem.target is not None:
-        gt = problem.target[..., :h, :w]
-        metrics = {"psnr": float(psnr(out, gt)[0]), "ssim": float(ssim(out, gt)[0]),
-                   **problem.baseline}
-    arr = to_array(out)
+    arr = to_array(res.output.mean(0, keepdim=True)[..., :h, :w])
+    metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else {}
     return Restored(image=_as_type(arr, kind, info), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[0], history=res.history, fit=res)
 

@@ -2,6 +2,7 @@
 summary with the numbers of a single-process run; a rerun skips finished images."""
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,18 @@ def test_restore_pil_tensor_and_path(face, tmp_path):
         restore(face, task="denoising", nonsense=1)
 
 
+def test_restore_scores_like_the_command_line_and_takes_presets(face):
+    sr = restore(face, task="super_resolution", observed=False, factor=2, channels_down=8,
+                 channels_up=8, scales=3, iters=2)
+    assert {"psnr", "ssim", "y_psnr", "y_psnr_bicubic"} <= set(sr.metrics)  # utils.task.score
+    quick = restore(face, task="denoising", preset="quick", channels=8, iters=2)
+    assert quick.fit.iterations == 2 and len(quick.history["iteration"]) == 1  # quick: every 10
+    full = restore(face, task="denoising", full=True, channels=8, iters=2)   # the older spelling
+    assert len(full.history["iteration"]) == 2                               # full: every one
+    with pytest.raises(ValueError, match="preset"):
+        restore(face, task="denoising", preset="fast")
+
+
 def _run(args, env):
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
@@ -63,8 +76,11 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path):
               "--image", str(imgs)]
     single = _run([sys.executable, *common, "--out", str(tmp_path / "one")], env)
     assert single.returncode == 0, single.stderr
+    with socket.socket() as sock:  # a free port: another run on this machine may hold any fixed one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     multi = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                  "--master_port=29517", *common, "--out", str(tmp_path / "two")], env)
+                  f"--master_port={port}", *common, "--out", str(tmp_path / "two")], env)
     assert multi.returncode == 0, multi.stderr
     rows = {}
     for name in ("one", "two"):

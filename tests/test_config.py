@@ -84,11 +84,32 @@ def test_presets_are_data():
     assert cfg["iters"] == 7                                            # the user wins
     cfg, _ = resolve_config(sr, {"factor": 4}, "full")
     assert cfg["iters"] == 2000
+    cfg, _ = resolve_config(sr, {"factor": 8}, "quick")   # the quick preset wins: it stays quick
+    assert (cfg["iters"], cfg["reg_noise_std"]) == (sr.quick["iters"], 0.05)
+    cfg, _ = resolve_config(sr, {"factor": 8, "device": "cpu"}, "auto")
+    assert cfg["iters"] == sr.quick["iters"]
     for task in all_tasks().values():
         cfg, notice = resolve_config(task, {}, "quick")
         assert all(cfg[k] == v for k, v in task.quick.items()) and "quick preset" in notice
         full, notice = resolve_config(task, {}, "full")
         assert notice is None and full["iters"] == task.config["iters"]
+
+
+def test_help_shows_the_defaults_of_the_tasks_own_net():
+    def shown(task, flag):  # the help line of an option (after the usage block)
+        return build_parser(get_task(task)).format_help().split(flag)[-1].split("\n  --")[0]
+    assert "[0.2]" in shown("super_resolution", "--act-slope")    # DIP's skip net
+    assert "[default]" in shown("super_resolution", "--init")
+    assert "[0.01]" in shown("denoising", "--act-slope")          # the authors' decoder
+
+
+def test_fixed_choices_are_checked_by_the_parser():
+    p = build_parser(get_task("denoising"))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--amp", "fp16"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--upsample", "cubic"])
+    assert p.parse_args(["--upsample", "gaussian"]).upsample == "gaussian"
 
 
 def test_the_registry_finds_a_new_task_file(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The five task scripts end to end, as a user runs them (subprocesses, tiny settings)."""
+"""The task scripts end to end, as a user runs them (subprocesses, tiny settings)."""
 import csv
 import json
 import os

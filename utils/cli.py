@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 import dataset
-from utils.config import RUN_OPTIONS, fit_options, network_options, recorded, resolve_config
+from utils.config import (RUN_OPTIONS, choices, fit_options, network_options, recorded,
+                          resolve_config)
 from utils.fit import resolve_device
 from utils.imageio import (ImageError, LoadedImage, atomic_write_text, list_images, load_image,
                            save_image, to_array)
@@ -32,6 +33,7 @@ ALIASES = {"ln_lambda": ["--lambda"]}
 LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
                "ratio")
 SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
+CHOICES = choices()
 
 
 def _flag(name):
@@ -41,6 +43,8 @@ def _flag(name):
 def _add(group, name, value, help):
     text = f"{help} [{value}]".replace("%", "%%")     # argparse formats help with %
     kw = dict(dest=name, default=None, help=text)
+    if name in CHOICES:
+        kw["choices"] = CHOICES[name]
     if isinstance(value, bool):
         kw["action"] = argparse.BooleanOptionalAction
     elif isinstance(value, (tuple, list)):
@@ -73,7 +77,8 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     for name, value in task.config.items():
         _add(h, name, value, task.help.get(name, ""))
     lib = p.add_argument_group("the loop and the networks (library defaults)")
-    for name, (value, help) in {**fit_options(), **network_options()}.items():
+    for name, (value, help) in {**fit_options(),
+                                **network_options(task.config.get("net"))}.items():
         if name not in task.config and name not in RUN_OPTIONS:
             _add(lib, name, value, help)
     return p

@@ -8,8 +8,9 @@ code that uses them: the loop's in ``utils.fit.FitConfig`` (field metadata), the
 
 ``resolve_config`` applies, in this order: the block; each conditional preset whose ``when``
 matches (e.g. DIP's ×8 super-resolution recipe); the quick preset (``preset='quick'``, or
-``'auto'`` without a GPU); what the user gave (command line or keyword arguments); then the
-library defaults of whatever is still unset.  Ulyanov et al. CVPR 2018; Shi et al. IJCV 2022.
+``'auto'`` without a GPU), which thus wins over a conditional one (a quick ×8 run stays quick);
+what the user gave (command line or keyword arguments); then the library defaults of whatever
+is still unset.  Ulyanov et al. CVPR 2018; Shi et al. IJCV 2022.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import tokenize
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from models import NETS, OPTION_HELP, net_options
-from utils.fit import FitConfig, resolve_device
+from models import INPUTS, NETS, OPTION_CHOICES, OPTION_HELP, net_options
+from utils.fit import FIT_CHOICES, FitConfig, resolve_device
 
 # entries of every task beside its block: (default, help)
 RUN_OPTIONS = {
@@ -68,21 +69,26 @@ def fit_options() -> dict:
     return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(FitConfig)}
 
 
-def network_options() -> dict:
-    """Every registered network's options, ``{name: (default, help)}`` (the default of the
-    first net that has it; each net fills in its own at resolution)."""
+def network_options(net: str | None = None) -> dict:
+    """Every registered network's options, ``{name: (default, help)}``: the defaults of ``net``
+    first, then those of the other nets (each net fills in its own at resolution)."""
     out = {}
-    for net in NETS:
-        for k, v in net_options(net).items():
+    for name in ([net] if net in NETS else []) + list(NETS):
+        for k, v in net_options(name).items():
             out.setdefault(k, (v, OPTION_HELP.get(k, "")))
     return out
+
+
+def choices() -> dict:
+    """The allowed values of every option that has a fixed set."""
+    return {"net": tuple(NETS), "input": INPUTS, **OPTION_CHOICES, **FIT_CHOICES}
 
 
 def options(task) -> dict:
     """Every option of ``task``: ``{name: (default, help)}``, block entries first."""
     helps = task.help
     out = {k: (v, helps.get(k, "")) for k, v in task.config.items()}
-    for extra in (RUN_OPTIONS, fit_options(), network_options()):
+    for extra in (RUN_OPTIONS, fit_options(), network_options(task.config.get("net"))):
         for k, v in extra.items():
             out.setdefault(k, v)
     return out

@@ -37,6 +37,7 @@ from utils.spectral import frequency_band_correspondence
 from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 
 MAX_RESTORES = 3  # consecutive backtracking restores before the checkpoint moves on
+FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("none", "bf16")}
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio")
 
@@ -194,8 +195,9 @@ class Fit:
         M = self.M = self.members.count
         if M > 1 and cfg.optimizer != "adam":
             raise ValueError("batched fits support the Adam optimizer only")
-        if cfg.optimizer not in ("adam", "lbfgs"):
-            raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam | lbfgs)")
+        for name, allowed in FIT_CHOICES.items():
+            if name != "stop" and getattr(cfg, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(cfg, name)!r} ({' | '.join(allowed)})")
         self.z0 = net_input.to(dev)
         if cfg.channels_last:
             self.z0 = self.z0.contiguous(memory_format=torch.channels_last)
@@ -245,8 +247,7 @@ class Fit:
         cfg = self.cfg
         z = self.z0
         if cfg.reg_noise_std > 0:
-            z = z + torch.randn(z.shape, generator=self.noise, device=z.device,
-                                dtype=z.dtype) * cfg.reg_noise_std
+            z = z + torch.empty_like(z).normal_(generator=self.noise) * cfg.reg_noise_std
         autocast = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
         with autocast:
             out = self.members(z)

@@ -4,9 +4,9 @@ A task script declares its config block (the paper's values, each entry with its
 trailing comment), its presets, and ``make_problem(image, cfg) -> Problem``, which builds the
 degradation and data term (utils/physics.py) from a loaded image and the resolved configuration;
 ``TASK = Task(...)`` registers it (the registry is ``tasks.py`` at the top of the repository).
-The command line (utils/cli.py), the Python API (``tasks.restore``), the paper's experiments
-(reproduce.py) and the classic baselines (baselines.py) all go through ``fit_problem`` and
-``score`` here, so a number means the same thing wherever it is printed.
+The command line (utils/cli.py), the Python API (``tasks.restore``) and the paper's experiments
+(reproduce.py) fit through ``fit_problem``; they and the classic baselines (baselines.py) score
+through ``score``, so a number means the same thing wherever it is printed.
 """
 from __future__ import annotations
 

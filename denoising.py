@@ -43,8 +43,10 @@ config = dict(
     restarts=1,                     # independent fits averaged (DIP: +0.6 dB for two)
     crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
-# ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder ----
-quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20)
+# ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder; the moving
+# average of outputs is the result (benchmarks/robustness.py: results/robustness.md) ----
+quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20,
+             use_ema=True)
 
 
 def make_problem(img, cfg):

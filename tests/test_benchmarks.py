@@ -46,3 +46,21 @@ def test_speed_quick_table(tmp_path):
     rel = re.search(r"max relative difference of σ_max over the convs: (\S+) at init", text)
     assert rel and float(rel.group(1)) < 1e-5
     assert re.search(r"ratio \*\*\d+\.\d+×\*\*", text)
+
+
+def test_robustness_grid_writes_its_table_and_resumes(tmp_path, monkeypatch):
+    """benchmarks.robustness: a 1-run grid at 10 iterations writes the table and CSV; --resume
+    keeps that run and fits only the new seed."""
+    from benchmarks import robustness
+    out = tmp_path / "rob.md"
+    args = ["--tasks", "denoising", "--images", "camera", "--set", "iters=10", "--out", str(out)]
+    rows = robustness.main([*args, "--seeds", "0"])
+    assert len(rows) == 1 and rows[0][:3] == ["denoising", "camera", 0]
+    assert "| denoising |" in out.read_text() and out.with_suffix(".csv").exists()
+    fitted = []
+    real = robustness.run
+    monkeypatch.setattr(robustness, "run", lambda t, i, s, o=None: fitted.append(s) or real(t, i, s, o))
+    rows2 = robustness.main([*args, "--seeds", "0", "1", "--resume"])
+    assert fitted == [1] and len(rows2) == 2
+    assert abs(rows2[0][4] - rows[0][4]) < 1e-3         # the kept run, read back from the CSV
+    assert len(robustness.read_rows(out.with_suffix(".csv"))) == 2

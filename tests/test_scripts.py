@@ -84,6 +84,8 @@ def test_every_registered_task_runs_end_to_end(name, small_png, tmp_path):
         assert is_png(d / f"{f}.png"), f
     s = json.loads((d / "summary.json").read_text())
     assert s["iterations"] == 4 and s["hyperparameters"]["net"] == task.config["net"]
+    if s["inputs"]:  # degraded | output | ground truth (enhancement: its side by side)
+        assert is_png(d / "montage.png")
     for k in task.metrics:
         assert np.isfinite(s[k]), k
     assert (tmp_path / "summary.md").read_text().count("| face |") == 1

@@ -24,8 +24,9 @@ from utils.config import (RUN_OPTIONS, choices, fit_options, network_options, re
                           resolve_config)
 from utils.fit import resolve_device
 from utils.imageio import (ImageError, LoadedImage, atomic_write_text, list_images, load_image,
-                           save_image, to_array)
-from utils.plots import fbc_figure, psnr_ratio_figure
+                           save_image, to_array, to_tensor)
+from utils.metrics import psnr
+from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import csv_text, fmt, markdown
 from utils.task import Task, fit_problem, score
 
@@ -134,6 +135,23 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
     return _embedded(task), notice
 
 
+def write_montage(path, problem, output):
+    """The first input (the degraded image) | the output | the ground truth when known, each
+    with its PSNR to the ground truth."""
+    name, degraded = next(iter(problem.inputs.items()))
+    gt = None
+    if problem.target is not None:
+        gt = problem.target[..., :problem.region[0], :problem.region[1]]
+    panels = []
+    for title, a in ((name, degraded), ("output", output)):
+        if gt is not None and a.shape[:2] == tuple(gt.shape[-2:]) and a.shape[2] == gt.shape[1]:
+            title += f" ({float(psnr(to_tensor(a), gt)[0]):.2f} dB)"
+        panels.append((a, title))
+    if gt is not None:
+        panels.append((to_array(gt), "ground truth"))
+    montage([a for a, _ in panels], [t for _, t in panels], path)
+
+
 def write_log(path, history, members):
     rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in LOG_COLUMNS]
             + ([m] if members > 1 else [])
@@ -171,9 +189,12 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overr
                           title=f"{task.name} · {img.name}")
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
                **extra}
+    if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
+        write_montage(out / "montage.png", problem, final)
     summary = dict(image=img.name, **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
                    best_iteration=res.best_iteration[0], iterations=res.iterations,
+                   restores=res.restores[0] if members == 1 else str(res.restores),
                    seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
                    device=res.device)
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,

@@ -2,21 +2,24 @@
 
 Deep Image Prior (Ulyanov, Vedaldi, Lempitsky, CVPR 2018): minimise ``E(A f_θ(z), y)`` over θ
 from a random init; the architecture is the prior.  This loop adds DIP's tricks (input
-perturbation, an exponential moving average of outputs, backtracking on a PSNR drop) and the
-instruments of Shi et al. (IJCV 2022): the frequency-band correspondence (Sec. 3) and the
-blurriness/sharpness ratio whose plateau stops the fit (Sec. 4.3, Eq. 8).
+perturbation, an exponential moving average of outputs, backtracking on a PSNR drop, made to
+recover: see ``Fit.backtrack``) and the instruments of Shi et al. (IJCV 2022): the
+frequency-band correspondence (Sec. 3) and the blurriness/sharpness ratio whose plateau stops
+the fit (Sec. 4.3, Eq. 8).
 
     result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
 
 One iteration is ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
 ``Fit.measure`` (the logged measures, ``backtrack``, the oracle's best, the stop rule), then the
-optimiser step and ``Fit.hold`` (members that backtracked or stopped keep their checkpoint).
+optimiser step (``utils.members.MemberAdam``: Adam with per-member state) and ``Fit.hold``
+(members that backtracked or stopped go back to their checkpoint).
 Everything inside the iteration stays on the device; ``Fit.sync`` copies the logged rows to the
 host once per ``sync_every`` iterations and decides whether every member has stopped.
 
 Batched independent fits: pass a list of nets (same architecture, independent weights) and a
-code per member; they are fitted together with ``torch.func`` (stacked weights + ``vmap``), every
-member with its own loss, stop rule and backtracking, giving the numbers of separate fits.
+code per member; they are fitted together with ``torch.func`` (the weights as one (M, N) buffer,
+``vmap`` over its rows: utils/members.py), every member with its own loss, stop rule,
+backtracking and step size, giving the numbers of separate fits.
 
 Nothing here changes process-wide state: the input perturbation has its own generator and
 cuDNN's autotuner is switched on for the fit only.
@@ -24,7 +27,6 @@ cuDNN's autotuner is switched on for the fit only.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,11 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from utils.members import MemberAdam, Members
 from utils.metrics import psnr
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 
-MAX_RESTORES = 3  # consecutive backtracking restores before the checkpoint moves on
+COLLAPSE = 0.5      # saturated fraction of A f(z) that counts as a collapse (see backtrack)
 FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("none", "bf16")}
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio")
@@ -66,6 +69,8 @@ class FitConfig:
                                  "(evaluations)")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
     stop_patience: int = _opt(1000, "patience of the variance rule (iterations)")
+    use_ema: bool = _opt(False, "the result is the moving average of outputs (steadier) rather "
+                                "than the stop rule's choice or the last iterate")
     oracle: bool = _opt(False, "return the best-PSNR-to-ground-truth output (uses the ground "
                                "truth: for figures only)")
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
@@ -77,7 +82,7 @@ class FitConfig:
 
 @dataclass
 class FitResult:
-    output: torch.Tensor             # (M, C, H, W) the chosen output: stop / oracle / last
+    output: torch.Tensor             # (M, C, H, W) the chosen output: stop / last / EMA / oracle
     last_output: torch.Tensor        # output of the last good iteration
     ema_output: torch.Tensor         # exponential moving average of outputs
     stop_iteration: list             # per member: iteration the stop rule chose, or None
@@ -90,6 +95,7 @@ class FitResult:
     device: str
     interrupted: bool = False
     warnings: list = field(default_factory=list)
+    restores: list = field(default_factory=list)   # per member: backtracking restores
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -125,51 +131,6 @@ def _cudnn_autotune(dev: torch.device):
         torch.backends.cudnn.benchmark = before
 
 
-class Members:
-    """Uniform view of one net or several stacked ones: ``forward(z) -> (M, C, H, W)`` and a list
-    of parameter tensors whose leading dim is the member (for per-member masks)."""
-
-    def __init__(self, nets, device, cfg):
-        nets = nets if isinstance(nets, (list, tuple)) else [nets]
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        for n in nets:
-            n.to(device, memory_format=fmt)
-        self.count, self.nets = len(nets), nets
-        self.stacked = self.count > 1
-        if not self.stacked:
-            self.params = [p for p in nets[0].parameters() if p.requires_grad]
-            self._forward = nets[0]
-        else:
-            from torch.func import functional_call, stack_module_state, vmap
-            params, buffers = stack_module_state(nets)
-            self.param_dict = {k: v.requires_grad_(True) for k, v in params.items()}
-            self.params = list(self.param_dict.values())
-            base = copy.deepcopy(nets[0]).to("meta")
-
-            def one(p, b, z):
-                return functional_call(base, (p, b), (z[None],))[0]
-
-            batched = vmap(one)
-            self._forward = lambda z: batched(self.param_dict, buffers, z)
-        if cfg.compile:
-            self._forward = torch.compile(self._forward)
-
-    def __call__(self, z):
-        return self._forward(z)
-
-    def member_view(self, mask, p):
-        """Reshape a (M,) mask to broadcast against parameter ``p``."""
-        return mask.view(-1, *([1] * (p.dim() - 1))) if self.stacked else mask.view([1] * p.dim())
-
-    def unstack(self):
-        """Write stacked weights back into the individual nets (after a batched fit)."""
-        if self.stacked:
-            with torch.no_grad():
-                for i, net in enumerate(self.nets):
-                    for name, p in net.named_parameters():
-                        p.copy_(self.param_dict[name][i])
-
-
 def _where(mask, a, b):
     """Per-member choice between two (M, ...) tensors."""
     return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
@@ -191,7 +152,7 @@ class Fit:
                  target=None, region=None, callbacks=()):
         cfg = self.cfg = config or FitConfig()
         dev = self.dev = resolve_device(cfg.device)
-        self.members = Members(nets, dev, cfg)
+        self.members = Members(nets, dev, cfg.channels_last, cfg.compile)
         M = self.M = self.members.count
         if M > 1 and cfg.optimizer != "adam":
             raise ValueError("batched fits support the Adam optimizer only")
@@ -212,15 +173,15 @@ class Fit:
         self.out_hw = self.term.observation.shape[-2:]
         self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
                                         cfg.stop_patience)
-        self.adam = torch.optim.Adam(self.members.params,
-                                     lr=cfg.lr if cfg.optimizer == "adam" else 0.001,
-                                     fused=(dev.type == "cuda") or None)
-        self.ckpt = [p.detach().clone() for p in self.members.params]
+        self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001)
+        self.ckpt = self.adam.state()
         full = lambda v, dtype=None: torch.full((M,), v, dtype=dtype, device=dev)  # noqa: E731
         self.active = full(True, torch.bool)
         self.last_psnr, self.best_psnr = full(-math.inf), full(-math.inf)
-        self.bad_count, self.streak = full(0, torch.int32), full(0, torch.int32)
+        self.best_obs = full(-math.inf)
+        self.bad_count, self.restores = full(0, torch.int32), full(0, torch.int32)
         self.best_it = full(-1, torch.long)
+        self.saturated_y = self.term.saturation(self.term.observation)
         self.restore = self.nan_stopped = None     # (M,) masks, set by measure / sync
         self.ema = self.good_out = self.best_out = self.y_obs = None
         self.rows, self.its_logged, self.host_rows, self.host_its = [], [], [], []
@@ -280,30 +241,35 @@ class Fit:
         ratio = blur_sharpness_ratio(oc)
         self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio], 1))
         self.its_logged.append(i)
-        self.backtrack(per, p_obs, o)
+        self.backtrack(per, p_obs, a_o, o)
         if gt is not None:
             self.track_best(i, p_gt, o)
         if self.stop_rule is not None:
             stopped = self.stop_rule.update(i, o, ratio=ratio)
             self.active = self.active & ~stopped
 
-    def backtrack(self, per, p_obs, o):
-        """DIP's backtracking: a drop of PSNR to y by more than ``backtrack_db``, or a non-finite
-        loss, restores the member's checkpoint after this step; otherwise checkpoint now."""
+    def backtrack(self, per, p_obs, a_o, o):
+        """Backtracking: a member restores its checkpoint (weights, Adam moments and step count)
+        after this step, and halves its step size, when its loss is not finite, its PSNR to the
+        observation fell by more than ``backtrack_db`` below the checkpoint's (DIP's rule), or
+        its output collapsed (more than half of A f(z) saturated at 0 or 1, 25 points more than
+        in the observation: the sigmoid's dead end).  Otherwise the checkpoint moves to the
+        current state, unless the PSNR is more than ``backtrack_db`` below the member's best."""
+        cfg = self.cfg
         bad = ~torch.isfinite(per)
-        drop = bad | (p_obs < self.last_psnr - self.cfg.backtrack_db) if self.cfg.backtrack \
-            else bad
-        # DIP's rule can cycle: Adam's momentum repeats the step that was undone.  After
-        # MAX_RESTORES restores in a row the current (finite) weights become the checkpoint.
-        streak = torch.where(drop, self.streak + 1, torch.zeros_like(self.streak))
-        drop = drop & (bad | (streak <= MAX_RESTORES))
-        self.streak = torch.where(drop, streak, torch.zeros_like(streak))
-        self.bad_count += bad.int()
-        keep = ~drop & self.active
-        for c, p in zip(self.ckpt, self.members.params):
-            c.copy_(torch.where(self.members.member_view(keep, p), p.detach(), c))
+        drop = bad
+        if cfg.backtrack:
+            sat = self.term.saturation(a_o)
+            collapsed = (sat > COLLAPSE) & (sat > self.saturated_y + 0.25)
+            drop = bad | collapsed | (p_obs < self.last_psnr - cfg.backtrack_db)
+        live = ~drop & self.active
+        self.best_obs = torch.where(live, torch.maximum(self.best_obs, p_obs), self.best_obs)
+        keep = live & (p_obs >= self.best_obs - cfg.backtrack_db)
+        self.adam.keep(self.ckpt, keep)
         self.last_psnr = torch.where(keep, p_obs, self.last_psnr)
-        self.restore = drop
+        self.bad_count += bad.int()
+        self.restore = drop & self.active
+        self.restores += self.restore.int()
         self.good_out = o.clone() if self.good_out is None else _where(keep, o, self.good_out)
 
     def track_best(self, i, p_gt, o):
@@ -314,12 +280,14 @@ class Fit:
         self.best_out = o.clone() if self.best_out is None else _where(better, o, self.best_out)
 
     def hold(self):
-        """After the optimiser step: members that backtracked or stopped get their checkpoint."""
-        hold = ~self.active if self.restore is None else self.restore | ~self.active
+        """After the optimiser step: members that backtracked get their checkpoint back and half
+        their step size; stopped members are held at theirs."""
+        restore = self.restore
+        hold = ~self.active if restore is None else restore | ~self.active
+        self.adam.load(self.ckpt, hold)
+        if restore is not None:
+            self.adam.scale = torch.where(restore, self.adam.scale * 0.5, self.adam.scale)
         self.restore = None
-        with torch.no_grad():
-            for c, p in zip(self.ckpt, self.members.params):
-                p.copy_(torch.where(self.members.member_view(hold, p), c, p))
 
     def sync(self, i, final=False):
         """Once per chunk: copy the logged rows to the host, report, and return True when every
@@ -376,7 +344,7 @@ class Fit:
         cfg = self.cfg
         for i in range(cfg.iters):
             self.last_i = i
-            self.adam.zero_grad(set_to_none=True)
+            self.adam.zero_grad()
             self.step(i)
             self.adam.step()
             if self.restore is not None or self.M > 1:
@@ -391,11 +359,11 @@ class Fit:
         warm = min(100, cfg.iters)
         for i in range(warm):
             self.last_i = i
-            self.adam.zero_grad(set_to_none=True)
+            self.adam.zero_grad()
             self.step(i)
             self.adam.step()
             self.hold()
-        lbfgs = torch.optim.LBFGS(self.members.params, lr=cfg.lr,
+        lbfgs = torch.optim.LBFGS([self.members.flat], lr=cfg.lr,
                                   max_iter=max(cfg.iters - warm, 1), tolerance_grad=-1,
                                   tolerance_change=-1)
 
@@ -420,8 +388,9 @@ class Fit:
 
     # ------------------------------------------------------------------ the result
     def result(self, iterations, seconds, interrupted) -> FitResult:
-        """The chosen output per member: the stop rule's, the oracle's, or the last good one
-        (a member stopped by NaN/Inf losses keeps its last good output)."""
+        """The chosen output per member: the stop rule's or the last good one, the moving
+        average with ``use_ema``, the oracle's best with ``oracle`` (a member stopped by
+        NaN/Inf losses keeps its last good output)."""
         M = self.M
         table = (np.concatenate(self.host_rows) if self.host_rows
                  else np.zeros((0, M, len(MEASURES))))
@@ -438,19 +407,26 @@ class Fit:
                     stop_its[m] = int(its[m])
                     chosen[m] = rule.output[m]
         best_its = [int(v) if v >= 0 else None for v in self.best_it.cpu().tolist()]
+        if self.cfg.use_ema:
+            chosen = self.ema.clone()
         if self.cfg.oracle and self.best_out is not None:
             chosen = self.best_out.clone()
         if self.nan_stopped is not None:
             for m in range(M):
                 if bool(self.nan_stopped[m]):
                     chosen[m] = self.good_out[m]
+        restores = self.restores.cpu().tolist()
+        if any(restores):
+            self.warnings.append(
+                f"backtracked {', '.join(map(str, restores))} time(s) (per member): the weights "
+                "went back to the last good checkpoint and the step size was halved each time")
         return FitResult(output=chosen.cpu(), last_output=last.cpu(), ema_output=self.ema.cpu(),
                          stop_iteration=stop_its, best_iteration=best_its,
                          best_output=None if self.best_out is None else self.best_out.cpu(),
                          history=history, iterations=iterations, seconds=seconds,
                          its_per_sec=iterations / seconds if seconds > 0 else float("nan"),
                          device=device_name(self.dev), interrupted=interrupted,
-                         warnings=self.warnings)
+                         warnings=self.warnings, restores=restores)
 
 
 def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None,

@@ -65,6 +65,15 @@ class DataTerm(nn.Module):
         """:meth:`psnr_obs` from an already computed A(x)."""
         return psnr(ax, self.observation.expand_as(ax), mask=self.mask)
 
+    def saturation(self, ax, tol=0.5 / 255):
+        """(B,) fraction of the counted values of A(x) (or of y) within half a grey level of 0
+        or 1: a sigmoid output stuck there has collapsed (utils.fit backtracking)."""
+        s = ((ax <= tol) | (ax >= 1 - tol)).to(ax.dtype)
+        if self.mask is None:
+            return s.flatten(1).mean(1)
+        m = self.mask.expand_as(s)
+        return (s * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
 
 class IdentityTerm(DataTerm):
     """A = I: denoising, JPEG deblocking, detail enhancement (DIP Sec. 4; Shi et al. Sec. 5).

@@ -46,17 +46,24 @@ def psnr_panel(ax, curves, title=None):
     ax.legend(fontsize=7)
 
 
-def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, title=None):
-    """PSNR and the blur/sharpness ratio on a twin axis, ``stop`` an (iteration, label)."""
+def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, title=None,
+                     best=None):
+    """PSNR and the blur/sharpness ratio on a twin log axis (the first ratios, in the
+    thousands for the random initial output, would flatten a linear one); ``stop`` and ``best``
+    are (iteration, label) pairs drawn as dashed and dotted lines."""
     ax.plot(iterations, psnr, color="tab:blue", label=psnr_label)
     ax.set(xlabel="iteration", ylabel="PSNR (dB)")
     if title:
         ax.set_title(title, fontsize=8 if len(title) > 60 else None)
     ax2 = ax.twinx()
     ax2.plot(iterations, ratio, color="tab:orange", lw=1, label="blur/sharpness")
-    ax2.set_ylabel("blurriness / sharpness")
+    ax2.set_ylabel("blurriness / sharpness (log)")
+    if np.nanmin(np.where(np.asarray(ratio) > 0, ratio, np.nan), initial=np.inf) < np.inf:
+        ax2.set_yscale("log")
     if stop is not None:
         ax.axvline(stop[0], color="k", ls="--", lw=1, label=stop[1])
+    if best is not None:
+        ax.axvline(best[0], color="tab:green", ls=":", lw=1.5, label=best[1])
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
@@ -72,15 +79,22 @@ def fbc_figure(history, path, member=0, title="frequency-band correspondence", m
 
 
 def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
-    """A fit's PSNR (to ground truth when known, else to the observation) and ratio."""
+    """A fit's PSNR (to ground truth when known, else to the observation) and ratio, with the
+    stop iteration and the best one (best PSNR to the ground truth) marked."""
     has_gt = np.isfinite(history["psnr_gt"][:, member]).any()
     key = "psnr_gt" if has_gt else "psnr_obs"
+    best = None
+    if has_gt:
+        k = int(np.nanargmax(history["psnr_gt"][:, member]))
+        it = int(history["iteration"][k])
+        best = (it, f"best {history['psnr_gt'][k, member]:.2f} dB at {it}")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     psnr_ratio_panel(ax, history["iteration"], history[key][:, member],
                      history["ratio"][:, member],
                      "PSNR to ground truth" if has_gt else "PSNR to observation",
                      None if stop_iteration is None else (stop_iteration,
-                                                          f"stop at {stop_iteration}"), title)
+                                                          f"stop at {stop_iteration}"), title,
+                     best)
     save_figure(fig, path)
 
 

@@ -1,0 +1,174 @@
+"""Does every task's CPU quick preset work on every image?  Each registered task's quick preset
+on a grid of images × seeds, through the Python API (``tasks.restore``, synthetic degradation,
+``preset='quick'``), one preset per task and no per-image tuning.
+
+    python -m benchmarks.robustness [--tasks denoising ...] [--seeds 0 1 2] [--images camera ...]
+                                    [--out results/robustness.md] [--resume]
+
+Images (``skimage.data``, so that anyone can rerun it): camera (gray, edges and texture), moon
+(gray, smooth), chelsea (colour, fur), coffee (colour, smooth); the quick preset takes their
+128×128 centre.  Each run's gain is measured against the task's own baseline, with a target:
+denoising ≥ +3 dB over the noisy input, inpainting ≥ +5 dB over the mean fill, deblocking ≥ the
+JPEG input, super-resolution ≥ bicubic − 0.5 dB (Y-PSNR), deblurring ≥ the blurred input,
+enhancement: more detail (MLV sharpness, Bahrami & Kot 2014) than the input; every run ≤ 180 s
+on this project's 2-core CPU.  Writes a Markdown table (and a CSV beside it) with every run, the
+worst case per task and whether the targets hold.  The CSV is rewritten after every run, so an
+interrupted grid goes on with ``--resume`` (the runs already in the CSV are kept, not rerun).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks import all_tasks, restore
+from utils.fit import cpu_model
+from utils.imageio import atomic_write_text, to_tensor
+from utils.physics import enhance
+from utils.stopping import sharpness
+from utils.tables import csv_text, fmt, markdown
+
+IMAGES = ("camera", "moon", "chelsea", "coffee")
+MAX_SECONDS = 180
+# task -> (the measure, its baseline key, the least gain allowed, how the gain reads)
+TARGETS = {"denoising": ("psnr", "psnr_in", 3.0, "dB over the noisy input"),
+           "inpainting": ("psnr", "psnr_in", 5.0, "dB over the mean fill"),
+           "deblocking": ("psnr", "psnr_in", 0.0, "dB over the JPEG input"),
+           "super_resolution": ("y_psnr", "y_psnr_bicubic", -0.5, "dB over bicubic (Y-PSNR)"),
+           "deblurring": ("psnr", "psnr_in", 0.0, "dB over the blurred input")}
+
+
+def image(name) -> np.ndarray:
+    from skimage import data
+    return getattr(data, name)()
+
+
+def run(task, name, seed, overrides=None):
+    """One quick-preset run: (gain, its reading, seconds, restores)."""
+    x = image(name)
+    t0 = time.perf_counter()
+    r = restore(x, task=task.name, observed=False, preset="quick", seed=seed, **(overrides or {}))
+    seconds = time.perf_counter() - t0
+    if task.name == "enhancement":  # the detail layer: sharpness of the enhanced image vs input
+        clean = x.astype(np.float32) / 255
+        clean = clean[..., None] if clean.ndim == 2 else clean
+        c = task.quick.get("crop", 0)
+        top, left = (clean.shape[0] - c) // 2, (clean.shape[1] - c) // 2
+        clean = clean[top:top + c, left:left + c] if c else clean
+        out = enhance(clean, r.array, task.config["detail_gain"], task.config["signed"])
+        s_in, s_out = (float(sharpness(to_tensor(a))[0]) for a in (clean, out))
+        return s_out / s_in - 1, f"sharpness {s_in:.3f} → {s_out:.3f}", seconds, r.fit.restores[0]
+    key, base, _, _ = TARGETS[task.name]
+    got, ref = r.metrics[key], r.metrics[base]
+    return got - ref, f"{ref:.2f} → {got:.2f}", seconds, r.fit.restores[0]
+
+
+CSV_HEADER = ["task", "image", "seed", "reading", "gain", "seconds", "restores", "target_met"]
+
+
+def csv_row(r):
+    return [*r[:4], f"{r[4]:.4f}", f"{r[5]:.1f}", r[6], r[7]]
+
+
+def read_rows(path) -> dict:
+    """The runs of an earlier (interrupted) grid, by (task, image, seed); none if no CSV."""
+    import csv
+    if not Path(path).exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {(d["task"], d["image"], int(d["seed"])):
+                [d["task"], d["image"], int(d["seed"]), d["reading"], float(d["gain"]),
+                 float(d["seconds"]), int(d["restores"]), d["target_met"]]
+                for d in csv.DictReader(f)}
+
+
+def target_of(task):
+    if task.name == "enhancement":
+        return 0.0, "relative gain of sharpness"
+    _, _, least, what = TARGETS[task.name]
+    return least, what
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    tasks = all_tasks()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", choices=list(tasks), default=list(tasks))
+    p.add_argument("--images", nargs="+", default=list(IMAGES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
+                   help="try a change of the quick presets (e.g. lr=0.002), for every task")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default="results/robustness.md")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in the CSV beside --out and run only the others")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        overrides[k] = type(tasks[args.tasks[0]].config.get(k, 0.0))(v)
+    out = Path(args.out)
+    csv_path = out.with_suffix(".csv")
+    done = read_rows(csv_path) if args.resume else {}
+    rows = []
+    for name in args.tasks:
+        task = tasks[name]
+        least, _ = target_of(task)
+        for img in args.images:
+            for seed in args.seeds:
+                if (name, img, seed) in done:
+                    rows.append(done[name, img, seed])
+                    continue
+                gain, reading, seconds, restores = run(task, img, seed, overrides)
+                ok = gain >= least and seconds <= MAX_SECONDS
+                rows.append([name, img, seed, reading, gain, seconds, restores,
+                             "yes" if ok else "NO"])
+                print(f"{name} {img} seed {seed}: {reading} (gain {gain:+.2f}), {seconds:.0f} s, "
+                      f"{restores} restores{'' if ok else '  <-- target missed'}", flush=True)
+                atomic_write_text(csv_path, csv_text(CSV_HEADER, [csv_row(r) for r in rows]))
+    worst = {}
+    for r in rows:
+        w = worst.get(r[0])
+        if w is None or r[4] < w[0]:
+            least, what = target_of(tasks[r[0]])
+            worst[r[0]] = (r[4], f"{r[1]} seed {r[2]}", what, least)
+    header = ["task", "image", "seed", "baseline → ours", "gain", "seconds", "restores",
+              "target met"]
+    summary = []
+    for name in args.tasks:
+        mine = [r for r in rows if r[0] == name]
+        g, where, what, least = worst[name]
+        summary.append([name, f"{g:+.2f} ({where})", f"{np.mean([r[4] for r in mine]):+.2f}",
+                        f"≥ {least:+.1f} {what}", f"{max(r[5] for r in mine):.0f}",
+                        f"{sum(r[7] == 'yes' for r in mine)}/{len(mine)}"])
+    md = ["# Robustness of the CPU quick presets", "",
+          f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, torch {torch.__version__}",
+          f"- command: `python -m benchmarks.robustness {' '.join(argv)}`".rstrip(),
+          f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; total "
+          f"{sum(r[5] for r in rows) / 60:.0f} min of fitting",
+          "- each run: `tasks.restore(image, task, observed=False, preset='quick', seed=s)` on "
+          "the image's 128×128 centre (enhancement: 256×256); every run's time limit "
+          f"{MAX_SECONDS} s", "",
+          "## Worst case per task", ""]
+    md += markdown(["task", "worst gain (where)", "mean gain", "target", "max seconds",
+                    "runs meeting the targets"], summary)
+    md += ["", "## Every run", ""]
+    md += markdown(header, [[fmt(v, h) if h != "gain" else f"{v:+.2f}" for v, h in
+                             zip(r, header)] for r in rows])
+    atomic_write_text(out, "\n".join(md) + "\n")
+    atomic_write_text(csv_path, csv_text(CSV_HEADER, [csv_row(r) for r in rows]))
+    print(f"wrote {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

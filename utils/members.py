@@ -1,0 +1,124 @@
+"""The members of a fit and their optimiser, as one flat parameter buffer.
+
+``Members`` holds the trainable weights of one net or of several independent nets (same
+architecture) as one ``(M, N)`` tensor, member m in row m, and runs the nets on views of it
+(``torch.func.functional_call``; ``vmap`` over the rows for M > 1).  Everything per member is
+then one operation over the buffer: the optimiser step, a checkpoint, a restore.
+
+``MemberAdam`` is Adam (Kingma & Ba, ICLR 2015; the update of ``torch.optim.Adam``: bias
+corrections, ε outside the square root, no weight decay) with a step count and a step-size scale
+per member, so that utils/fit.py can restore one member's weights *and* its optimiser state and
+halve its step size without touching the others.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class Members:
+    """One net or several independent ones: ``forward(z) -> (M, C, H, W)`` for codes
+    ``z`` (M, C, h, w), with the weights in ``flat`` (M, N)."""
+
+    def __init__(self, nets, device, channels_last=False, compile=False):
+        nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
+        self.nets, self.count = nets, len(nets)
+        for n in nets:
+            n.to(device)
+        named = [(k, p) for k, p in nets[0].named_parameters() if p.requires_grad]
+        self.names = [k for k, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        rows = []
+        for n in nets:
+            params = dict(n.named_parameters())
+            rows.append(torch.cat([params[k].detach().reshape(-1) for k in self.names]))
+        self.flat = torch.stack(rows).requires_grad_(True)
+        self.channels_last = channels_last
+        if self.count == 1:
+            base = nets[0]
+            self._forward = lambda z: functional_call(base, self._views(0), (z,))
+        else:
+            _, buffers = stack_module_state(nets)
+            base = copy.deepcopy(nets[0]).to("meta")
+
+            def one(p, b, z):
+                return functional_call(base, (p, b), (z[None],))[0]
+
+            batched = vmap(one)
+            self._forward = lambda z: batched(self._views(None), buffers, z)
+        if compile:
+            self._forward = torch.compile(self._forward)
+
+    def _views(self, member):
+        """The weights as views of ``flat``: of one member (M = 1) or stacked (M, *shape)."""
+        out, off = {}, 0
+        for k, shape, n in zip(self.names, self.shapes, self.sizes):
+            v = self.flat[:, off:off + n].unflatten(1, shape)
+            v = v[member] if member is not None else v
+            if self.channels_last and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+            off += n
+        return out
+
+    def __call__(self, z):
+        return self._forward(z)
+
+    def unstack(self):
+        """Write the fitted weights back into the nets."""
+        with torch.no_grad():
+            for m, net in enumerate(self.nets):
+                params = dict(net.named_parameters())
+                off = 0
+                for k, shape, n in zip(self.names, self.shapes, self.sizes):
+                    params[k].copy_(self.flat[m, off:off + n].view(shape))
+                    off += n
+
+
+class MemberAdam:
+    """Adam on the rows of a flat (M, N) parameter with per-member step counts and step-size
+    scales: ``θ_m ← θ_m − s_m lr m̂ / (√v̂ + ε)`` with m̂, v̂ bias-corrected by member m's own
+    step count.  ``state()``/``load(state, mask)`` save and restore chosen members' weights,
+    moments and counts; ``scale`` is each member's step-size factor (1 at the start)."""
+
+    def __init__(self, flat, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.flat, self.lr, (self.b1, self.b2), self.eps = flat, float(lr), betas, eps
+        M = flat.shape[0]
+        self.m = torch.zeros_like(flat, requires_grad=False)
+        self.v = torch.zeros_like(flat, requires_grad=False)
+        self.steps = torch.zeros(M, device=flat.device, dtype=flat.dtype)
+        self.scale = torch.ones(M, device=flat.device, dtype=flat.dtype)
+
+    def zero_grad(self):
+        self.flat.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        g = self.flat.grad
+        self.steps += 1
+        self.m.lerp_(g, 1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        bc1 = 1 - self.b1 ** self.steps
+        bc2 = 1 - self.b2 ** self.steps
+        step_size = (self.lr * self.scale / bc1)[:, None]
+        denom = (self.v.sqrt() / bc2.sqrt()[:, None]).add_(self.eps)
+        self.flat.sub_(step_size * self.m / denom)
+
+    def state(self):
+        """A copy of the weights, moments and step counts (a checkpoint)."""
+        return [t.detach().clone() for t in (self.flat, self.m, self.v, self.steps)]
+
+    @torch.no_grad()
+    def keep(self, ckpt, mask):
+        """Move the checkpoint of the members in ``mask`` (M,) to their current state."""
+        for c, t in zip(ckpt, (self.flat, self.m, self.v, self.steps)):
+            c.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), t, c))
+
+    @torch.no_grad()
+    def load(self, ckpt, mask):
+        """Put the members in ``mask`` (M,) back to their checkpoint."""
+        for c, t in zip(ckpt, (self.flat, self.m, self.v, self.steps)):
+            t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), c, t))

@@ -95,6 +95,41 @@ def target_of(task):
     return least, what
 
 
+def report(rows, tasks, order, argv) -> list[str]:
+    """The Markdown lines: worst case per task, then every run."""
+    worst = {}
+    for r in rows:
+        w = worst.get(r[0])
+        if w is None or r[4] < w[0]:
+            least, what = target_of(tasks[r[0]])
+            worst[r[0]] = (r[4], f"{r[1]} seed {r[2]}", what, least)
+    header = ["task", "image", "seed", "baseline → ours", "gain", "seconds", "restores",
+              "target met"]
+    summary = []
+    for name in order:
+        mine = [r for r in rows if r[0] == name]
+        g, where, what, least = worst[name]
+        summary.append([name, f"{g:+.2f} ({where})", f"{np.mean([r[4] for r in mine]):+.2f}",
+                        f"≥ {least:+.1f} {what}", f"{max(r[5] for r in mine):.0f}",
+                        f"{sum(r[7] == 'yes' for r in mine)}/{len(mine)}"])
+    md = ["# Robustness of the CPU quick presets", "",
+          f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, torch {torch.__version__}",
+          f"- command: `python -m benchmarks.robustness {' '.join(argv)}`".rstrip(),
+          f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; total "
+          f"{sum(r[5] for r in rows) / 60:.0f} min of fitting",
+          "- each run: `tasks.restore(image, task, observed=False, preset='quick', seed=s)` on "
+          "the image's 128×128 centre (enhancement: 256×256); every run's time limit "
+          f"{MAX_SECONDS} s", "",
+          "## Worst case per task", ""]
+    md += markdown(["task", "worst gain (where)", "mean gain", "target", "max seconds",
+                    "runs meeting the targets"], summary)
+    md += ["", "## Every run", ""]
+    md += markdown(header, [[fmt(v, h) if h != "gain" else f"{v:+.2f}" for v, h in
+                             zip(r, header)] for r in rows])
+    return md
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = all_tasks()
@@ -134,36 +169,7 @@ def main(argv=None):
                 print(f"{name} {img} seed {seed}: {reading} (gain {gain:+.2f}), {seconds:.0f} s, "
                       f"{restores} restores{'' if ok else '  <-- target missed'}", flush=True)
                 atomic_write_text(csv_path, csv_text(CSV_HEADER, [csv_row(r) for r in rows]))
-    worst = {}
-    for r in rows:
-        w = worst.get(r[0])
-        if w is None or r[4] < w[0]:
-            least, what = target_of(tasks[r[0]])
-            worst[r[0]] = (r[4], f"{r[1]} seed {r[2]}", what, least)
-    header = ["task", "image", "seed", "baseline → ours", "gain", "seconds", "restores",
-              "target met"]
-    summary = []
-    for name in args.tasks:
-        mine = [r for r in rows if r[0] == name]
-        g, where, what, least = worst[name]
-        summary.append([name, f"{g:+.2f} ({where})", f"{np.mean([r[4] for r in mine]):+.2f}",
-                        f"≥ {least:+.1f} {what}", f"{max(r[5] for r in mine):.0f}",
-                        f"{sum(r[7] == 'yes' for r in mine)}/{len(mine)}"])
-    md = ["# Robustness of the CPU quick presets", "",
-          f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}",
-          f"- command: `python -m benchmarks.robustness {' '.join(argv)}`".rstrip(),
-          f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; total "
-          f"{sum(r[5] for r in rows) / 60:.0f} min of fitting",
-          "- each run: `tasks.restore(image, task, observed=False, preset='quick', seed=s)` on "
-          "the image's 128×128 centre (enhancement: 256×256); every run's time limit "
-          f"{MAX_SECONDS} s", "",
-          "## Worst case per task", ""]
-    md += markdown(["task", "worst gain (where)", "mean gain", "target", "max seconds",
-                    "runs meeting the targets"], summary)
-    md += ["", "## Every run", ""]
-    md += markdown(header, [[fmt(v, h) if h != "gain" else f"{v:+.2f}" for v, h in
-                             zip(r, header)] for r in rows])
+    md = report(rows, tasks, args.tasks, argv)
     atomic_write_text(out, "\n".join(md) + "\n")
     atomic_write_text(csv_path, csv_text(CSV_HEADER, [csv_row(r) for r in rows]))
     print(f"wrote {out}")

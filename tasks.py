@@ -65,6 +65,7 @@ class Restored:
     stop_iteration: int | None
     history: dict          # per-iteration measures (see utils.fit.FitResult.history)
     fit: object            # the full utils.fit.FitResult
+    observed: np.ndarray | None = None   # the degraded image the fit saw (after any crop)
 
 
 def _as_loaded(image) -> tuple[LoadedImage, str, object]:
@@ -138,7 +139,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     arr = to_array(res.output.mean(0, keepdim=True)[..., :h, :w])
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else {}
     return Restored(image=_as_type(arr, kind, info), array=arr, metrics=metrics,
-                    stop_iteration=res.stop_iteration[0], history=res.history, fit=res)
+                    stop_iteration=res.stop_iteration[0], history=res.history, fit=res,
+                    observed=problem.observed)
 
 
 __all__ = ["restore", "Restored", "all_tasks", "get_task", "task_names"]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tasks import all_tasks, restore
+from utils.cli import build_parser, given_options
 from utils.fit import cpu_model
 from utils.imageio import atomic_write_text, to_tensor
 from utils.physics import enhance
@@ -56,13 +57,9 @@ def run(task, name, seed, overrides=None):
     r = restore(x, task=task.name, observed=False, preset="quick", seed=seed, **(overrides or {}))
     seconds = time.perf_counter() - t0
     if task.name == "enhancement":  # the detail layer: sharpness of the enhanced image vs input
-        clean = x.astype(np.float32) / 255
-        clean = clean[..., None] if clean.ndim == 2 else clean
-        c = task.quick.get("crop", 0)
-        top, left = (clean.shape[0] - c) // 2, (clean.shape[1] - c) // 2
-        clean = clean[top:top + c, left:left + c] if c else clean
-        out = enhance(clean, r.array, task.config["detail_gain"], task.config["signed"])
-        s_in, s_out = (float(sharpness(to_tensor(a))[0]) for a in (clean, out))
+        x = r.observed                                  # the (cropped) input the fit saw
+        out = enhance(x, r.array, task.config["detail_gain"], task.config["signed"])
+        s_in, s_out = (float(sharpness(to_tensor(a))[0]) for a in (x, out))
         return s_out / s_in - 1, f"sharpness {s_in:.3f} → {s_out:.3f}", seconds, r.fit.restores[0]
     key, base, _, _ = TARGETS[task.name]
     got, ref = r.metrics[key], r.metrics[base]
@@ -138,7 +135,8 @@ def main(argv=None):
     p.add_argument("--images", nargs="+", default=list(IMAGES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
-                   help="try a change of the quick presets (e.g. lr=0.002), for every task")
+                   help="try a change of the quick presets, for every task: lr=0.002, or a switch "
+                        "as use_ema / no_use_ema")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="results/robustness.md")
     p.add_argument("--resume", action="store_true",
@@ -146,10 +144,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {}
+    # typed as the command line types them (the first task's parser)
+    flags = []
     for item in args.set:
-        k, _, v = item.partition("=")
-        overrides[k] = type(tasks[args.tasks[0]].config.get(k, 0.0))(v)
+        k, eq, v = item.partition("=")
+        flags += [f"--{k.replace('_', '-')}", *([v] if eq else [])]
+    overrides = given_options(build_parser(tasks[args.tasks[0]]).parse_args(flags))
     out = Path(args.out)
     csv_path = out.with_suffix(".csv")
     done = read_rows(csv_path) if args.resume else {}

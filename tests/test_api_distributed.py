@@ -61,6 +61,13 @@ def test_restore_scores_like_the_command_line_and_takes_presets(face):
         restore(face, task="denoising", preset="fast")
 
 
+def test_restore_returns_the_observation_it_fitted(face):
+    """r.observed is the degraded image the fit saw, after the ``crop`` entry's centre crop."""
+    r = restore(face, task="enhancement", crop=32, **TINY)
+    assert r.observed.shape == (32, 32, 3) == r.array.shape
+    np.testing.assert_allclose(r.observed, face[16:48, 16:48] / 255, atol=1e-6)
+
+
 def _run(args, env):
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 

@@ -135,21 +135,18 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
     return _embedded(task), notice
 
 
-def write_montage(path, problem, output):
+def write_montage(path, problem, output, metrics):
     """The first input (the degraded image) | the output | the ground truth when known, each
-    with its PSNR to the ground truth."""
+    with its PSNR to the ground truth (the output's is the scored ``metrics['psnr']``)."""
     name, degraded = next(iter(problem.inputs.items()))
-    gt = None
-    if problem.target is not None:
-        gt = problem.target[..., :problem.region[0], :problem.region[1]]
-    panels = []
-    for title, a in ((name, degraded), ("output", output)):
-        if gt is not None and a.shape[:2] == tuple(gt.shape[-2:]) and a.shape[2] == gt.shape[1]:
-            title += f" ({float(psnr(to_tensor(a), gt)[0]):.2f} dB)"
-        panels.append((a, title))
-    if gt is not None:
-        panels.append((to_array(gt), "ground truth"))
-    montage([a for a, _ in panels], [t for _, t in panels], path)
+    if problem.target is None:
+        montage([degraded, output], [name, "output"], path)
+        return
+    gt = problem.target[..., :problem.region[0], :problem.region[1]]
+    if degraded.shape[:2] == tuple(gt.shape[-2:]) and degraded.shape[2] == gt.shape[1]:
+        name += f" ({float(psnr(to_tensor(degraded), gt)[0]):.2f} dB)"
+    montage([degraded, output, to_array(gt)],
+            [name, f"output ({metrics['psnr']:.2f} dB)", "ground truth"], path)
 
 
 def write_log(path, history, members):
@@ -190,7 +187,7 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overr
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
                **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
-        write_montage(out / "montage.png", problem, final)
+        write_montage(out / "montage.png", problem, final, metrics)
     summary = dict(image=img.name, **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
                    best_iteration=res.best_iteration[0], iterations=res.iterations,

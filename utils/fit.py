@@ -280,12 +280,15 @@ class Fit:
         self.best_out = o.clone() if self.best_out is None else _where(better, o, self.best_out)
 
     def hold(self):
-        """After the optimiser step: members that backtracked get their checkpoint back and half
-        their step size; stopped members are held at theirs."""
+        """After the optimiser step: members that backtracked get their checkpoint back (weights,
+        Adam moments, step count) and half their step size; stopped members are held at their
+        checkpoint's weights (their moments are never used again, so between measures only the
+        weights are copied)."""
         restore = self.restore
-        hold = ~self.active if restore is None else restore | ~self.active
-        self.adam.load(self.ckpt, hold)
-        if restore is not None:
+        if restore is None:
+            self.adam.load(self.ckpt, ~self.active, weights_only=True)
+        else:
+            self.adam.load(self.ckpt, restore | ~self.active)
             self.adam.scale = torch.where(restore, self.adam.scale * 0.5, self.adam.scale)
         self.restore = None
 

@@ -118,7 +118,9 @@ class MemberAdam:
             c.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), t, c))
 
     @torch.no_grad()
-    def load(self, ckpt, mask):
-        """Put the members in ``mask`` (M,) back to their checkpoint."""
-        for c, t in zip(ckpt, (self.flat, self.m, self.v, self.steps)):
+    def load(self, ckpt, mask, weights_only=False):
+        """Put the members in ``mask`` (M,) back to their checkpoint (only their weights with
+        ``weights_only``)."""
+        state = (self.flat,) if weights_only else (self.flat, self.m, self.v, self.steps)
+        for c, t in zip(ckpt, state):
             t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), c, t))

@@ -58,7 +58,7 @@ def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, 
     ax2 = ax.twinx()
     ax2.plot(iterations, ratio, color="tab:orange", lw=1, label="blur/sharpness")
     ax2.set_ylabel("blurriness / sharpness (log)")
-    if np.nanmin(np.where(np.asarray(ratio) > 0, ratio, np.nan), initial=np.inf) < np.inf:
+    if (np.asarray(ratio) > 0).any():            # a log axis needs a positive value
         ax2.set_yscale("log")
     if stop is not None:
         ax.axvline(stop[0], color="k", ls="--", lw=1, label=stop[1])

@@ -52,31 +52,54 @@ config = dict(
 quick = dict(crop=128, channels=64, iters=900, lr=0.002, log_every=10, stop_window=20)
 
 
-def _mask_for(img, cfg):
-    """The user's mask (--mask, or NAME_mask.png beside the image) as (H, W) bool, or None."""
+def mask_file(img, cfg):
+    """The user's mask file (--mask, or NAME_mask.png beside the image), or None."""
     path = cfg["mask"]
     if path is None and img.path is not None:
         sibling = Path(img.path).with_name(f"{img.name}_mask.png")
         path = sibling if sibling.exists() else None
+    if path is None and cfg["observed"]:
+        raise ImageError(img.path or img.name, "--observed inpainting needs --mask")
+    return path
+
+
+def _checked(known, path):
+    """A mask must mark some pixel known; one that marks every pixel leaves nothing to fill."""
+    if not known.any():
+        raise ImageError(path, "the mask marks no pixel as known (all black): nothing to fit")
+    return [] if not known.all() else [f"{path}: the mask marks every pixel as known: "
+                                       "nothing to fill"]
+
+
+def user_mask(img, cfg):
+    """(the user's mask as (H, W) bool, or None; warnings)."""
+    path = mask_file(img, cfg)
     if path is None:
-        if cfg["observed"]:
-            raise ImageError(img.path or img.name, "--observed inpainting needs --mask")
-        return None
-    return load_mask(path, img.array.shape[:2])
+        return None, []
+    known = load_mask(path, img.array.shape[:2])
+    return known, _checked(known, path)
+
+
+def reads(img, cfg):
+    """The mask file this image's run reads, checked (the command line calls this up front)."""
+    known, _ = user_mask(img, cfg)
+    return [] if known is None else [Path(mask_file(img, cfg))]
 
 
 def make_problem(img, cfg):
-    user_mask = _mask_for(img, cfg)
+    mask, notes = user_mask(img, cfg)
     # the mask follows the image through the quick crop / --crop32 exactly like the pixels
-    a = img.array if user_mask is None else np.concatenate(
-        [img.array, user_mask[..., None].astype(np.float32)], -1)
+    a = img.array if mask is None else np.concatenate(
+        [img.array, mask[..., None].astype(np.float32)], -1)
     stacked = type(img)(**{**img.__dict__, "array": a})
     clean, padded, region = prepare(stacked, cfg)
     h, w = region
-    if user_mask is None:
+    if mask is None:
         known = bernoulli_mask(h, w, cfg["drop_rate"], cfg["mask_seed"])[0]
     else:
         clean, padded, known = clean[..., :-1], padded[..., :-1], clean[..., -1] > 0.5
+        if a.shape[:2] != clean.shape[:2]:     # cropped: check what is left
+            notes = _checked(known, f"{mask_file(img, cfg)} (cropped to {w}x{h})")
     m_pad = np.zeros(padded.shape[:2] + (1,), np.float32)
     m_pad[:h, :w, 0] = known                       # padded border pixels count as unknown
     m = to_tensor(m_pad)
@@ -85,14 +108,15 @@ def make_problem(img, cfg):
     masked = clean * known[..., None]
     inputs = {"masked": masked, "mask": known[..., None].astype(np.float32)}
     if cfg["observed"]:
-        return Problem(MaskedTerm(y, m), x.shape[-2:], region, inputs=inputs, observed=masked)
+        return Problem(MaskedTerm(y, m), x.shape[-2:], region, inputs=inputs, observed=masked,
+                       notes=notes)
     fill = clean.copy()
     for c in range(clean.shape[-1]):                # the "mean of the known pixels" baseline
         fill[..., c][~known] = clean[..., c][known].mean()
     ft, xt = to_tensor(fill), to_tensor(clean)
     base = {"psnr_in": float(psnr(ft, xt)[0]), "ssim_in": float(ssim(ft, xt)[0])}
     return Problem(MaskedTerm(y, m), x.shape[-2:], region, target=x, inputs=inputs,
-                   baseline=base, observed=masked)
+                   baseline=base, observed=masked, notes=notes)
 
 
 def validate(cfg):
@@ -102,7 +126,7 @@ def validate(cfg):
 
 TASK = Task("inpainting", config, make_problem, quick=quick,
             data_groups=("inpainting/bernoulli",), defaults=("camera",), validate=validate,
-            order=3, metrics=("psnr", "ssim"), baselines=("mean_fill", "biharmonic"))
+            reads=reads, order=3, metrics=("psnr", "ssim"), baselines=("mean_fill", "biharmonic"))
 
 if __name__ == "__main__":
     from utils.cli import main

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
-from utils.config import options, resolve_config
-from utils.imageio import LoadedImage, load_image, quantise, to_array
+from utils.config import check_config, options, resolve_config
+from utils.imageio import to_array
+from utils.inmemory import from_memory, to_memory
 from utils.task import Task, fit_problem, score
 
 ROOT = Path(__file__).resolve().parent
@@ -68,44 +68,6 @@ class Restored:
     observed: np.ndarray | None = None   # the degraded image the fit saw (after any crop)
 
 
-def _as_loaded(image) -> tuple[LoadedImage, str, object]:
-    """Turn a path, PIL image, numpy array or tensor into a LoadedImage; remember the type."""
-    if isinstance(image, (str, Path)):
-        return load_image(image), "path", None
-    if isinstance(image, Image.Image):
-        a = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
-        return _as_loaded(a)[0], "pil", image.mode
-    if isinstance(image, torch.Tensor):
-        t = image.detach().float().cpu()
-        t = t[0] if t.dim() == 4 else t
-        a = t.permute(1, 2, 0).numpy()
-        return LoadedImage(array=np.ascontiguousarray(a), alpha=None,
-                           mode="L" if a.shape[-1] == 1 else "RGB", bit_depth=8, path=None,
-                           name="tensor"), "tensor", image.dim()
-    a = np.asarray(image)
-    kind = a.dtype
-    f = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else
-                                65535.0 if a.dtype == np.uint16 else 1.0)
-    f = f[..., None] if f.ndim == 2 else f
-    return LoadedImage(array=np.clip(f, 0, 1), alpha=None, mode="L" if f.shape[-1] == 1 else
-                       "RGB", bit_depth=16 if a.dtype == np.uint16 else 8, path=None,
-                       name="array"), "numpy", (kind, a.ndim)
-
-
-def _as_type(a: np.ndarray, kind: str, info):
-    if kind == "tensor":
-        t = torch.from_numpy(a).permute(2, 0, 1)
-        return t[None] if info == 4 else t
-    if kind == "numpy":
-        dtype, ndim = info
-        out = a[..., 0] if ndim == 2 else a
-        if dtype in (np.uint8, np.uint16):
-            return quantise(out, 255 if dtype == np.uint8 else 65535)
-        return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
-    u8 = quantise(a)
-    return Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8)
-
-
 def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
             quiet: bool = True, full: bool | None = None, **hyperparameters) -> Restored:
     """Restore ``image`` with ``task`` (a name or a ``Task``).
@@ -114,8 +76,14 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     low-resolution image, or with ``mask`` holes); observed=False: apply the task's synthetic
     degradation and report PSNR/SSIM.  preset: ``auto`` (the script's CPU quick preset without
     a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration).
-    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...);
-    ``full=True`` is the older spelling of ``preset="full"``.
+    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
+    checked like the command line's options; ``full=True`` is the older spelling of
+    ``preset="full"``.
+
+    The image: a path, PIL image, numpy array or torch tensor; the restored image comes back in
+    the same type, dtype, layout and range (utils/inmemory.py has the rules: uint8 by 255,
+    uint16 by 65535, floats in [0, 1], other integers by their range; anything else is a
+    TypeError or ValueError, never a white or black image).
     """
     if full is not None:
         preset = "full" if full else preset
@@ -129,16 +97,18 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
             raise ValueError(f"{spec.name} takes no mask")
         given["mask"] = str(mask)
     cfg, _ = resolve_config(spec, given, preset)
-    err = spec.validate(cfg) if spec.validate else None
+    err = check_config(spec, cfg)
     if err:
         raise ValueError(err)
-    img, kind, info = _as_loaded(image)
+    img, like = from_memory(image)
     problem = spec.make_problem(img, cfg)
+    for note in img.notes + problem.notes:
+        warnings.warn(note, stacklevel=2)
     res, _ = fit_problem(problem, cfg)
     h, w = problem.region
     arr = to_array(res.output.mean(0, keepdim=True)[..., :h, :w])
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else {}
-    return Restored(image=_as_type(arr, kind, info), array=arr, metrics=metrics,
+    return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[0], history=res.history, fit=res,
                     observed=problem.observed)
 

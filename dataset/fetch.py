@@ -197,10 +197,18 @@ def main(argv: list[str] | None = None, rows: list[dict] | None = None) -> int:
     chosen = select(rows, args.group)
     if not chosen:
         ap.error(f"no manifest files under {args.group!r}; choose one of {', '.join(choices)}")
+    blocker = next((p for p in [args.dest, *args.dest.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        print(f"error: {blocker}: --dest must be a folder, and this is a file", file=sys.stderr)
+        return 2
     try:
         c = fetch(chosen, args.dest, args.base_url, args.timeout)
     except Unreachable as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # a folder that cannot be created or written, a full disk
+        where = e.filename or args.dest
+        print(f"error: {where}: cannot write ({e.strerror or e})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -157,16 +157,16 @@ def test_enhancement_end_to_end(small_png, tmp_path):
 
 @pytest.mark.skipif(not DATA, reason="DIP_DATA_DIR not set")
 def test_the_nine_denoising_images_are_found():
-    images, notice = collect_images(get_task("denoising"), None, None)
+    images, bad, notice = collect_images(get_task("denoising"), None, None)
     names = {i.name for i in images}
-    assert notice is None and len(images) == 9
+    assert notice is None and len(images) == 9 and not bad
     assert {"image_F16_512rgb", "image_House256rgb", "kodim01", "kodim12"} <= names
 
 
 @pytest.mark.skipif(not DATA, reason="DIP_DATA_DIR not set")
 def test_a_paper_image_by_name():
     task = get_task("denoising")
-    images, _ = collect_images(task, "kodim01", None)
+    images, _, _ = collect_images(task, "kodim01", None)
     assert [i.name for i in images] == ["kodim01"]
     with pytest.raises(ImageError, match="no_such_image"):
         collect_images(task, "no_such_image", None)

@@ -3,16 +3,27 @@ the per-image loop around ``utils.task.fit_problem``, outputs and the summary ta
 
     python denoising.py [--image PATH] [--quick | --full] [--ENTRY VALUE ...]
 
-Exit codes: 0 ok, 1 an image failed during its fit, 2 bad input, 3 out of GPU memory, 130
-interrupted.  Under ``torchrun`` the images are split across ranks and rank 0 writes the one
-summary; an image already finished with the same hyperparameters is skipped (resumable).
+Exit codes: 0 ok, 1 an image failed during its fit or its outputs could not be written, 2 bad
+input (options, files, masks), 3 out of GPU memory, 130 interrupted (Ctrl-C or SIGTERM).
+
+Inputs are sacred: every option is checked (``utils.config.check_config``), every input file
+loaded and every path the run writes compared with every path it reads (``utils.outdir``)
+before anything is written.  In a run over several images, a bad file gets its one-line error
+and a row in the summary, the others are fitted, and the exit status is 2 at the end.  Each
+image's outputs are written to a hidden folder and moved into place when complete.  Under
+``torchrun`` the images are split across ranks and rank 0 writes the one summary; an image
+already finished with the same hyperparameters is skipped (resumable); an interrupted one is
+fitted again.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,14 +31,16 @@ import numpy as np
 import torch
 
 import dataset
-from utils.config import (RUN_OPTIONS, choices, fit_options, network_options, recorded,
-                          resolve_config)
+from utils.config import (RUN_OPTIONS, check_config, choices, fit_options, network_options,
+                          recorded, resolve_config)
 from utils.fit import resolve_device
 from utils.imageio import (ImageError, LoadedImage, atomic_write_text, list_images, load_image,
                            save_image, to_array, to_tensor)
 from utils.metrics import psnr
+from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_empty, staged,
+                          unique_names)
 from utils.plots import fbc_figure, montage, psnr_ratio_figure
-from utils.tables import csv_text, fmt, markdown
+from utils.tables import cell, csv_text, fmt, markdown, strict_json
 from utils.task import Task, fit_problem, score
 
 ALIASES = {"ln_lambda": ["--lambda"]}
@@ -58,7 +71,7 @@ def _add(group, name, value, help):
 def build_parser(task: Task) -> argparse.ArgumentParser:
     """Every option of the task: the data and outputs, its config block (help: the block's
     comments), then the loop's and the networks' other options (library defaults)."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=task.script, description=f"{task.about} Defaults are the paper's values (the "
         f"config block at the top of {task.script}); every entry can be overridden.")
     g = p.add_argument_group("data and outputs")
@@ -102,8 +115,20 @@ def _embedded(task: Task):
     return out
 
 
-def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
-    """Load every input up front (so a bad file fails before any work or output)."""
+def _load_all(paths) -> tuple[list, list]:
+    """(loaded images, ImageErrors of the files that cannot be used)."""
+    images, bad = [], []
+    for p in paths:
+        try:
+            images.append(load_image(p))
+        except ImageError as e:
+            bad.append(e)
+    return images, bad
+
+
+def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | None]:
+    """Load every input up front: (images, bad files as ImageErrors, notice).  A spec that names
+    nothing usable (no such file, an empty folder, an unknown paper image) raises ImageError."""
     data_dir = dataset.resolve_data_dir(data_dir_arg)
     if image:
         try:
@@ -119,7 +144,7 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
             if found is None:
                 raise
             paths = [found]
-        return [load_image(p) for p in paths], None
+        return (*_load_all(paths), None)
     if data_dir_arg and not Path(data_dir_arg).is_dir():
         raise ImageError(data_dir_arg, "no such directory")
     paths = []
@@ -127,12 +152,27 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, str | None]:
         for group in task.data_groups:
             paths += dataset.task_images(data_dir, group)
     if paths:
-        return [load_image(p) for p in paths], None
+        return (*_load_all(paths), None)
     notice = (f"no paper images found (--data-dir, ${dataset.DATA_ENV}, ./dataset); using "
               f"skimage.data {', '.join(task.defaults)} — get the paper's images with "
               f"`python -m dataset.fetch {task.data_groups[0].split('/')[0]}`"
               if task.data_groups else f"using skimage.data {', '.join(task.defaults)}")
-    return _embedded(task), notice
+    return _embedded(task), [], notice
+
+
+def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
+    """The task's other inputs of each image (a mask), checked before any work:
+    (usable images, ImageErrors, for each usable image every path its run reads)."""
+    good, bad, reads = [], [], []
+    for img in images:
+        try:
+            extra = list(task.reads(img, cfg)) if task.reads else []
+        except ImageError as e:
+            bad.append(e)
+            continue
+        good.append(img)
+        reads.append([Path(p) for p in [img.path, *extra] if p is not None])
+    return good, bad, reads
 
 
 def write_montage(path, problem, output, metrics):
@@ -157,16 +197,12 @@ def write_log(path, history, members):
     atomic_write_text(path, csv_text(header, rows))
 
 
-def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overrides):
-    """Fit one image and write its outputs; returns (summary row, FitResult)."""
-    problem = task.make_problem(img, cfg)
-    problem.like = problem.like or img
-    res, config = fit_problem(problem, cfg, **fit_overrides)
-    out = out_root / img.name
+def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem, res, config):
+    """Every output of one fitted image into ``folder``; returns its summary row."""
     like, protect = problem.like, [img.path] if img.path else []
 
     def save(name, arr):
-        return save_image(out / f"{name}.png", arr, like=like, protect=protect)
+        return save_image(folder / f"{name}.png", arr, like=like, protect=protect)
 
     crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
     final = crop(res.output.mean(0, keepdim=True))          # average of the restarts
@@ -175,20 +211,20 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overr
         save(name, arr)
     save("output", final)
     save("output_ema", ema)
-    extra = problem.finish(final, out, save) if problem.finish else {}
+    extra = problem.finish(final, folder, save) if problem.finish else {}
     members = res.output.shape[0]
-    write_log(out / "log.csv", res.history, members)
+    write_log(folder / "log.csv", res.history, members)
     stop_it = res.stop_iteration[0]
     if len(res.history["iteration"]):
-        fbc_figure(res.history, out / "fbc.png",
+        fbc_figure(res.history, folder / "fbc.png",
                    title=f"{task.name} · {img.name}: FBC to the observation")
-        psnr_ratio_figure(res.history, out / "psnr_ratio.png", stop_iteration=stop_it,
+        psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
                           title=f"{task.name} · {img.name}")
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
                **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
-        write_montage(out / "montage.png", problem, final, metrics)
-    summary = dict(image=img.name, **metrics,
+        write_montage(folder / "montage.png", problem, final, metrics)
+    summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
                    best_iteration=res.best_iteration[0], iterations=res.iterations,
                    restores=res.restores[0] if members == 1 else str(res.restores),
@@ -197,7 +233,20 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overr
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
                   hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
                   size=list(problem.region), inputs=list(problem.inputs))
-    atomic_write_text(out / "summary.json", json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write_text(folder / "summary.json", strict_json(record))
+    return summary
+
+
+def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overrides):
+    """Fit one image and write its outputs to ``out_root/<name>/`` (all of them or, on a write
+    error, none: ``utils.outdir.staged``); returns (summary row, FitResult)."""
+    problem = task.make_problem(img, cfg)
+    problem.like = problem.like or img
+    for note in problem.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    res, config = fit_problem(problem, cfg, **fit_overrides)
+    with staged(out_root, img.name) as folder:
+        summary = write_outputs(folder, task, img, cfg, problem, res, config)
     return summary, res
 
 
@@ -218,23 +267,10 @@ def write_summary(out: Path, task: str, rows: list[dict], device: str, command: 
     atomic_write_text(out / "summary.csv",
                       csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
     md = [f"# {task}: summary", "", f"device: {device} · torch {torch.__version__} · "
-          f"command: `{command}`", ""]
+          f"command: `{cell(command)}`", ""]
     md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
     return table
-
-
-def check_out_dir(out: Path, images):
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ImageError(out, f"output directory cannot be written ({e.strerror or e})")
-    for img in images:
-        if img.path is not None and Path(img.path).resolve().parent == (out / img.name).resolve():
-            raise ImageError(img.path, "--out would write next to and over the input image")
 
 
 def _distributed():
@@ -250,7 +286,8 @@ def _distributed():
 
 
 def _finished(out: Path, cfg: dict):
-    """The summary row of an image already fitted with the same hyperparameters, or None."""
+    """The summary row of an image already fitted to the end with the same hyperparameters, or
+    None (an interrupted fit is not finished)."""
     f = out / "summary.json"
     if not f.exists():
         return None
@@ -258,9 +295,47 @@ def _finished(out: Path, cfg: dict):
         rec = json.loads(f.read_text())
     except (OSError, ValueError):
         return None
+    if rec.get("interrupted") or rec.get("status", "ok") != "ok":
+        return None
     same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
     keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs")
     return {k: v for k, v in rec.items() if k not in keep} if same else None
+
+
+def failed_row(name, status: str, message: str) -> dict:
+    """The summary row of an image without outputs."""
+    return {"image": name, "status": status, "error": message}
+
+
+def _fit_one(task, img, cfg, out_root, quiet):
+    """(row, exit status, device or None, stop now) of one image; prints its line."""
+    try:
+        summary, res = run_one(task, img, cfg, out_root, quiet=quiet)
+    except WriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return failed_row(img.name, "not written", e.problem), 1, None, False
+    except ImageError as e:   # an input problem found only now (e.g. a mask after the crop)
+        print(f"error: {e}", file=sys.stderr)
+        return failed_row(img.name, "bad input", e.problem), 2, None, False
+    except torch.cuda.OutOfMemoryError:
+        h, w = img.array.shape[:2]
+        msg = (f"out of GPU memory for a {w}x{h} image; try --device cpu, --crop N or fewer "
+               "--restarts")
+        print(f"error: {img.name}: {msg}", file=sys.stderr)
+        return failed_row(img.name, "out of memory", msg), 3, None, False
+    except KeyboardInterrupt:   # outside the fit (which returns what it did): nothing saved
+        print(f"interrupted: {img.name} was not saved", file=sys.stderr)
+        return failed_row(img.name, "interrupted", "interrupted before its outputs were "
+                          "written"), 130, None, True
+    except Exception as e:  # one image failing must not lose the others' work
+        print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
+        return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
+    print(f"{img.name}: " + ", ".join(f"{k} {fmt(summary[k], k)}" for k in SHOWN
+                                      if k in summary))
+    if res.interrupted:
+        print("interrupted: outputs so far are written and marked interrupted", file=sys.stderr)
+        return summary, 130, res.device, True
+    return summary, 0, res.device, False
 
 
 def _fit_all(task, images, cfg, out_root, rank, world, quiet):
@@ -273,29 +348,10 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet):
             rows[idx] = done
             print(f"{img.name}: already finished, skipped")
             continue
-        try:
-            summary, res = run_one(task, img, cfg, out_root, quiet=quiet)
-        except ImageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return rows, 2, device
-        except torch.cuda.OutOfMemoryError:
-            h, w = img.array.shape[:2]
-            msg = (f"out of GPU memory for a {w}x{h} image; try --device cpu, --crop N or fewer "
-                   "--restarts")
-            print(f"error: {img.name}: {msg}", file=sys.stderr)
-            rows[idx], status = {"image": img.name, "error": msg}, 3
-            continue
-        except Exception as e:  # one image failing must not lose the others' work
-            print(f"error: {img.name}: {type(e).__name__}: {e}", file=sys.stderr)
-            rows[idx] = {"image": img.name, "error": f"{type(e).__name__}: {e}"}
-            status = max(status, 1)
-            continue
-        rows[idx], device = summary, res.device
-        print(f"{img.name}: " + ", ".join(f"{k} {fmt(summary[k], k)}" for k in SHOWN
-                                          if k in summary))
-        if res.interrupted:
-            print("interrupted: outputs so far are written", file=sys.stderr)
-            return rows, 130, device
+        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet)
+        status, device = max(status, code), dev or device
+        if stop:
+            break
     return rows, status, device
 
 
@@ -310,27 +366,79 @@ def _gather(rows, status, device, world):
             max(s for _, s, _ in gathered), gathered[0][2])
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's kill, ``timeout``) does what Ctrl-C does: the fit stops, the last
+    output is saved and the image is marked interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its usage block is for --help)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {cell(message)} (see python {self.prog} --help)\n")
+
+
+def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None]:
+    """Everything checked before any work: (images to fit, bad inputs, output root, folders
+    created, data notice).  ImageError when nothing can be fitted or the outputs would clash
+    with an input."""
+    images, bad, notice = collect_images(task, args.image, args.data_dir)
+    images, bad_extra, reads = preflight(task, images, cfg)
+    bad += bad_extra
+    if not images:
+        raise bad[0] if len(bad) == 1 else ImageError(args.image, f"none of the {len(bad)} "
+                                                      "inputs can be used (see above)")
+    for line in unique_names(images):
+        print(f"note: {line}")
+    out_root = Path(args.out)
+    check_clashes(out_root, {img.name: r for img, r in zip(images, reads)})
+    return images, bad, out_root, make_out_dir(out_root), notice
+
+
 def main(task: Task, argv=None) -> int:
-    """Parse, resolve and validate the configuration, load every input, then fit each image
-    (this rank's share under torchrun) and write the summary."""
-    parser = build_parser(task)
-    args = parser.parse_args(argv)
+    """Check the configuration, every input and every output path, then fit each image (this
+    rank's share under torchrun) and write the summary.  Returns the exit status."""
+    args = build_parser(task).parse_args(argv)
+    with sigterm_as_interrupt():
+        try:
+            return _run(task, args, argv)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _run(task: Task, args, argv) -> int:
     try:
         cfg, notice = resolve_config(task, given_options(args),
                                      "full" if args.full else "quick" if args.quick else "auto")
-        problem = task.validate(cfg) if task.validate else None
+        problem = check_config(task, cfg)
     except ValueError as e:
         problem = str(e)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        images, data_notice = collect_images(task, args.image, args.data_dir)
-        out_root = Path(args.out)
-        check_out_dir(out_root, images)
+        images, bad, out_root, created, data_notice = plan(task, args, cfg)
     except ImageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for e in bad:
+        print(f"error: {e}", file=sys.stderr)
+    for note in (n for img in images for n in img.notes):
+        print(f"warning: {note}", file=sys.stderr)
     rank, world = _distributed()
     if world > 1 and torch.cuda.is_available():
         cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -340,18 +448,24 @@ def main(task: Task, argv=None) -> int:
     command = " ".join([task.script] + list(argv if argv is not None else sys.argv[1:]))
     rows, status, device = _fit_all(task, images, cfg, out_root, rank, world,
                                     quiet=cfg["quiet"] or world > 1)
-    if status == 2:  # a bad input found during the run: nothing more is written
-        return status
     if world > 1:
         rows, status, device = _gather(rows, status, device, world)
         if rank != 0:
             return status
+    status = max(status, 2 if bad else 0)
     ordered = [rows[i] for i in sorted(rows)]
-    if ordered:
+    if not any(r.get("status") in ("ok", "interrupted") for r in ordered):
+        remove_if_empty(created)     # nothing fitted: nothing is left behind
+        return status
+    ordered += [failed_row(Path(e.path).name, "bad input", e.problem) for e in bad]
+    try:
         table = write_summary(out_root, task.name, ordered, device, command)
-        if len(table) > 1:
-            m = table[-1]
-            print("mean: " + ", ".join(f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
-                                        if k in m))
-        print(f"results: {out_root}/summary.md")
+    except OSError as e:
+        print(f"error: {out_root}: cannot write the summary ({e.strerror or e})", file=sys.stderr)
+        return max(status, 1)
+    if len(table) > 1:
+        m = table[-1]
+        print("mean: " + ", ".join(f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
+                                    if k in m))
+    print(f"results: {out_root}/summary.md")
     return status

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import ast
 import io
+import math
 import tokenize
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from models import INPUTS, NETS, OPTION_CHOICES, OPTION_HELP, net_options
 from utils.fit import FIT_CHOICES, FitConfig, resolve_device
+from utils.imageio import MIN_SIZE
 
 # entries of every task beside its block: (default, help)
 RUN_OPTIONS = {
@@ -124,6 +128,78 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto"):
     for k, (v, _) in fit_options().items():
         cfg.setdefault(k, v)
     return cfg, notice
+
+
+# The allowed values of the numeric options, checked for every task before any work (the command
+# line and restore() alike); a float must also be finite.  (test, what is allowed)
+_POSITIVE_INT = (lambda v: v >= 1, "an integer >= 1")
+_NATURAL = (lambda v: v >= 0, "an integer >= 0")
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+RANGES = {
+    **dict.fromkeys(("iters", "log_every", "restarts", "stop_window", "stop_patience",
+                     "sync_every", "channels", "channels_down", "channels_up", "input_channels",
+                     "scales"), _POSITIVE_INT),
+    **dict.fromkeys(("seed", "mask_seed", "channels_skip"), _NATURAL),
+    "crop": (lambda v: v == 0 or v >= MIN_SIZE, f"0 (the whole image) or an integer >= {MIN_SIZE}"),
+    **dict.fromkeys(("lr", "input_var", "stop_eps", "backtrack_db", "norm_lambda"), _POSITIVE),
+    **dict.fromkeys(("ln_lambda", "reg_noise_std", "sigma", "act_slope", "detail_gain"),
+                    _NON_NEGATIVE),
+    "exp_weight": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "gaussian_sigmas": (lambda v: len(v) > 0 and all(x > 0 for x in v), "numbers > 0"),
+}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an option in messages (``ln_lambda`` is ``--lambda``)."""
+    return "--lambda" if name == "ln_lambda" else "--" + name.replace("_", "-")
+
+
+def _typed(name, value, default):
+    """``value`` in the type of the option's default, or a ValueError naming the option."""
+    flag_ = flag(name)
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{flag_} must be true or false, got {value!r}")
+        return bool(value)
+    if isinstance(default, int):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float)) \
+                or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{flag_} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"{flag_} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{flag_} must be a finite number, got {value}")
+        return float(value)
+    if isinstance(default, (tuple, list)):
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        return tuple(_typed(name, v, default[0] if default else 0.0) for v in items)
+    return value
+
+
+def check_config(task, cfg: dict) -> str | None:
+    """The one check of a resolved configuration, before anything is read or written: each
+    option's type, range and choices, the device, then the task's own ``validate``.  Returns a
+    one-line message naming the option and what is allowed, or None; fixes the types in place
+    (an integral float for an integer option, an int for a float one)."""
+    defaults = {k: v for k, (v, _) in options(task).items()}
+    allowed = choices()
+    try:
+        for name, value in list(cfg.items()):
+            default = defaults.get(name)
+            if default is not None and value is not None:
+                cfg[name] = value = _typed(name, value, default)
+            if name in allowed and value not in allowed[name]:
+                allowed_ = ", ".join(map(str, allowed[name]))
+                return f"{flag(name)} must be one of {allowed_}, got {value!r}"
+            if name in RANGES and value is not None and not RANGES[name][0](value):
+                return f"{flag(name)} must be {RANGES[name][1]}, got {value!r}"
+        resolve_device(cfg.get("device", "auto"))
+    except ValueError as e:
+        return str(e)
+    return task.validate(cfg) if task.validate else None
 
 
 def fit_config(cfg: dict, **overrides) -> FitConfig:

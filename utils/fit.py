@@ -99,9 +99,25 @@ class FitResult:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a CUDA
+    device this machine does not have, is a ``ValueError`` naming ``--device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device "
+                             "auto or cpu)")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"--device {device}: this machine has {n} CUDA device(s), "
+                             f"cuda:0..cuda:{n - 1}")
+    return dev
 
 
 def device_name(dev: torch.device) -> str:

@@ -23,7 +23,7 @@ import struct
 import uuid
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,10 +37,12 @@ __all__ = [
     "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask",
     "save_image", "atomic_write", "atomic_write_text", "atomic_write_bytes",
     "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
-    "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8",
+    "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8", "MIN_SIZE",
+    "pil_pixels", "from_pixels", "attach_alpha",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MIN_SIZE = 16   # the smallest image side the tasks take (files and arrays alike)
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 _TIFF_SIGS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -49,8 +51,9 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
                   KeyError, TypeError, struct.error, zlib.error)
 
 
-class ImageError(Exception):
-    """A problem with an image file; ``str()`` is one line: ``"<path>: <problem>"``."""
+class ImageError(ValueError):
+    """A problem with an image file (or in-memory image); ``str()`` is one line:
+    ``"<path>: <problem>"``.  A ValueError, so the Python API raises the documented type."""
 
     def __init__(self, path, problem: str):
         self.path, self.problem = path, problem
@@ -78,6 +81,7 @@ class LoadedImage:
     path: Path | None = None
     name: str = "image"
     icc_profile: bytes | None = None  # kept so colour-managed photos keep their look
+    notes: list = field(default_factory=list)  # warnings for the user ("first frame only")
 
     def __post_init__(self):
         if not self.mode:
@@ -148,7 +152,7 @@ def _exif_orientation(img: Image.Image) -> int:
 
 
 def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None] | None:
-    """(uint16 (H, W, C), orientation, icc) for a multi-sample 16-bit TIFF, else None.
+    """(uint16 (H, W, C), orientation, icc, pages) for a multi-sample 16-bit TIFF, else None.
 
     Pillow cannot open 16-bit gray+alpha TIFF and truncates 16-bit RGB, so these
     go through tifffile; 16-bit gray TIFF is left to Pillow ('I;16').
@@ -172,10 +176,10 @@ def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None] | None:
         tag = page.tags.get("Orientation")
         icc = page.tags.get("InterColorProfile")
         return (arr.astype(np.uint16), int(tag.value) if tag else 1,
-                bytes(icc.value) if icc else None)
+                bytes(icc.value) if icc else None, len(tif.pages))
 
 
-def _pillow_pixels(path: Path, img: Image.Image) -> tuple[np.ndarray, float]:
+def pil_pixels(path, img: Image.Image) -> tuple[np.ndarray, float]:
     """Pixels (H, W[, C]) and the value meaning white (255, 65535 or 1.0), from a loaded PIL image."""
     mode = img.mode
     if mode.startswith("I;16"):
@@ -206,8 +210,9 @@ def _pillow_pixels(path: Path, img: Image.Image) -> tuple[np.ndarray, float]:
     return np.asarray(img), 255
 
 
-def load_image(path, min_size: int = 16) -> LoadedImage:
-    """Load an image file as a :class:`LoadedImage`; raise :class:`ImageError` on any problem."""
+def load_image(path, min_size: int = MIN_SIZE) -> LoadedImage:
+    """Load an image file as a :class:`LoadedImage`; raise :class:`ImageError` on any problem.
+    An animated or multi-page file gives its first frame, with a note saying so."""
     path = Path(path)
     head = _check_file(path)
     icc = None
@@ -215,7 +220,7 @@ def load_image(path, min_size: int = 16) -> LoadedImage:
     is_png16 = head[:8] == png16.SIGNATURE and len(head) > 28 and head[24] == 16 and head[25] in (2, 4, 6)
     raw = _read_tiff16(path) if head[:4] in _TIFF_SIGS else None
     if raw is not None:
-        pixels, orientation, icc = raw
+        pixels, orientation, icc, frames = raw
         mode, maxval = {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]], 65535
     else:
         try:
@@ -224,7 +229,8 @@ def load_image(path, min_size: int = 16) -> LoadedImage:
                     img.load()  # force the full decode so truncation shows up here
                     mode, icc = img.mode, img.info.get("icc_profile")
                     orientation = _exif_orientation(img)
-                    pixels, maxval = _pillow_pixels(path, img)
+                    pixels, maxval = pil_pixels(path, img)
+                    frames = getattr(img, "n_frames", 1)
                     if is_png16:
                         pixels, maxval = png16.decode(path), 65535
                         mode = {2: "RGB", 4: "LA", 6: "RGBA"}[head[25]]
@@ -238,15 +244,28 @@ def load_image(path, min_size: int = 16) -> LoadedImage:
             raise ImageError(path, "truncated or corrupt image") from None
 
     pixels = _apply_orientation(pixels if pixels.ndim == 3 else pixels[..., None], orientation)
+    img = from_pixels(pixels, maxval, mode, path.stem, path=path, icc=icc, min_size=min_size)
+    if frames > 1:
+        img.notes.append(f"{path}: {frames} frames or pages: the first frame only is used")
+    return img
+
+
+def from_pixels(pixels: np.ndarray, maxval: float, mode: str, name: str, path=None, icc=None,
+                min_size: int = MIN_SIZE) -> LoadedImage:
+    """A LoadedImage from (H, W, C) pixels, ``maxval`` meaning white (255, 65535 or 1.0) and
+    C in 1..4 (2 and 4: the last channel is alpha); the one place an image is scaled to [0, 1]
+    and checked for its size, for files and in-memory images alike (utils/inmemory.py)."""
     h, w, c = pixels.shape
+    where = path if path is not None else name
     if h < min_size or w < min_size:
-        raise ImageError(path, f"image is {w}x{h}, smaller than the minimum {min_size}x{min_size}")
+        raise ImageError(where, f"image is {w}x{h}, smaller than the minimum {min_size}x{min_size}")
     scaled = pixels.astype(np.float32) / np.float32(maxval)
     colour, alpha = (scaled[..., :-1], scaled[..., -1]) if c in (2, 4) else (scaled, None)
     return LoadedImage(array=np.ascontiguousarray(colour),
                        alpha=None if alpha is None else np.ascontiguousarray(alpha),
                        mode=mode, bit_depth=8 if maxval == 255 else 16,
-                       path=path, name=path.stem, icc_profile=icc or None)
+                       path=None if path is None else Path(path), name=name,
+                       icc_profile=icc or None)
 
 
 def load_mask(path, shape_hw) -> np.ndarray:
@@ -331,15 +350,9 @@ def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterabl
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 3):
         raise ValueError(f"save_image expects (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
-    h, w = a.shape[:2]
     fmt = _FORMATS.get(path.suffix.lower(), "PNG")
     alpha = like.alpha if like is not None and fmt not in ("JPEG", "BMP") else None
-    if alpha is not None and alpha.shape != (h, w):
-        # e.g. super-resolution output: bring the alpha plane along to the new size
-        plane = Image.fromarray(alpha.astype(np.float32))
-        alpha = np.asarray(plane.resize((w, h), Image.Resampling.BICUBIC))
-    if alpha is not None:
-        a = np.concatenate([a, alpha[..., None]], axis=2)
+    a = attach_alpha(a, alpha)
     icc = like.icc_profile if like is not None else None
     deep = like is not None and like.bit_depth == 16 and fmt in ("PNG", "TIFF")
     q = quantise(a, 65535 if deep else 255)
@@ -361,6 +374,18 @@ def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterabl
             options["icc_profile"] = icc
         writer = lambda p: img.save(p, format=fmt, **options)
     return atomic_write(path, writer)
+
+
+def attach_alpha(a: np.ndarray, alpha) -> np.ndarray:
+    """(H, W, C) colour + the input's alpha plane -> (H, W, C + 1); the plane is resized
+    (bicubic) when the result has another size (super-resolution).  No alpha: ``a`` as is."""
+    if alpha is None:
+        return a
+    h, w = a.shape[:2]
+    if alpha.shape != (h, w):
+        plane = Image.fromarray(alpha.astype(np.float32))
+        alpha = np.clip(np.asarray(plane.resize((w, h), Image.Resampling.BICUBIC)), 0, 1)
+    return np.concatenate([a, alpha[..., None].astype(a.dtype)], axis=2)
 
 
 # ----------------------------------------------------------------------------- tensors & geometry

@@ -1,13 +1,15 @@
 """The one way numbers become tables: a formatter, Markdown and CSV writers.
 
 Used by the per-run summaries (utils/cli.py), the paper's comparison tables (paper/tables.py) and
-the classic baselines (baselines.py).  Markdown cells are escaped (``|`` and newlines), so a file
-or method name can never break a table; CSV goes through the csv module.
+the classic baselines (baselines.py); ``strict_json`` writes the per-image records.  Markdown
+cells are escaped (``|`` and newlines), so a file or method name can never break a table; CSV
+goes through the csv module.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 
 MISSING = "—"        # a result that does not exist yet
@@ -61,3 +63,24 @@ def csv_number(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return value if isinstance(value, str) else f"{value:.4f}"
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:   # numpy / torch scalars
+        return _finite(obj.item())
+    return str(obj)
+
+
+def strict_json(obj) -> str:
+    """Strict JSON (RFC 8259) of a record, indented: NaN and ±Infinity become ``null`` (Python's
+    json writes them as bare NaN/Infinity, which other readers refuse); other objects their
+    ``str``."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"

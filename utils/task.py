@@ -38,6 +38,7 @@ class Problem:
     finish: Callable | None = None      # (output (H, W, C), out dir, save) -> extra metrics
     like: LoadedImage | None = None     # mode/bit depth/alpha to save outputs with
     observed: np.ndarray | None = None  # the degraded image, (h, w, C) unpadded (baselines)
+    notes: list = field(default_factory=list)      # warnings for the user (one line each)
 
 
 @dataclass
@@ -49,7 +50,11 @@ class Task:
         images with the settings it is scored at (default: each data group, the block's values).
     baselines: classic methods compared in baselines.py: names in ``utils.classic.METHODS``.
     metrics: the summary keys its tables report.
-    validate: ``cfg -> message`` for a value the task cannot use (None when fine).
+    validate: ``cfg -> message`` for a value the task cannot use (None when fine); the options
+        every task shares are checked before it (``utils.config.check_config``).
+    reads: ``(image, cfg) -> paths`` of the other files the task reads for an image (a mask),
+        checked before any work (an ``ImageError`` for a bad one) and protected from the run's
+        writes.
     """
     name: str
     config: dict
@@ -59,6 +64,7 @@ class Task:
     data_groups: tuple = ()
     defaults: tuple = ("astronaut",)    # embedded skimage.data images when no data is found
     validate: Callable | None = None
+    reads: Callable | None = None
     protocol: tuple = ()
     baselines: tuple = ()
     metrics: tuple = ("psnr", "ssim")   # the columns of its tables

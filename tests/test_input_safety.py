@@ -1,0 +1,347 @@
+"""Inputs are sacred (issue #14): no input is overwritten, no two inputs share an output folder,
+one bad file does not stop a folder run, every option is checked before anything is written,
+masks that make no sense are refused, an interrupted image is not "finished", the Python API
+scales every dtype or refuses it, and no error leaves a traceback or a partial output behind."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import utils.cli
+from tasks import get_task, restore
+from utils.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--quick", "--quiet", "--channels", "8", "--iters", "2", "--log-every", "1"]
+
+
+def png(path, size=(40, 40), seed=0, value=None, mode="RGB"):
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    a = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8) if value is None \
+        else np.full(shape, value, np.uint8)
+    Image.fromarray(a).save(path)
+    return path
+
+
+def files(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+def one_line(err):
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def run(task, *args, capsys=None):
+    status = main(get_task(task), [*FAST, *map(str, args)])
+    out = capsys.readouterr() if capsys else None
+    return status, out
+
+
+# ---------------------------------------------------------------- 1. no input is overwritten
+def test_a_mask_inside_the_output_folder_is_refused(tmp_path, capsys):
+    img = png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    mask = out / "a" / "mask.png"
+    m = np.zeros((40, 40), np.uint8)
+    m[:, :20] = 255
+    Image.fromarray(m).save(mask)
+    before = mask.read_bytes()
+    status, cap = run("inpainting", "--image", img, "--mask", mask, "--out", out, capsys=capsys)
+    assert status == 2 and "mask.png" in one_line(cap.err) and "--out" in cap.err
+    assert mask.read_bytes() == before and files(out) == ["a", "a/mask.png"]
+
+
+def test_an_input_named_like_the_summary_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    img = out / "summary.md"
+    img.write_bytes(png(tmp_path / "x.png").read_bytes())
+    before = img.read_bytes()
+    status, cap = run("denoising", "--image", img, "--out", out, capsys=capsys)
+    assert status == 2 and "summary" in one_line(cap.err)
+    assert img.read_bytes() == before and files(out) == ["summary.md"]
+
+
+def test_an_input_hard_linked_to_an_output_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run("denoising", "--image", png(tmp_path / "a.png"), "--out", out)[0] == 0
+    src = tmp_path / "again"
+    src.mkdir()
+    os.link(out / "a" / "output.png", src / "a.png")   # the last output as the next input
+    before = (src / "a.png").read_bytes()
+    capsys.readouterr()
+    status, cap = run("denoising", "--image", src / "a.png", "--out", out, "--seed", 1,
+                      capsys=capsys)
+    assert status == 2 and "same file" in one_line(cap.err)
+    assert (src / "a.png").read_bytes() == before
+
+
+# ---------------------------------------------------------------- 2. one folder per input
+def test_two_inputs_with_one_stem_get_two_folders(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png", seed=1)
+    Image.open(png(tmp_path / "b.png", seed=2)).save(src / "a.jpg", quality=90)
+    out = tmp_path / "out"
+    status, cap = run("denoising", "--image", src, "--out", out, capsys=capsys)
+    assert status == 0 and "skipped" not in cap.out
+    assert (out / "a_png" / "output.png").exists() and (out / "a_jpg" / "output.png").exists()
+    rows = (out / "summary.csv").read_text().splitlines()
+    psnr_in = [json.loads((out / d / "summary.json").read_text())["psnr_in"]
+               for d in ("a_png", "a_jpg")]
+    assert len(rows) == 4 and psnr_in[0] != psnr_in[1]   # header, 2 images, mean
+
+
+# ---------------------------------------------------------------- 3. one bad file
+def test_a_bad_file_does_not_stop_a_folder_run(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "good1.png", seed=1)
+    png(src / "good2.png", seed=2)
+    (src / "broken.png").write_bytes(png(tmp_path / "x.png").read_bytes()[:150])
+    out = tmp_path / "out"
+    status, cap = run("denoising", "--image", src, "--out", out, capsys=capsys)
+    assert status == 2
+    errors = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0] and "Traceback" not in cap.err
+    assert (out / "good1" / "output.png").exists() and (out / "good2" / "output.png").exists()
+    table = (out / "summary.md").read_text()
+    assert "| broken.png | bad input |" in table and table.count("| ok |") == 2
+    assert not (out / "broken").exists()
+
+
+def test_only_bad_files_write_nothing(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = tmp_path / "new" / "out"
+    status, cap = run("denoising", "--image", src, "--out", out, capsys=capsys)
+    assert status == 2 and "broken.png" in one_line(cap.err)
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- 4. options checked up front
+BAD_OPTIONS = [
+    ("denoising", ["--iters", "0"], "--iters"), ("denoising", ["--iters", "-5"], "--iters"),
+    ("denoising", ["--lr", "nan"], "--lr"), ("denoising", ["--lr", "0"], "--lr"),
+    ("denoising", ["--sigma", "nan"], "--sigma"), ("denoising", ["--sigma", "inf"], "--sigma"),
+    ("denoising", ["--log-every", "0"], "--log-every"), ("denoising", ["--crop", "-1"], "--crop"),
+    ("denoising", ["--crop", "5"], "--crop"),
+    ("denoising", ["--restarts", "0"], "--restarts"), ("inpainting", ["--lambda", "-1"],
+                                                       "--lambda"),
+    ("denoising", ["--exp-weight", "1.5"], "--exp-weight"),
+    ("denoising", ["--device", "tpu9"], "--device"), ("denoising", ["--device", "cuda:99"],
+                                                      "--device"),
+    ("deblurring", ["--blur-sigma", "0"], "--blur-sigma"),
+    ("denoising", ["--gaussian-sigmas", "0.1", "-1"], "--gaussian-sigmas"),
+]
+
+
+@pytest.mark.parametrize("task,args,needle", BAD_OPTIONS)
+def test_a_bad_option_is_one_line_before_anything_is_written(task, args, needle, tmp_path,
+                                                              capsys):
+    out = tmp_path / "new" / "out"
+    status, cap = run(task, "--image", png(tmp_path / "a.png"), "--out", out, *args,
+                      capsys=capsys)
+    assert status == 2 and needle in one_line(cap.err) and not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu(tmp_path, capsys):
+    status, cap = run("denoising", "--image", png(tmp_path / "a.png"), "--out", tmp_path / "o",
+                      "--device", "cuda", capsys=capsys)
+    assert status == 2 and "no CUDA GPU" in one_line(cap.err)
+
+
+@pytest.mark.parametrize("flag", ["--net", "--upsample", "--norm", "--stop"])
+def test_an_unknown_choice_is_one_line(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run("denoising", "--image", png(tmp_path / "a.png"), "--out", tmp_path / "o", flag,
+            "nope")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and flag in one_line(err) and "choose from" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_restore_checks_options_like_the_command_line():
+    with pytest.raises(ValueError, match="--iters"):
+        restore(np.zeros((32, 32)), "denoising", iters=0)
+    with pytest.raises(ValueError, match="--upsample"):
+        restore(np.zeros((32, 32)), "denoising", upsample="cubic")
+    with pytest.raises(ValueError, match="--lr"):
+        restore(np.zeros((32, 32)), "denoising", lr=float("nan"))
+
+
+# ---------------------------------------------------------------- 5. masks
+def test_an_all_black_mask_is_refused_and_an_all_white_one_warns(tmp_path, capsys):
+    img = png(tmp_path / "a.png")
+    black = png(tmp_path / "black.png", value=0, mode="L")
+    white = png(tmp_path / "white.png", value=255, mode="L")
+    out = tmp_path / "out"
+    status, cap = run("inpainting", "--image", img, "--mask", black, "--out", out, capsys=capsys)
+    assert status == 2 and "no pixel" in one_line(cap.err) and not out.exists()
+    status, cap = run("inpainting", "--image", img, "--mask", white, "--out", out, capsys=capsys)
+    assert status == 0 and "nothing to fill" in cap.err
+
+
+# ---------------------------------------------------------------- 6. interrupted is not finished
+def test_sigterm_saves_the_last_output_and_marks_the_image_interrupted(tmp_path):
+    img = png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "denoising.py"), "--quick", "--channels", "8",
+           "--iters", "1000000", "--image", str(img), "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"))
+    try:
+        assert os.read(p.stderr.fileno(), 64)          # the progress bar: the fit has begun
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "Traceback" not in stderr.decode()
+    rec = json.loads((out / "a" / "summary.json").read_text())
+    assert rec["interrupted"] and rec["status"] == "interrupted" and rec["iterations"] >= 1
+    assert (out / "a" / "output.png").exists()
+    assert "| interrupted |" in (out / "summary.md").read_text()
+
+
+def test_an_interrupted_image_is_fitted_again(tmp_path, capsys):
+    img, out = png(tmp_path / "a.png"), tmp_path / "out"
+    assert run("denoising", "--image", img, "--out", out)[0] == 0
+    capsys.readouterr()
+    assert run("denoising", "--image", img, "--out", out, capsys=capsys)[1].out.count(
+        "already finished") == 1
+    f = out / "a" / "summary.json"
+    rec = json.loads(f.read_text())
+    f.write_text(json.dumps(dict(rec, interrupted=True, status="interrupted")))
+    status, cap = run("denoising", "--image", img, "--out", out, capsys=capsys)
+    assert status == 0 and "already finished" not in cap.out
+    assert json.loads(f.read_text())["status"] == "ok"
+
+
+# ---------------------------------------------------------------- 7. restore() and dtypes
+BASE = (np.random.default_rng(3).random((32, 40)) * 0.6 + 0.2).astype(np.float32)
+QUICK = dict(iters=2, channels=8, log_every=1, preset="quick")
+
+
+@pytest.mark.parametrize("make,white,check", [
+    (lambda: Image.fromarray((BASE * 65535).astype(np.uint16)), 65535,
+     lambda o: isinstance(o, Image.Image) and o.mode == "I;16" and np.asarray(o).max() > 255),
+    (lambda: Image.fromarray(BASE, "F"), 1.0,
+     lambda o: o.mode == "F" and 0 < np.asarray(o).max() <= 1),
+    (lambda: Image.fromarray((BASE * 65535).astype(np.int32), "I"), 65535,
+     lambda o: o.mode == "I" and np.asarray(o).max() > 255),
+    (lambda: (BASE * 255).round().astype(np.int64), 255,
+     lambda o: o.dtype == np.int64 and o.shape == (32, 40) and 0 < o.max() <= 255),
+    (lambda: (BASE * 65535).astype(np.uint16), 65535,
+     lambda o: o.dtype == np.uint16 and o.max() > 255),
+    (lambda: BASE.astype(np.float64)[..., None].repeat(3, -1), 1.0,
+     lambda o: o.dtype == np.float64 and o.shape == (32, 40, 3) and 0 < o.max() <= 1),
+    (lambda: torch.from_numpy((BASE * 255).astype(np.uint8))[None], 255,
+     lambda o: o.dtype == torch.uint8 and tuple(o.shape) == (1, 32, 40) and 0 < int(o.max())),
+], ids=["pil-I;16", "pil-F", "pil-I", "int64", "uint16", "float64", "tensor-uint8"])
+def test_restore_scales_every_dtype_and_gives_it_back(make, white, check):
+    r = restore(make(), "denoising", **QUICK)
+    assert abs(float(r.observed.mean()) - float(BASE.mean())) < 2 / 255   # scaled by `white`
+    assert check(r.image)
+
+
+@pytest.mark.parametrize("image,error,needle", [
+    (BASE * 255, ValueError, "divide"), (np.full((32, 32), np.nan), ValueError, "NaN"),
+    (np.full((32, 32), np.inf), ValueError, "NaN or infinite"),
+    (np.zeros((0, 0)), ValueError, "empty"), (np.zeros((1, 32, 32, 3)), ValueError, "one image"),
+    (np.zeros((8, 8)), ValueError, "minimum 16x16"), (BASE > 0.5, TypeError, "mask"),
+    (np.full((32, 32), -3, np.int64), ValueError, "negative"),
+    (np.full((32, 32), 70000, np.int64), ValueError, "0..65535"),
+    (np.zeros((32, 32, 5)), ValueError, "channels"), (torch.zeros(2, 3, 32, 32), ValueError,
+                                                      "one image"),
+    ("not an image at all", ValueError, "no such file"), (object(), TypeError, "numpy"),
+])
+def test_restore_refuses_what_it_cannot_scale(image, error, needle):
+    with pytest.raises(error, match=needle):
+        restore(image, "denoising", **QUICK)
+
+
+def test_restore_clips_slightly_out_of_range_floats_with_a_warning():
+    noisy = BASE + np.random.default_rng(0).normal(0, 0.2, BASE.shape).astype(np.float32)
+    with pytest.warns(UserWarning, match="clipped"):
+        r = restore(noisy, "denoising", **QUICK)
+    assert r.image.dtype == np.float32 and 0 <= r.image.min() and r.image.max() <= 1
+
+
+# ---------------------------------------------------------------- 8. no traceback, ever
+def test_a_full_disk_removes_the_partial_outputs(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png", seed=1)
+    png(src / "b.png", seed=2)
+    calls = []
+
+    def full_disk(path, *a, **k):
+        calls.append(path)
+        if "b" in Path(path).parent.name:   # b's outputs: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **k)
+
+    real = utils.cli.write_log
+    monkeypatch.setattr(utils.cli, "write_log", full_disk)
+    out = tmp_path / "out"
+    status, cap = run("denoising", "--image", src, "--out", out, capsys=capsys)
+    assert status == 1 and "No space left" in one_line(cap.err)
+    assert files(out / "a") and not (out / "b").exists()
+    assert not [f for f in files(out) if "partial" in f]     # the staging folder is gone
+    assert "| b | not written |" in (out / "summary.md").read_text()
+
+
+def test_dataset_fetch_dest_that_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "dataset.fetch", "denoising", "--dest",
+                        str(blocker / "sub")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "file" in one_line(r.stderr)
+
+
+# ---------------------------------------------------------------- 9. nothing left behind
+def test_summary_json_is_strict_and_markdown_cells_are_escaped(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    img = png(src / "a|b.png")
+    white = png(tmp_path / "white.png", value=255, mode="L")      # PSNR of the input: +inf
+    out = tmp_path / "out"
+    status, _ = run("inpainting", "--image", img, "--mask", white, "--out", out, capsys=capsys)
+    assert status == 0
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    rec = json.loads((out / "a|b" / "summary.json").read_text(), parse_constant=refuse)
+    assert rec["psnr_in"] is None
+    table = [ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("|")]
+    header, row = table[0], table[2]
+    assert row.startswith("| a\\|b |") and row.count(" | ") == header.count(" | ")
+
+
+@pytest.mark.parametrize("kind", ["gif", "tiff"])
+def test_a_multi_frame_file_says_first_frame_only(kind, tmp_path, capsys):
+    frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in (60, 200)]
+    path = tmp_path / f"anim.{kind}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    status, cap = run("denoising", "--image", path, "--out", out, capsys=capsys)
+    assert status == 0 and "first frame only" in cap.err
+    r = json.loads((out / "anim" / "summary.json").read_text())
+    assert r["status"] == "ok"

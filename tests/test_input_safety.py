@@ -218,6 +218,22 @@ def test_sigterm_saves_the_last_output_and_marks_the_image_interrupted(tmp_path)
     assert "| interrupted |" in (out / "summary.md").read_text()
 
 
+def test_an_interrupt_before_the_first_iteration_saves_the_initial_output(tmp_path, capsys,
+                                                                          monkeypatch):
+    import utils.fit
+
+    def interrupted(self, i):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(utils.fit.Fit, "step", interrupted)
+    out = tmp_path / "out"
+    status, cap = run("denoising", "--image", png(tmp_path / "a.png"), "--out", out,
+                      capsys=capsys)
+    assert status == 130 and "Traceback" not in cap.err
+    assert json.loads((out / "a" / "summary.json").read_text())["status"] == "interrupted"
+    assert Image.open(out / "a" / "output.png").size == (40, 40)
+
+
 def test_an_interrupted_image_is_fitted_again(tmp_path, capsys):
     img, out = png(tmp_path / "a.png"), tmp_path / "out"
     assert run("denoising", "--image", img, "--out", out)[0] == 0

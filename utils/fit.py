@@ -411,11 +411,15 @@ class Fit:
         average with ``use_ema``, the oracle's best with ``oracle`` (a member stopped by
         NaN/Inf losses keeps its last good output)."""
         M = self.M
+        if self.good_out is None:   # interrupted before the first iteration: the initial output
+            with torch.no_grad():
+                self.good_out = self.members(self.z0).float()
+            self.ema = self.good_out.clone()
         table = (np.concatenate(self.host_rows) if self.host_rows
                  else np.zeros((0, M, len(MEASURES))))
         history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
         history["iteration"] = np.asarray(self.host_its, dtype=np.int64)
-        last = self.good_out if self.good_out is not None else torch.zeros(0)
+        last = self.good_out
         chosen = last.clone()
         stop_its = [None] * M
         rule = self.stop_rule

@@ -95,6 +95,9 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     if mask is not None:
         if "mask" not in spec.config:
             raise ValueError(f"{spec.name} takes no mask")
+        if not isinstance(mask, (str, Path)):
+            raise TypeError(f"mask= takes the path of a mask image (white = known pixel), got "
+                            f"{type(mask).__name__}")
         given["mask"] = str(mask)
     cfg, _ = resolve_config(spec, given, preset)
     err = check_config(spec, cfg)
@@ -105,6 +108,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     for note in img.notes + problem.notes:
         warnings.warn(note, stacklevel=2)
     res, _ = fit_problem(problem, cfg)
+    if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
+        raise KeyboardInterrupt
     h, w = problem.region
     arr = to_array(res.output.mean(0, keepdim=True)[..., :h, :w])
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else {}

@@ -28,7 +28,7 @@ def png(path, size=(40, 40), seed=0, value=None, mode="RGB"):
     shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
     a = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8) if value is None \
         else np.full(shape, value, np.uint8)
-    Image.fromarray(a).save(path)
+    Image.fromarray(a).save(path, format="PNG")
     return path
 
 
@@ -361,3 +361,83 @@ def test_a_multi_frame_file_says_first_frame_only(kind, tmp_path, capsys):
     assert status == 0 and "first frame only" in cap.err
     r = json.loads((out / "anim" / "summary.json").read_text())
     assert r["status"] == "ok"
+
+
+# ---------------------------------------------------------------- found by a hostile review
+def test_names_stay_distinct_safe_and_inside_the_output_folder(tmp_path, capsys):
+    src = tmp_path / "in"
+    for sub in ("p/d", "q/d"):
+        (src / sub).mkdir(parents=True)
+        png(src / sub / "a.png", seed=len(sub))
+    png(src / "d_a_png_1.png", seed=5)       # the name a renaming scheme might hand out
+    png(src / "summary.csv.png", seed=7)     # stem "summary.csv": must not take the table's name
+    out = tmp_path / "deep" / "out"
+    status, cap = run("denoising", "--image", f"{src}/**/*.png", "--out", out, capsys=capsys)
+    assert status == 0 and "skipped" not in cap.out
+    folders = [p.name for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 4 and all((out / f / "output.png").exists() for f in folders)
+    assert (out / "summary.csv").is_file()
+    status, _ = run("denoising", "--image", png(src / "...png", seed=6), "--out", out)
+    assert status == 0 and (out / "image" / "output.png").exists()   # stem "..": stays inside
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+
+
+def test_a_different_image_with_the_same_name_is_not_skipped(tmp_path, capsys):
+    out = tmp_path / "out"
+    for seed, folder in ((1, "x"), (2, "y")):
+        (tmp_path / folder).mkdir()
+        status, cap = run("denoising", "--image", png(tmp_path / folder / "a.png", seed=seed),
+                          "--out", out, capsys=capsys)
+        assert status == 0 and "skipped" not in cap.out
+    rec = json.loads((out / "a" / "summary.json").read_text())
+    assert rec["source"]["path"].endswith(str(Path("y") / "a.png"))
+
+
+def test_a_file_where_an_image_folder_would_go_is_refused_up_front(tmp_path, capsys):
+    img = tmp_path / "a"                      # an image file without an extension, in --out
+    img.write_bytes(png(tmp_path / "x.png").read_bytes())
+    status, cap = run("denoising", "--image", img, "--out", tmp_path, capsys=capsys)
+    assert status == 2 and "choose another --out" in one_line(cap.err) and "a:" in cap.err
+
+
+def test_every_bad_file_is_named_when_none_can_be_used(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "tiny.png", size=(8, 8))
+    (src / "text.png").write_text("hello")
+    status, cap = run("denoising", "--image", src, "--out", tmp_path / "out", capsys=capsys)
+    assert status == 2 and "tiny.png" in cap.err and "text.png" in cap.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sibling_mask_is_not_fitted_as_an_image(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png")
+    m = np.zeros((40, 40), np.uint8)
+    m[::2] = 255
+    Image.fromarray(m).save(src / "a_mask.png")
+    out = tmp_path / "out"
+    status, cap = run("inpainting", "--image", src, "--out", out, capsys=capsys)
+    assert status == 0 and sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a"]
+
+
+def test_a_glob_reaching_one_file_twice_fits_it_once(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png")
+    (src / "loop").symlink_to(src)
+    status, cap = run("denoising", "--image", f"{src}/**/*.png", "--out", tmp_path / "out",
+                      capsys=capsys)
+    assert status == 0 and cap.out.count("psnr_in") == 1
+
+
+@pytest.mark.parametrize("image,kw,error,needle", [
+    (np.full((32, 32), 100, np.int8), {}, TypeError, "int8"),
+    (np.full((32, 32), 1000, np.int16), {}, TypeError, "uint16"),
+    ((BASE * 255).astype(np.uint8), {"mask": np.ones((32, 40), bool)}, TypeError, "path"),
+])
+def test_restore_refuses_what_it_cannot_give_back(image, kw, error, needle):
+    task = "inpainting" if "mask" in kw else "denoising"
+    with pytest.raises(error, match=needle):
+        restore(image, task, **QUICK, **kw)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -172,7 +173,12 @@ def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
             continue
         good.append(img)
         reads.append([Path(p) for p in [img.path, *extra] if p is not None])
-    return good, bad, reads
+    # a file another image reads (its NAME_mask.png in the same folder) is not an image to fit
+    others = {p.resolve() for r in reads for p in r[1:]}
+    keep = [k for k, img in enumerate(good) if img.path is None or
+            Path(img.path).resolve() not in others]
+    bad = [e for e in bad if Path(e.path).resolve() not in others]
+    return [good[k] for k in keep], bad, [reads[k] for k in keep]
 
 
 def write_montage(path, problem, output, metrics):
@@ -232,7 +238,9 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    device=res.device)
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
                   hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
-                  size=list(problem.region), inputs=list(problem.inputs))
+                  size=list(problem.region), inputs=list(problem.inputs),
+                  source=dict(path=str(img.path) if img.path else None,
+                              pixels_sha256=pixels_sha256(img)))
     atomic_write_text(folder / "summary.json", strict_json(record))
     return summary
 
@@ -285,9 +293,18 @@ def _distributed():
     return dist.get_rank(), world
 
 
-def _finished(out: Path, cfg: dict):
-    """The summary row of an image already fitted to the end with the same hyperparameters, or
-    None (an interrupted fit is not finished)."""
+def pixels_sha256(img: LoadedImage) -> str:
+    """The fingerprint of an input's pixels (and alpha): a rerun skips only the same image."""
+    h = hashlib.sha256(np.ascontiguousarray(img.array).tobytes())
+    if img.alpha is not None:
+        h.update(np.ascontiguousarray(img.alpha).tobytes())
+    return h.hexdigest()
+
+
+def _finished(out: Path, cfg: dict, img: LoadedImage):
+    """The summary row of this image (same pixels) already fitted to the end with the same
+    hyperparameters, or None (an interrupted fit is not finished; another image that had the
+    same name is fitted, and replaces it)."""
     f = out / "summary.json"
     if not f.exists():
         return None
@@ -297,8 +314,11 @@ def _finished(out: Path, cfg: dict):
         return None
     if rec.get("interrupted") or rec.get("status", "ok") != "ok":
         return None
+    if (rec.get("source") or {}).get("pixels_sha256") != pixels_sha256(img):
+        return None
     same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
-    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs")
+    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs",
+            "source")
     return {k: v for k, v in rec.items() if k not in keep} if same else None
 
 
@@ -343,7 +363,7 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet):
     rows, status, device = {}, 0, str(resolve_device(cfg["device"]))
     for idx in range(rank, len(images), world):
         img = images[idx]
-        done = _finished(out_root / img.name, cfg)
+        done = _finished(out_root / img.name, cfg, img)
         if done is not None:
             rows[idx] = done
             print(f"{img.name}: already finished, skipped")
@@ -399,8 +419,11 @@ def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None]:
     images, bad_extra, reads = preflight(task, images, cfg)
     bad += bad_extra
     if not images:
-        raise bad[0] if len(bad) == 1 else ImageError(args.image, f"none of the {len(bad)} "
-                                                      "inputs can be used (see above)")
+        if len(bad) == 1:
+            raise bad[0]
+        for e in bad:
+            print(f"error: {e}", file=sys.stderr)
+        raise ImageError(args.image, f"none of the {len(bad)} inputs can be used")
     for line in unique_names(images):
         print(f"note: {line}")
     out_root = Path(args.out)

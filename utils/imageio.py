@@ -460,8 +460,12 @@ def list_images(spec) -> list[Path]:
             raise ImageError(p, "no images found in this folder")
         return found
     if any(ch in str(spec) for ch in "*?["):
-        found = sorted(Path(q) for q in glob.glob(str(spec), recursive=True)
-                       if os.path.isfile(q) and is_image_path(q))
+        seen, found = set(), []
+        for q in sorted(glob.glob(str(spec), recursive=True)):
+            real = os.path.realpath(q)      # a file reached twice (links, loops) counts once
+            if os.path.isfile(q) and is_image_path(q) and real not in seen:
+                seen.add(real)
+                found.append(Path(q))
         if not found:
             raise ImageError(spec, "no images match this pattern")
         return found

@@ -3,9 +3,9 @@ tensor or a path in; the restored image out in the same type, dtype, layout and 
 rules follow the file loader's (utils/imageio.py), and everything else is refused with a
 ``TypeError`` or ``ValueError`` rather than turned into a white or black image:
 
-* ``uint8`` is divided by 255, ``uint16`` by 65535; other integer types (int8..int64, uint32,
+* ``uint8`` is divided by 255, ``uint16`` by 65535; other integer types (int16..int64, uint32,
   uint64) are 8-bit when every value is in 0..255, 16-bit when in 0..65535; negative or larger
-  values are refused.
+  values, and a type that cannot hold the range (int8; int16 above 255), are refused.
 * floats (16/32/64-bit) are taken as they are in [0, 1]; values a little outside (within
   [-0.5, 1.5]: an unclipped noisy observation) are clipped, with a warning; anything else (a
   float array in 0–255) is refused: divide it by 255 first.
@@ -47,7 +47,7 @@ class Like:
 def _white(a: np.ndarray, what: str) -> float:
     """The value meaning white for an array's dtype and values (the rules above)."""
     if a.dtype == np.bool_:
-        raise TypeError(f"{what}: a boolean array is a mask, not an image (pass it as mask=)")
+        raise TypeError(f"{what}: a boolean array is a mask, not an image")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise TypeError(f"{what}: pixels of type {a.dtype} are not supported (integers or "
                         "floats)")
@@ -72,7 +72,11 @@ def _white(a: np.ndarray, what: str) -> float:
     if hi > 65535:
         raise ValueError(f"{what}: {a.dtype} pixels up to {hi}; integer images are 0..255 "
                          "(8-bit) or 0..65535 (16-bit)")
-    return 255.0 if hi <= 255 else 65535.0
+    white = 255.0 if hi <= 255 else 65535.0
+    if np.iinfo(a.dtype).max < white:   # the output could not be given back in this dtype
+        raise TypeError(f"{what}: {a.dtype} cannot hold {'8' if white == 255 else '16'}-bit "
+                        f"pixels (0..{white:.0f}); pass {'uint8' if white == 255 else 'uint16'}")
+    return white
 
 
 def _from_hwc(a: np.ndarray, what: str, like: Like) -> tuple[LoadedImage, Like]:

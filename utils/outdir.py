@@ -30,25 +30,40 @@ class WriteError(ImageError):
     image was kept."""
 
 
+def _safe(name: str) -> str:
+    """A folder name that stays inside the output folder and on one line: control characters
+    become ``_``, leading dots go (``..`` would climb out; hidden names are the run's own), and a
+    summary table's name gets ``_image``."""
+    name = "".join("_" if ord(c) < 32 or c in "/\\" else c for c in name).lstrip(".")
+    name = name or "image"
+    return f"{name}_image" if name in SUMMARY_FILES else name
+
+
 def unique_names(images) -> list[str]:
-    """Give every image (``LoadedImage``) a distinct ``name`` (its output folder), in place:
-    the stem; where stems clash, ``stem_ext``; then ``parent_stem_ext``; then a number.
+    """Give every image (``LoadedImage``) a distinct, safe ``name`` (its output folder), in
+    place: the stem; where stems clash, ``stem_ext``; then ``parent_stem_ext``; then a number.
     Returns one line per renamed image (for the user)."""
-    steps = (lambda im: f"{im.name}_{im.path.suffix.lstrip('.').lower()}",
-             lambda im: f"{im.path.parent.name}_{im.name}")
     before = [im.name for im in images]
+    for im in images:
+        im.name = _safe(im.name)
+    steps = (lambda im: f"{im.name}_{im.path.suffix.lstrip('.').lower()}",
+             lambda im: _safe(f"{im.path.parent.name}_{im.name}"))
     for step in steps:
         count = Counter(im.name for im in images)
         for im in images:
             if count[im.name] > 1 and im.path is not None:
                 im.name = step(im)
-    count, seen = Counter(im.name for im in images), Counter()
+    taken, count = set(), Counter(im.name for im in images)
     for im in images:
-        if count[im.name] > 1:
-            seen[im.name] += 1
-            im.name = f"{im.name}_{seen[im.name]}"
-    return [f"{im.path or old}: shares its name with another input; its outputs go to "
-            f"{im.name}/" for im, old in zip(images, before) if im.name != old]
+        if count[im.name] > 1 or im.name in taken:
+            k, base = 1, im.name
+            while f"{base}_{k}" in taken or count[f"{base}_{k}"]:
+                k += 1
+            im.name = f"{base}_{k}"
+        taken.add(im.name)
+    return [f"{im.path or old}: its outputs go to {im.name}/ (" + (
+        "its name cannot be a folder name)" if _safe(old) != old else
+        "another input has the same name)") for im, old in zip(images, before) if im.name != old]
 
 
 def _existing_files(folder: Path):
@@ -67,6 +82,10 @@ def check_clashes(out_root, reads: dict) -> None:
     summaries = [(out_root / f).resolve() for f in SUMMARY_FILES]
     written = [f for d in folders.values() for f in _existing_files(d)]
     written += [f for f in summaries if f.is_file()]
+    for name, d in folders.items():
+        if d.exists() and not d.is_dir():
+            raise ImageError(out_root / name, "is a file where this run would put the outputs "
+                                              f"of image {name}: choose another --out")
     for name, paths in reads.items():
         for p in paths:
             p = Path(p)

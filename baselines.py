@@ -33,7 +33,8 @@ from tasks import all_tasks
 from utils.classic import METHODS, available, bm3d
 from utils.config import resolve_config
 from utils.fit import cpu_model
-from utils.imageio import atomic_write_text, load_image
+from utils.atomic import atomic_write_text
+from utils.imageio import load_image
 from utils.tables import csv_number, csv_text, key_value
 from utils.task import score
 

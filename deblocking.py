@@ -8,6 +8,7 @@ restored, as deblocking papers do (``--color rgb`` restores all three channels).
     python deblocking.py                       # classic5 and LIVE1 at q = 10
     python deblocking.py --image photo.jpg --observed   # a real JPEG: not re-compressed
 """
+import dataclasses
 import sys
 
 from utils.imageio import from_uint8, to_tensor, to_uint8
@@ -63,7 +64,7 @@ def make_problem(img, cfg):
         # Y in [16, 235]/255 (BT.601 studio range), quantised to 8 bits like a decoded image
         luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
         clean, padded = luma(clean), luma(padded)
-        like = type(img)(**{**img.__dict__, "array": clean, "mode": "L", "alpha": None})
+        like = dataclasses.replace(img, array=clean, mode="L", alpha=None)
     else:
         like = img
     if cfg["observed"]:

@@ -70,8 +70,6 @@ def make_problem(img, cfg):
 def validate(cfg):
     if not cfg["blur_sigma"] > 0:
         return f"--blur-sigma must be > 0, got {cfg['blur_sigma']}"
-    if cfg["sigma"] < 0:
-        return f"--sigma must be >= 0, got {cfg['sigma']}"
 
 
 TASK = Task("deblurring", config, make_problem, quick=quick, data_groups=("denoising",),

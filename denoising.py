@@ -65,13 +65,8 @@ def make_problem(img, cfg):
                    inputs={"noisy": noisy}, observed=noisy)
 
 
-def validate(cfg):
-    if cfg["sigma"] < 0:
-        return f"--sigma must be >= 0, got {cfg['sigma']}"
-
-
 TASK = Task("denoising", config, make_problem, quick=quick, data_groups=("denoising",),
-            defaults=("astronaut",), validate=validate, order=1,
+            defaults=("astronaut",), order=1,
             protocol=(("denoising", {"sigma": 25.0}),), baselines=("input", "cbm3d", "nlm", "tv"))
 
 if __name__ == "__main__":

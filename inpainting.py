@@ -7,6 +7,7 @@ mask (regenerated bit for bit), a mask image beside the input (``NAME_mask.png``
     python inpainting.py                                  # the 11 Bernoulli images of DIP Table 1
     python inpainting.py --image photo.png --mask holes.png --observed
 """
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def user_mask(img, cfg):
 
 def reads(img, cfg):
     """The mask file this image's run reads, checked (the command line calls this up front)."""
-    known, _ = user_mask(img, cfg)
-    return [] if known is None else [Path(mask_file(img, cfg))]
+    path = mask_file(img, cfg)
+    if path is not None:
+        _checked(load_mask(path, img.array.shape[:2]), path)
+    return [] if path is None else [Path(path)]
 
 
 def make_problem(img, cfg):
@@ -91,7 +94,7 @@ def make_problem(img, cfg):
     # the mask follows the image through the quick crop / --crop32 exactly like the pixels
     a = img.array if mask is None else np.concatenate(
         [img.array, mask[..., None].astype(np.float32)], -1)
-    stacked = type(img)(**{**img.__dict__, "array": a})
+    stacked = dataclasses.replace(img, array=a)
     clean, padded, region = prepare(stacked, cfg)
     h, w = region
     if mask is None:

@@ -30,7 +30,8 @@ import torch
 from tasks import all_tasks, restore
 from utils.cli import build_parser, given_options
 from utils.fit import cpu_model
-from utils.imageio import atomic_write_text, to_tensor
+from utils.atomic import atomic_write_text
+from utils.imageio import to_tensor
 from utils.physics import enhance
 from utils.stopping import sharpness
 from utils.tables import csv_text, fmt, markdown

@@ -11,7 +11,8 @@ import torch
 
 from paper.experiments import figure_runs
 from paper.tables import experiments_lines, meta_lines, missing_lines, read_log, record, run_images
-from utils.imageio import atomic_write_text, load_image
+from utils.atomic import atomic_write_text
+from utils.imageio import load_image
 from utils.plots import fbc_panel, montage, plt, psnr_panel, psnr_ratio_panel, save_figure
 from utils.stopping import RatioStop
 from utils.tables import MISSING as DASH, csv_text, markdown

@@ -24,7 +24,7 @@ import torch
 from paper.experiments import task_runs
 from paper.published import DISPLAY, MEANS, PER_IMAGE, setting_key
 from utils.classic import METHODS
-from utils.imageio import atomic_write_bytes, atomic_write_text
+from utils.atomic import atomic_write_bytes, atomic_write_text
 from utils.tables import MISSING as DASH, csv_number, csv_text, fmt, key_value, markdown
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageOps
 
-from utils.imageio import (ImageError, atomic_write, atomic_write_text, center_crop_multiple,
-                           crop_to, list_images, load_image, load_mask, pad_to_multiple,
-                           save_image, to_array, to_tensor)
+from utils.atomic import atomic_write, atomic_write_text
+from utils.imageio import (ImageError, center_crop_multiple, crop_to, list_images, load_image,
+                           load_mask, pad_to_multiple, save_image, to_array, to_tensor)
 
 SETTINGS = settings(max_examples=25, deadline=None)
 sizes = st.integers(16, 300)

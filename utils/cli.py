@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -32,11 +31,12 @@ import numpy as np
 import torch
 
 import dataset
-from utils.config import (RUN_OPTIONS, check_config, choices, fit_options, network_options,
-                          recorded, resolve_config)
+from utils.config import (ALIASES, RUN_OPTIONS, check_config, choices, fit_options,
+                          network_options, recorded, resolve_config)
 from utils.fit import resolve_device
-from utils.imageio import (ImageError, LoadedImage, atomic_write_text, list_images, load_image,
-                           save_image, to_array, to_tensor)
+from utils.atomic import atomic_write_text
+from utils.imageio import (ImageError, LoadedImage, list_images, load_image, save_image, to_array,
+                           to_tensor)
 from utils.metrics import psnr
 from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_empty, staged,
                           unique_names)
@@ -44,7 +44,6 @@ from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import cell, csv_text, fmt, markdown, strict_json
 from utils.task import Task, fit_problem, score
 
-ALIASES = {"ln_lambda": ["--lambda"]}
 LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
                "ratio")
 SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
@@ -240,7 +239,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                   hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
                   size=list(problem.region), inputs=list(problem.inputs),
                   source=dict(path=str(img.path) if img.path else None,
-                              pixels_sha256=pixels_sha256(img)))
+                              pixels_sha256=img.pixels_sha256))
     atomic_write_text(folder / "summary.json", strict_json(record))
     return summary
 
@@ -293,14 +292,6 @@ def _distributed():
     return dist.get_rank(), world
 
 
-def pixels_sha256(img: LoadedImage) -> str:
-    """The fingerprint of an input's pixels (and alpha): a rerun skips only the same image."""
-    h = hashlib.sha256(np.ascontiguousarray(img.array).tobytes())
-    if img.alpha is not None:
-        h.update(np.ascontiguousarray(img.alpha).tobytes())
-    return h.hexdigest()
-
-
 def _finished(out: Path, cfg: dict, img: LoadedImage):
     """The summary row of this image (same pixels) already fitted to the end with the same
     hyperparameters, or None (an interrupted fit is not finished; another image that had the
@@ -312,9 +303,8 @@ def _finished(out: Path, cfg: dict, img: LoadedImage):
         rec = json.loads(f.read_text())
     except (OSError, ValueError):
         return None
-    if rec.get("interrupted") or rec.get("status", "ok") != "ok":
-        return None
-    if (rec.get("source") or {}).get("pixels_sha256") != pixels_sha256(img):
+    if rec.get("status") != "ok" or (rec.get("source") or {}).get("pixels_sha256") != \
+            img.pixels_sha256:
         return None
     same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
     keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs",

@@ -34,6 +34,7 @@ RUN_OPTIONS = {
     "crop32": (False, "centre-crop to a multiple of 32 like the authors (default: "
                       "reflect-pad, and crop the output back to the input's size)"),
 }
+ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the command line
 NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
 
@@ -141,7 +142,8 @@ RANGES = {
                      "sync_every", "channels", "channels_down", "channels_up", "input_channels",
                      "scales"), _POSITIVE_INT),
     **dict.fromkeys(("seed", "mask_seed", "channels_skip"), _NATURAL),
-    "crop": (lambda v: v == 0 or v >= MIN_SIZE, f"0 (the whole image) or an integer >= {MIN_SIZE}"),
+    "crop": (lambda v: v == 0 or v >= MIN_SIZE,
+             f"0 (the whole image) or an integer >= {MIN_SIZE}"),
     **dict.fromkeys(("lr", "input_var", "stop_eps", "backtrack_db", "norm_lambda"), _POSITIVE),
     **dict.fromkeys(("ln_lambda", "reg_noise_std", "sigma", "act_slope", "detail_gain"),
                     _NON_NEGATIVE),
@@ -151,27 +153,28 @@ RANGES = {
 
 
 def flag(name: str) -> str:
-    """The command-line spelling of an option in messages (``ln_lambda`` is ``--lambda``)."""
-    return "--lambda" if name == "ln_lambda" else "--" + name.replace("_", "-")
+    """The command-line spelling of an option in messages: its alias where it has one
+    (``ln_lambda`` is ``--lambda``)."""
+    return ALIASES.get(name, ["--" + name.replace("_", "-")])[0]
 
 
 def _typed(name, value, default):
     """``value`` in the type of the option's default, or a ValueError naming the option."""
-    flag_ = flag(name)
+    opt = flag(name)
     if isinstance(default, bool):
         if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{flag_} must be true or false, got {value!r}")
+            raise ValueError(f"{opt} must be true or false, got {value!r}")
         return bool(value)
     if isinstance(default, int):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float)) \
                 or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{flag_} must be an integer, got {value!r}")
+            raise ValueError(f"{opt} must be an integer, got {value!r}")
         return int(value)
     if isinstance(default, float):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-            raise ValueError(f"{flag_} must be a number, got {value!r}")
+            raise ValueError(f"{opt} must be a number, got {value!r}")
         if not math.isfinite(value):
-            raise ValueError(f"{flag_} must be a finite number, got {value}")
+            raise ValueError(f"{opt} must be a finite number, got {value}")
         return float(value)
     if isinstance(default, (tuple, list)):
         items = tuple(value) if isinstance(value, (tuple, list)) else (value,)

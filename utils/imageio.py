@@ -7,9 +7,8 @@ unchanged on save, at the input's bit depth. Every problem with an input file
 becomes an :class:`ImageError` whose message is one line naming the file, so
 task scripts can print ``error: <msg>`` and exit 2 instead of a traceback.
 
-All writes (images, and the CSV/JSON writers elsewhere, via
-:func:`atomic_write_text`) go through :func:`atomic_write`, so an interrupted
-run never leaves a half-written file behind.
+All writes (images here, the CSV/JSON/figure writers elsewhere) go through
+utils/atomic.py, so an interrupted run never leaves a half-written file behind.
 
 16-bit colour PNG, which Pillow cannot read or write at full depth, goes through
 the small codec in utils/png16.py; 16-bit colour TIFF through tifffile.
@@ -17,25 +16,27 @@ the small codec in utils/png16.py; 16-bit colour TIFF through tifffile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import hashlib
 import os
 import struct
-import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
 
 from utils import png16
+from utils.atomic import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask",
-    "save_image", "atomic_write", "atomic_write_text", "atomic_write_bytes",
+    "save_image",
     "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
     "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8", "MIN_SIZE",
     "pil_pixels", "from_pixels", "attach_alpha",
@@ -85,7 +86,20 @@ class LoadedImage:
 
     def __post_init__(self):
         if not self.mode:
-            self.mode = ("L" if self.channels == 1 else "RGB") + ("A" if self.alpha is not None else "")
+            self.mode = self.plain_mode
+
+    @property
+    def plain_mode(self) -> str:
+        """The 8-bit PIL mode of these channels: L, LA, RGB or RGBA."""
+        return ("L" if self.channels == 1 else "RGB") + ("A" if self.alpha is not None else "")
+
+    @functools.cached_property
+    def pixels_sha256(self) -> str:
+        """The fingerprint of the pixels and alpha (a rerun skips only the same image)."""
+        h = hashlib.sha256(np.ascontiguousarray(self.array).tobytes())
+        if self.alpha is not None:
+            h.update(np.ascontiguousarray(self.alpha).tobytes())
+        return h.hexdigest()
 
     @property
     def channels(self) -> int:
@@ -151,7 +165,7 @@ def _exif_orientation(img: Image.Image) -> int:
         return 1
 
 
-def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None] | None:
+def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None, int] | None:
     """(uint16 (H, W, C), orientation, icc, pages) for a multi-sample 16-bit TIFF, else None.
 
     Pillow cannot open 16-bit gray+alpha TIFF and truncates 16-bit RGB, so these
@@ -290,40 +304,6 @@ def load_mask(path, shape_hw) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- writing
-
-def atomic_write(path, write_fn: Callable[[Path], object]) -> Path:
-    """Call ``write_fn(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic on one filesystem, so readers (and a crashed or
-    interrupted run) see either the old file or the complete new one. On any
-    failure, including KeyboardInterrupt, the temporary file is removed and
-    ``path`` is untouched. Missing parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden name and a .tmp suffix, so list_images never picks up a leftover.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.open("xb").close()  # created with the umask's permissions, unlike mkstemp's 0600
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Atomically write ``data`` to ``path``."""
-    return atomic_write(path, lambda p: p.write_bytes(data))
-
-
-def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
-    """Atomically write ``text`` to ``path`` (newlines written as given)."""
-    return atomic_write(path, lambda p: p.write_text(text, encoding=encoding, newline=""))
-
 
 def _same_file(a: Path, b) -> bool:
     try:

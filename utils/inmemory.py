@@ -99,7 +99,7 @@ def _from_pil(image: Image.Image) -> tuple[LoadedImage, Like]:
     pixels = pixels if pixels.ndim == 3 else pixels[..., None]
     img = from_pixels(pixels, white, image.mode, "image")
     mode = image.mode if image.mode in ("I", "F") or image.mode.startswith("I;16") else \
-        ("L" if img.channels == 1 else "RGB") + ("A" if img.alpha is not None else "")
+        img.plain_mode
     return img, Like("pil", scale=white, mode="I;16" if mode.startswith("I;16") else mode,
                      alpha=img.alpha)
 
@@ -109,8 +109,7 @@ def from_memory(image) -> tuple[LoadedImage, Like]:
     result back (``to_memory``); TypeError/ValueError for what the rules above refuse."""
     if isinstance(image, (str, Path)):
         img = load_image(image)
-        mode = "I;16" if img.bit_depth == 16 and img.channels == 1 and img.alpha is None else \
-            ("L" if img.channels == 1 else "RGB") + ("A" if img.alpha is not None else "")
+        mode = "I;16" if img.bit_depth == 16 and img.plain_mode == "L" else img.plain_mode
         return img, Like("path", mode=mode, alpha=img.alpha)
     if isinstance(image, Image.Image):
         return _from_pil(image)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.imageio import atomic_write_bytes  # noqa: E402
+from utils.atomic import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig, path, dpi=110):

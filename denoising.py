@@ -11,7 +11,7 @@ The observation is ``clip(x + N(0, σ/255), 0, 1)``; the data term is ``‖f(z) 
 import sys
 
 from utils.imageio import to_tensor
-from utils.metrics import psnr, ssim
+from utils.metrics import estimate_sigma, psnr, ssim
 from utils.physics import IdentityTerm, add_gaussian_noise
 from utils.task import Problem, Task, prepare
 
@@ -37,7 +37,7 @@ config = dict(
     stop_eps=0.01,                  # ε of the ratio rule
     stop_patience=1000,             # patience of the variance rule (iterations)
     log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
-    sigma=25.0,                     # noise level σ on the 0-255 scale
+    sigma=25.0,                     # noise level σ on the 0-255 scale (auto: estimated, --observed)
     seed=0,                         # seed of the noise, the init and the code
     device="auto",                  # auto | cpu | cuda
     restarts=1,                     # independent fits averaged (DIP: +0.6 dB for two)
@@ -53,8 +53,12 @@ def make_problem(img, cfg):
     clean, padded, region = prepare(img, cfg)
     if cfg["observed"]:
         y = to_tensor(padded)
+        base, sigma = {}, None
+        if cfg["sigma"] == "auto":   # a real noisy photo: σ from its wavelet coefficients
+            sigma = estimate_sigma(clean)
+            base["sigma_estimate"] = 255 * sigma
         return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"noisy": clean},
-                       observed=clean)
+                       observed=clean, baseline=base, noise_sigma=sigma)
     x = to_tensor(padded)
     y = add_gaussian_noise(x, cfg["sigma"], seed=cfg["seed"])
     h, w = region
@@ -62,10 +66,18 @@ def make_problem(img, cfg):
     base = {"psnr_in": float(psnr(y[..., :h, :w], x[..., :h, :w])[0]),
             "ssim_in": float(ssim(y[..., :h, :w], x[..., :h, :w])[0])}
     return Problem(IdentityTerm(y), x.shape[-2:], region, target=x, baseline=base,
-                   inputs={"noisy": noisy}, observed=noisy)
+                   inputs={"noisy": noisy}, observed=noisy, noise_sigma=cfg["sigma"] / 255)
+
+
+def validate(cfg):
+    if cfg["sigma"] == "auto" and not cfg["observed"]:
+        return ("--sigma auto estimates σ of a noisy photo: it needs --observed (the synthetic "
+                "noise needs a number)")
+    return None
 
 
 TASK = Task("denoising", config, make_problem, quick=quick, data_groups=("denoising",),
+            validate=validate,
             defaults=("astronaut",), order=1,
             protocol=(("denoising", {"sigma": 25.0}),), baselines=("input", "cbm3d", "nlm", "tv"))
 

@@ -27,7 +27,7 @@ import numpy as np
 from utils.config import check_config, options, resolve_config
 from utils.imageio import to_array
 from utils.inmemory import from_memory, to_memory
-from utils.task import Task, fit_problem, score
+from utils.task import Task, fit_problem, oracle_free_metrics, score
 
 ROOT = Path(__file__).resolve().parent
 _DECLARES = re.compile(r"^TASK = Task\(", re.M)
@@ -111,8 +111,10 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt
     h, w = problem.region
-    arr = to_array(res.output.mean(0, keepdim=True)[..., :h, :w])
-    metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else {}
+    arr = to_array(res.final()[..., :h, :w])
+    metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else \
+        dict(problem.baseline)
+    metrics.update(oracle_free_metrics(problem, res))
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[0], history=res.history, fit=res,
                     observed=problem.observed)

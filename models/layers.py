@@ -10,6 +10,8 @@ can hold independent fits (several images or restarts) and give the same numbers
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,8 +71,21 @@ class LipschitzConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=(kernel_size - 1) // 2, bias=bias,
                          padding_mode="reflect" if pad == "reflection" else "zeros")
-        self.ln_lambda = float(ln_lambda) if ln_lambda else None
+        # λ lives in a buffer as well, so that batched members (utils/members.py stacks the
+        # buffers of its nets) can each have their own: --lambda auto
+        self.register_buffer("bound", torch.tensor(math.inf))
+        self.ln_lambda = ln_lambda
         self.sigma_method = sigma_method
+
+    @property
+    def ln_lambda(self) -> float | None:
+        """λ, or None for no control (λ = ∞ gives the same weights but is still controlled)."""
+        return self._ln_lambda
+
+    @ln_lambda.setter
+    def ln_lambda(self, value):
+        self._ln_lambda = float(value) if value else None
+        self.bound.fill_(self._ln_lambda or math.inf)
 
     @property
     def controlled(self) -> bool:
@@ -83,7 +98,7 @@ class LipschitzConv2d(nn.Conv2d):
             return self.weight
         if sigma is None:
             sigma = sigma_max(self.weight.flatten(1), self.sigma_method)
-        return self.weight / torch.clamp(sigma / self.ln_lambda, min=1.0)
+        return self.weight / torch.clamp(sigma / self.bound, min=1.0)
 
     def forward(self, x, sigma: torch.Tensor | None = None):
         w = self.effective_weight(sigma)

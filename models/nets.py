@@ -255,7 +255,7 @@ def build_net(name: str, in_channels: int, out_channels: int, **options) -> DIPN
             raise ValueError(f"ln_lambda list has {len(per_layer)} values, the net has "
                              f"{len(convs)} controlled convs")
         for (_, m), lam in zip(convs, per_layer):
-            m.ln_lambda = float(lam) if lam else None
+            m.ln_lambda = lam
     return net
 
 

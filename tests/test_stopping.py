@@ -201,7 +201,8 @@ def test_variance_stop_nan_is_no_decision():
 
 
 def test_one_interface_for_every_rule(imgs):
-    """update(iteration, output, ratio=None) -> stopped, for every rule of STOP_RULES."""
+    """update(iteration, output, ratio=None, heldout=None) -> stopped, for every rule of
+    STOP_RULES."""
     x = torch.stack([imgs["astronaut"][:, :64, :64], imgs["noisy"][:, :64, :64]])
     for name in STOP_RULES:
         rule = make_stop_rule(name, window=2, eps=1e9, patience=1)
@@ -209,7 +210,7 @@ def test_one_interface_for_every_rule(imgs):
             assert name == "none"
             continue
         for i in range(6):
-            flags = rule.update(i, x, ratio=blur_sharpness_ratio(x))
+            flags = rule.update(i, x, ratio=blur_sharpness_ratio(x), heldout=torch.ones(2))
         assert flags.shape == (2,) and flags.all(), name
         assert rule.output.shape == x.shape and (rule.stop_iteration >= 0).all()
     with pytest.raises(ValueError, match="ratio"):

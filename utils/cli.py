@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 import dataset
-from utils.config import (ALIASES, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, recorded, resolve_config)
+from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
+                          network_options, number_or_auto, recorded, resolve_config)
 from utils.fit import resolve_device
 from utils.atomic import atomic_write_text
 from utils.imageio import (ImageError, LoadedImage, list_images, load_image, save_image, to_array,
@@ -42,7 +42,7 @@ from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_emp
                           unique_names)
 from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import cell, csv_text, fmt, markdown, strict_json
-from utils.task import Task, fit_problem, score
+from utils.task import Task, fit_problem, oracle_free_metrics, score, uncertainty_map
 
 LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
                "ratio")
@@ -64,7 +64,7 @@ def _add(group, name, value, help):
     elif isinstance(value, (tuple, list)):
         kw.update(nargs="+", type=type(value[0]) if value else float)
     else:
-        kw["type"] = str if value is None else type(value)
+        kw["type"] = number_or_auto if name in AUTO else str if value is None else type(value)
     group.add_argument(_flag(name), *ALIASES.get(name, []), **kw)
 
 
@@ -195,10 +195,12 @@ def write_montage(path, problem, output, metrics):
 
 
 def write_log(path, history, members):
-    rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in LOG_COLUMNS]
+    held = ("heldout",) if np.isfinite(history.get("heldout", np.nan)).any() else ()
+    columns = LOG_COLUMNS + held
+    rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in columns]
             + ([m] if members > 1 else [])
             for i in range(len(history["iteration"])) for m in range(members)]
-    header = ["iteration", *LOG_COLUMNS] + (["member"] if members > 1 else [])
+    header = ["iteration", *columns] + (["member"] if members > 1 else [])
     atomic_write_text(path, csv_text(header, rows))
 
 
@@ -210,8 +212,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
         return save_image(folder / f"{name}.png", arr, like=like, protect=protect)
 
     crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
-    final = crop(res.output.mean(0, keepdim=True))          # average of the restarts
-    ema = crop(res.ema_output.mean(0, keepdim=True))
+    final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
+    ema = crop(res.final("ema_output"))
     for name, arr in problem.inputs.items():
         save(name, arr)
     save("output", final)
@@ -225,8 +227,11 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    title=f"{task.name} · {img.name}: FBC to the observation")
         psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
                           title=f"{task.name} · {img.name}")
+    spread = uncertainty_map(res, problem.region)
+    if spread is not None:     # the restarts' per-pixel standard deviation
+        save_image(folder / "uncertainty.png", spread, protect=protect)
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
-               **extra}
+               **oracle_free_metrics(problem, res), **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
         write_montage(folder / "montage.png", problem, final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,

@@ -14,6 +14,7 @@ is still unset.  Ulyanov et al. CVPR 2018; Shi et al. IJCV 2022.
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import io
 import math
@@ -35,6 +36,7 @@ RUN_OPTIONS = {
                       "reflect-pad, and crop the output back to the input's size)"),
 }
 ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the command line
+AUTO = ("ln_lambda", "sigma")   # numbers that may also be "auto" (chosen from the observation)
 NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
 
@@ -148,8 +150,19 @@ RANGES = {
     **dict.fromkeys(("ln_lambda", "reg_noise_std", "sigma", "act_slope", "detail_gain"),
                     _NON_NEGATIVE),
     "exp_weight": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "holdout": (lambda v: 0 < v < 0.5, "a fraction in (0, 0.5)"),
     "gaussian_sigmas": (lambda v: len(v) > 0 and all(x > 0 for x in v), "numbers > 0"),
 }
+
+
+def number_or_auto(text: str):
+    """The command line's type of the ``AUTO`` options: a number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or auto, got {text!r}") from None
 
 
 def flag(name: str) -> str:
@@ -161,6 +174,8 @@ def flag(name: str) -> str:
 def _typed(name, value, default):
     """``value`` in the type of the option's default, or a ValueError naming the option."""
     opt = flag(name)
+    if name in AUTO and value == "auto":
+        return value
     if isinstance(default, bool):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{opt} must be true or false, got {value!r}")
@@ -197,7 +212,7 @@ def check_config(task, cfg: dict) -> str | None:
             if name in allowed and value not in allowed[name]:
                 allowed_ = ", ".join(map(str, allowed[name]))
                 return f"{flag(name)} must be one of {allowed_}, got {value!r}"
-            if name in RANGES and value is not None and not RANGES[name][0](value):
+            if name in RANGES and value not in (None, "auto") and not RANGES[name][0](value):
                 return f"{flag(name)} must be {RANGES[name][1]}, got {value!r}"
         resolve_device(cfg.get("device", "auto"))
     except ValueError as e:

@@ -42,7 +42,7 @@ from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 COLLAPSE = 0.5      # saturated fraction of A f(z) that counts as a collapse (see backtrack)
 FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("none", "bf16")}
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
-            "ratio")
+            "ratio", "heldout")
 
 
 def _opt(default, help):
@@ -68,9 +68,13 @@ class FitConfig:
     stop_window: int = _opt(100, "window n of the ratio rule (Eq. 8) or of the variance rule "
                                  "(evaluations)")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
-    stop_patience: int = _opt(1000, "patience of the variance rule (iterations)")
-    use_ema: bool = _opt(False, "the result is the moving average of outputs (steadier) rather "
-                                "than the stop rule's choice or the last iterate")
+    stop_patience: int = _opt(1000, "patience of the variance and validation rules (iterations)")
+    holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
+                                "validation rule and --lambda auto (Self-Validation DIP)")
+    track_heldout: bool = _opt(False, "hold pixels out and log their loss whatever the stop rule "
+                                 "(--lambda auto chooses by it)")
+    use_ema: bool = _opt(False, "the result is the moving average of outputs (steadier): at the "
+                                "stop rule's choice, or at the end")
     oracle: bool = _opt(False, "return the best-PSNR-to-ground-truth output (uses the ground "
                                "truth: for figures only)")
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
@@ -96,6 +100,15 @@ class FitResult:
     interrupted: bool = False
     warnings: list = field(default_factory=list)
     restores: list = field(default_factory=list)   # per member: backtracking restores
+    chosen: list | None = None       # members averaged into the result (None: all of them)
+    holdout: torch.Tensor | None = None   # (1, 1, h, w) 1 on the pixels held out of the loss
+    selection: dict = field(default_factory=dict)  # how they were chosen (--lambda auto)
+
+    def final(self, which: str = "output") -> torch.Tensor:
+        """The result, (1, C, H, W): the mean of the chosen members' ``output`` (or
+        ``ema_output``): one fit, the average of restarts, or the chosen λ's restarts."""
+        t = getattr(self, which)
+        return (t if self.chosen is None else t[self.chosen]).mean(0, keepdim=True)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -162,10 +175,12 @@ class Fit:
         output unless ``config.oracle``.
     region: (h, w) of the true image when the output is padded; measures use this crop.
     callbacks: callables ``cb(iteration, output)`` run at each host sync (e.g. snapshots).
+    observers: callables ``ob(iteration, output, ema, ratio, heldout)`` run at every measure,
+        on device (benchmarks/stopping.py replays stop rules on one trajectory with them).
     """
 
     def __init__(self, nets, net_input, data_term, config: FitConfig | None = None,
-                 target=None, region=None, callbacks=()):
+                 target=None, region=None, callbacks=(), observers=()):
         cfg = self.cfg = config or FitConfig()
         dev = self.dev = resolve_device(cfg.device)
         self.members = Members(nets, dev, cfg.channels_last, cfg.compile)
@@ -185,7 +200,9 @@ class Fit:
         self.gt = target.to(dev) if target is not None else None
         if cfg.oracle and self.gt is None:
             raise ValueError("oracle output needs a ground truth target")
-        self.region, self.callbacks = region, callbacks
+        self.region, self.callbacks, self.observers = region, callbacks, observers
+        if (cfg.stop == "validation" or cfg.track_heldout) and self.term.holdout is None:
+            self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region(nets))
         self.out_hw = self.term.observation.shape[-2:]
         self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
                                         cfg.stop_patience)
@@ -205,6 +222,16 @@ class Fit:
         self.pbar = None
 
     # ------------------------------------------------------------------ region crops
+    def obs_region(self, nets):
+        """The true image's (h, w) in the observation (None when the output is not padded)."""
+        if self.region is None:
+            return None
+        net = nets[0] if isinstance(nets, (list, tuple)) else nets
+        out_h = self.z0.shape[-2] * getattr(net, "code_scale", 1)
+        out_w = self.z0.shape[-1] * getattr(net, "code_scale", 1)
+        y = self.term.observation
+        return (self.region[0] * y.shape[-2] // out_h, self.region[1] * y.shape[-1] // out_w)
+
     def crop_out(self, t):
         """The true image inside an output-space tensor."""
         return t if self.region is None else t[..., :self.region[0], :self.region[1]]
@@ -237,7 +264,12 @@ class Fit:
         loss.backward()
         o = out.detach()
         w = cfg.exp_weight
-        self.ema = o.clone() if self.ema is None else self.ema.mul_(w).add_(o, alpha=1 - w)
+        if self.ema is None:
+            self.ema = o.clone()
+        elif self.stop_rule is None:
+            self.ema.mul_(w).add_(o, alpha=1 - w)
+        else:   # a stopped member's average stays what it was at its stop
+            self.ema = _where(self.active, self.ema.mul(w).add_(o, alpha=1 - w), self.ema)
         if i % cfg.log_every == 0:
             self.measure(i, o, per.detach())
         return loss
@@ -255,13 +287,19 @@ class Fit:
         p_ema = psnr(self.crop_out(self.ema), gt) if gt is not None else nan
         fbc = frequency_band_correspondence(self.crop_obs(a_o), self.y_obs)
         ratio = blur_sharpness_ratio(oc)
-        self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio], 1))
+        # the output a stop keeps: the moving average with use_ema (its held-out loss then)
+        cand = self.ema if self.cfg.use_ema else o
+        held = nan if self.term.holdout is None else \
+            self.term.heldout_loss(self.term(cand) if self.cfg.use_ema else a_o)
+        self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio, held], 1))
         self.its_logged.append(i)
+        for observe in self.observers:
+            observe(i, o, self.ema, ratio, held)
         self.backtrack(per, p_obs, a_o, o)
         if gt is not None:
             self.track_best(i, p_gt, o)
         if self.stop_rule is not None:
-            stopped = self.stop_rule.update(i, o, ratio=ratio)
+            stopped = self.stop_rule.update(i, o, ratio=ratio, heldout=held, candidate=cand)
             self.active = self.active & ~stopped
 
     def backtrack(self, per, p_obs, a_o, o):
@@ -420,7 +458,7 @@ class Fit:
         history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
         history["iteration"] = np.asarray(self.host_its, dtype=np.int64)
         last = self.good_out
-        chosen = last.clone()
+        chosen = (self.ema if self.cfg.use_ema else last).clone()
         stop_its = [None] * M
         rule = self.stop_rule
         if rule is not None and rule.output is not None:
@@ -428,10 +466,8 @@ class Fit:
             for m in range(M):
                 if bool(stopped[m]):
                     stop_its[m] = int(its[m])
-                    chosen[m] = rule.output[m]
+                    chosen[m] = rule.output[m]   # (the moving average's with use_ema)
         best_its = [int(v) if v >= 0 else None for v in self.best_it.cpu().tolist()]
-        if self.cfg.use_ema:
-            chosen = self.ema.clone()
         if self.cfg.oracle and self.best_out is not None:
             chosen = self.best_out.clone()
         if self.nan_stopped is not None:
@@ -449,10 +485,11 @@ class Fit:
                          history=history, iterations=iterations, seconds=seconds,
                          its_per_sec=iterations / seconds if seconds > 0 else float("nan"),
                          device=device_name(self.dev), interrupted=interrupted,
-                         warnings=self.warnings, restores=restores)
+                         warnings=self.warnings, restores=restores,
+                         holdout=None if self.term.holdout is None else self.term.holdout.cpu())
 
 
 def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None,
-        region=None, callbacks=()) -> FitResult:
+        region=None, callbacks=(), observers=()) -> FitResult:
     """``Fit(...).run()``: fit ``nets`` to ``data_term`` and return the result (see Fit)."""
-    return Fit(nets, net_input, data_term, config, target, region, callbacks).run()
+    return Fit(nets, net_input, data_term, config, target, region, callbacks, observers).run()

@@ -7,6 +7,7 @@ with row b of y (B independent images / ensemble members).
 The degradation helpers reproduce the settings of DIP (Ulyanov et al., CVPR 2018) and of
 Shi et al. (IJCV 2022) and are deterministic given their seed.
 """
+import copy
 import io
 import math
 import numbers
@@ -38,12 +39,64 @@ class DataTerm(nn.Module):
 
     Subclasses override :meth:`forward` (the operator A) and, where pixels are excluded,
     set the ``mask`` buffer (1 = counts; broadcastable to y).
+
+    Held-out pixels (:meth:`with_holdout`, for the validation stop of Self-Validation DIP, Li et
+    al., BMVC 2021): a random set of observed pixel positions, ``holdout`` (1, 1, h, w) = 1, is
+    left out of :meth:`loss` and scored alone by :meth:`heldout_loss`.
     """
 
     def __init__(self, observation, mask=None):
         super().__init__()
         self.register_buffer("observation", _4d(observation).float())
         self.register_buffer("mask", None if mask is None else _4d(mask).float())
+        self.register_buffer("holdout", None)
+
+    def with_holdout(self, fraction, seed=0, region=None):
+        """A copy of this term whose loss leaves out ``round(fraction · n)`` of its n observed
+        pixel positions (all channels of a position together), drawn with ``seed``; the
+        observation and the operator are shared, not copied.
+
+        region: (h, w) of the true image in the observation when it is padded: positions are
+        drawn inside it, and the padding (a mirror of the image, which would show the net the
+        noise of held-out pixels) leaves the loss too."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+        y = self.observation
+        H, W = y.shape[-2:]
+        inside = torch.zeros(H, W, dtype=torch.bool, device=y.device)
+        h, w = region or (H, W)
+        inside[:h, :w] = True
+        known = inside
+        if self.mask is not None:   # only pixels that are observed can be held out
+            known = inside & (self.mask > 0).all(1).all(0).expand(H, W)
+        where = known.flatten().nonzero().flatten().cpu()
+        g = torch.Generator().manual_seed(int(seed))
+        n = min(max(1, round(fraction * len(where))), len(where) - 1)
+        if n < 1:
+            raise ValueError("too few observed pixels to hold any out")
+        hold = torch.zeros(H * W)
+        hold[where[torch.randperm(len(where), generator=g)[:n]]] = 1
+        hold = hold.view(1, 1, H, W).to(y.device)
+        term = copy.copy(self)
+        term._buffers = dict(self._buffers, holdout=hold,
+                             holdout_keep=inside.float()[None, None] * (1 - hold))
+        return term
+
+    def fitted_mask(self):
+        """1 where a pixel counts in :meth:`loss`: ``mask`` without the held-out positions (and,
+        with held-out pixels, without the padding)."""
+        if self.holdout is None:
+            return self.mask
+        keep = self.holdout_keep
+        return keep if self.mask is None else self.mask * keep
+
+    def heldout_loss(self, ax):
+        """(B,) mean of (A(x) − y)² over the held-out pixels, from an already computed A(x)
+        (with Gaussian noise of variance σ², its expectation is the MSE to the clean image plus
+        σ², as the net never saw these pixels' noise)."""
+        r = (ax - self.observation) ** 2
+        m = self.holdout.expand_as(r)
+        return (r * m).flatten(1).sum(1) / m.flatten(1).sum(1)
 
     def forward(self, x):
         """A(x): identity here."""
@@ -52,9 +105,10 @@ class DataTerm(nn.Module):
     def loss(self, x):
         """(B,) per-sample MSE between A(x) and y over the counted pixels (DIP's loss)."""
         r = (self(x) - self.observation) ** 2
-        if self.mask is None:
+        mask = self.fitted_mask()
+        if mask is None:
             return r.flatten(1).mean(1)
-        m = self.mask.expand_as(r)
+        m = mask.expand_as(r)
         return (r * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
 
     def psnr_obs(self, x):
@@ -93,7 +147,7 @@ class MaskedTerm(DataTerm):
         super().__init__(observation, mask)
 
     def loss(self, x):
-        r = ((x - self.observation) * self.mask) ** 2
+        r = ((x - self.observation) * self.fitted_mask()) ** 2
         return r.flatten(1).mean(1)
 
 

@@ -2,15 +2,19 @@
 
 The blur/sharpness ratio and ``RatioStop`` follow Shi et al., "On Measuring and Controlling the
 Spectral Bias of the Deep Image Prior" (IJCV 2022), Sec. 4.3 (Eq. 8); ``VarianceStop`` is ES-WMV
-(Wang et al., "Early Stopping for Deep Image Prior", TMLR 2023), beyond the paper.
+(Wang et al., "Early Stopping for Deep Image Prior", TMLR 2023) and ``ValidationStop`` the
+held-out-pixel rule of Self-Validation DIP (Li et al., BMVC 2021), both beyond the paper
+(measured against it by ``python -m benchmarks.stopping``: results/stopping.md).
 
 Everything is batched over B images / fit members, runs on any device and never syncs with the
 host in the per-iteration path (no ``.item()``, no control flow on tensor values), so the fit
 loop can call it every iteration; only ``should_stop()`` syncs.
 
-Every rule has one interface: ``update(iteration, output, ratio=None) -> stopped`` (B,) bool,
-with ``output`` the fit's outputs (B, C, H, W) and ``ratio`` their blur/sharpness ratios when the
-caller has them already; after a member stops, ``stop_iteration`` and ``output`` hold the
+Every rule has one interface: ``update(iteration, output, ratio=None, heldout=None,
+candidate=None) -> stopped`` (B,) bool, with ``output`` the fit's outputs (B, C, H, W), ``ratio``
+their blur/sharpness ratios when the caller has them already, ``heldout`` the loss on held-out
+pixels (the validation rule's signal) and ``candidate`` what a stop keeps when it is not the
+output itself (the moving average of outputs); after a member stops, ``stop_iteration`` and ``output`` hold the
 iteration and output the rule chose for it.
 """
 import math
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from utils.metrics import gray_for_measures
 
 __all__ = ["blurriness", "sharpness", "blur_sharpness_ratio", "RatioStop", "VarianceStop",
-           "STOP_RULES", "make_stop_rule"]
+           "ValidationStop", "STOP_RULES", "make_stop_rule"]
 
 _MIN_SIZE = 16  # below this the 9-tap crops leave (almost) nothing to measure
 
@@ -137,11 +141,12 @@ class RatioStop:
         self.count = 0
         self.buf = self.stopped = self.stop_iteration = self.output = self.ratio = None
 
-    def update(self, iteration, output=None, ratio=None):
+    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None):
         """Record one evaluation; returns ``stopped`` (B,) bool, on device.
 
         output: the outputs (B, C, H, W) or (C, H, W); ratio: their ratios (B,) (or a scalar for
         B = 1), computed from ``output`` when not given.  Either may be omitted, not both.
+        candidate: what to keep at the stop instead of ``output`` (the moving average).
         """
         if output is not None:
             output = output.unsqueeze(0) if output.dim() == 3 else output
@@ -164,8 +169,10 @@ class RatioStop:
             r = torch.roll(self.buf, -(self.count % n2), dims=0)
             diff = (r[:self.window].mean(0) - r[self.window:].mean(0)).abs()
             new = (diff < self.eps) & ~self.stopped  # NaN compares False: no decision
-        if output is not None:
-            out = output.detach()
+        keep_this = output if candidate is None else candidate
+        if keep_this is not None:
+            out = keep_this.detach()
+            out = out.unsqueeze(0) if out.dim() == 3 else out
             keep = self.stopped.to(out.device).view(-1, *([1] * (out.dim() - 1)))
             self.output = out.clone() if self.output is None else torch.where(keep, self.output, out)
         self.stop_iteration = torch.where(new, _iteration(iteration, new.device), self.stop_iteration)
@@ -211,11 +218,14 @@ class VarianceStop:
             self.s1 += x
             self.s2 += x * x
 
-    def update(self, iteration, output, ratio=None):
+    def update(self, iteration, output, ratio=None, heldout=None, candidate=None):
         """Record one output batch (B, C, H, W) or (C, H, W); returns ``stopped`` (B,) bool.
-        (``ratio`` is not used: the rule looks at the outputs themselves.)"""
+        (``ratio`` and ``heldout`` are not used: the rule looks at the outputs themselves.)
+        candidate: what to keep at the minimum instead of ``output`` (the moving average)."""
         x = output.detach()
         x = x.unsqueeze(0) if x.dim() == 3 else x
+        c = x if candidate is None else candidate.detach()
+        c = c.unsqueeze(0) if c.dim() == 3 else c
         wn, b, dev = self.window, x.shape[0], x.device
         acc = _acc(dev)
         if self.buf is None:
@@ -227,7 +237,7 @@ class VarianceStop:
             self.min_iteration = self.stop_iteration.clone()
             self.min_variance = torch.full((b,), math.inf, device=dev, dtype=acc)
             self.variance = torch.full((b,), math.nan, device=dev, dtype=acc)
-            self.output = x.clone()
+            self.output = c.clone()
         slot = self.count % wn
         old = self.buf[slot].to(acc, copy=True)
         self.buf[slot] = x
@@ -240,7 +250,7 @@ class VarianceStop:
             self.s2 += new * new - old * old
         bshape = (-1,) + (1,) * (x.dim() - 1)
         if self.count < wn:
-            self.output = torch.where(self.stopped.view(bshape), self.output, x)
+            self.output = torch.where(self.stopped.view(bshape), self.output, c)
             return self.stopped
         var = (self.s2 - self.s1 * self.s1 / wn).flatten(1).sum(1).clamp_min(0) / (wn * self.s1[0].numel())
         self.variance = var
@@ -249,7 +259,7 @@ class VarianceStop:
         it = _iteration(iteration, dev)
         self.min_variance = torch.where(better, var, self.min_variance)
         self.min_iteration = torch.where(better, it, self.min_iteration)
-        self.output = torch.where(better.view(bshape), x, self.output)
+        self.output = torch.where(better.view(bshape), c, self.output)
         new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
         self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
         self.stopped = self.stopped | new
@@ -260,7 +270,78 @@ class VarianceStop:
         return self.stopped is not None and bool(self.stopped.all())
 
 
-STOP_RULES = ("ratio", "variance", "none")
+class ValidationStop:
+    """Self-Validation early stopping (Li et al., BMVC 2021): stop at the minimum of the smoothed
+    loss on held-out pixels.
+
+    The fit leaves a random few per cent of the observed pixels out of its loss
+    (``utils.physics.DataTerm.with_holdout``) and hands their loss l_t to ``update``.  With
+    Gaussian noise of variance σ² those pixels' noise is independent of what the net was fitted
+    to, so E[l_t] = MSE(f_t, clean on those pixels) + σ²: the minimum of l_t estimates the
+    oracle's peak without the ground truth.  Smoothing: the mean of the last ``window``
+    evaluations, L_t; the rule tracks the minimum of L_t and the output given with it, and a
+    member stops, for good, once that minimum has not improved for ``patience`` iterations.
+    A NaN/inf loss makes no decision.
+
+    Attributes as ``VarianceStop``: ``stopped``, ``stop_iteration`` (iteration of the minimum),
+    ``output`` (the output at the minimum), ``smoothed`` (latest L_t), ``min_loss``,
+    ``min_iteration``.
+    """
+
+    def __init__(self, window=10, patience=1000):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window, self.patience = int(window), patience
+        self.count = 0
+        self.buf = self.stopped = self.stop_iteration = self.output = self.smoothed = None
+
+    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None):
+        """Record one held-out loss (B,) with its outputs (B, C, H, W) (or None: then only the
+        iterations are tracked); returns ``stopped`` (B,) bool.  candidate: what to keep at the
+        minimum instead of ``output`` (the moving average, whose held-out loss is then given)."""
+        if heldout is None:
+            raise ValueError("the validation rule needs the held-out loss (a data term with "
+                             "held-out pixels: DataTerm.with_holdout)")
+        value = torch.as_tensor(heldout).detach().reshape(-1)
+        dev, b = value.device, value.numel()
+        if self.buf is None:
+            self.buf = torch.full((self.window, b), math.nan, device=dev, dtype=_acc(dev))
+            self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
+            self.stop_iteration = torch.full((b,), -1, dtype=torch.long, device=dev)
+            self.min_iteration = self.stop_iteration.clone()
+            self.min_loss = torch.full((b,), math.inf, device=dev, dtype=_acc(dev))
+        self.buf[self.count % self.window] = value
+        self.count += 1
+        out = None
+        output = output if candidate is None else candidate
+        if output is not None:
+            out = output.detach()
+            out = out.unsqueeze(0) if out.dim() == 3 else out
+            if self.output is None:
+                self.output = out.clone()
+        if self.count < self.window:
+            return self.stopped
+        smoothed = self.buf.mean(0)
+        self.smoothed = smoothed
+        ok = torch.isfinite(smoothed) & ~self.stopped
+        better = ok & (smoothed < self.min_loss)
+        it = _iteration(iteration, dev)
+        self.min_loss = torch.where(better, smoothed, self.min_loss)
+        self.min_iteration = torch.where(better, it, self.min_iteration)
+        if out is not None:
+            self.output = torch.where(better.view(-1, *([1] * (out.dim() - 1))), out,
+                                      self.output)
+        new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
+        self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
+        self.stopped = self.stopped | new
+        return self.stopped
+
+    def should_stop(self):
+        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
+        return self.stopped is not None and bool(self.stopped.all())
+
+
+STOP_RULES = ("ratio", "variance", "validation", "none")
 
 
 def make_stop_rule(name, window=100, eps=0.01, patience=1000):
@@ -269,6 +350,8 @@ def make_stop_rule(name, window=100, eps=0.01, patience=1000):
         return RatioStop(window, eps)
     if name == "variance":
         return VarianceStop(window, patience)
+    if name == "validation":
+        return ValidationStop(window, patience)
     if name == "none":
         return None
     raise ValueError(f"unknown stop rule {name!r} ({' | '.join(STOP_RULES)})")

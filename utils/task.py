@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,7 +23,9 @@ from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
 from utils.fit import fit
 from utils.imageio import LoadedImage, center_crop_multiple, pad_to_multiple, to_tensor
-from utils.metrics import psnr, ssim
+from utils.metrics import clipped_noise_power, psnr, psnr_from_mse, ssim
+
+LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Problem:
     like: LoadedImage | None = None     # mode/bit depth/alpha to save outputs with
     observed: np.ndarray | None = None  # the degraded image, (h, w, C) unpadded (baselines)
     notes: list = field(default_factory=list)      # warnings for the user (one line each)
+    noise_sigma: float | None = None    # σ of Gaussian noise on y (0-1 scale) when known
 
 
 @dataclass
@@ -107,15 +111,35 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
     return a, padded, region
 
 
+def lambdas(cfg: dict) -> list:
+    """The λ of each group of members: ``LAMBDA_AUTO`` for ``ln_lambda='auto'``, else the one
+    configured."""
+    return list(LAMBDA_AUTO) if cfg.get("ln_lambda") == "auto" else [cfg.get("ln_lambda")]
+
+
 def make_nets(cfg: dict, out_channels: int, out_hw) -> tuple[list, torch.Tensor]:
-    """``restarts`` nets and their codes, member k seeded with ``seed + 1000 k``; the global
-    random state is left as it was."""
+    """``restarts`` nets and their codes for each λ (:func:`lambdas`), member (λ j, restart k)
+    at row ``j · restarts + k`` and seeded with ``seed + 1000 k`` (the members of one restart
+    differ only in λ); the global random state is left as it was."""
     nets, codes = [], []
-    for k in range(max(int(cfg.get("restarts", 1)), 1)):
+    restarts = max(int(cfg.get("restarts", 1)), 1)
+    for lam in lambdas(cfg):
+        kw = net_kwargs(cfg)
+        if lam != kw.get("ln_lambda"):   # no control among the auto λs: an infinite bound,
+            kw["ln_lambda"] = lam or math.inf   # so that every member has the same layers
+        n, c = _nets(cfg, kw, restarts, out_channels, out_hw)
+        nets += n
+        codes.append(c)
+    return nets, torch.cat(codes)
+
+
+def _nets(cfg, kw, restarts, out_channels, out_hw):
+    nets, codes = [], []
+    for k in range(restarts):
         seed = cfg["seed"] + 1000 * k
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = build_net(cfg["net"], cfg["input_channels"], out_channels, **net_kwargs(cfg))
+            net = build_net(cfg["net"], cfg["input_channels"], out_channels, **kw)
         h, w = code_shape(net, *out_hw)
         g = torch.Generator().manual_seed(seed)
         codes.append(make_input(cfg["input"], cfg["input_channels"], h, w, var=cfg["input_var"],
@@ -124,9 +148,10 @@ def make_nets(cfg: dict, out_channels: int, out_hw) -> tuple[list, torch.Tensor]
     return nets, torch.cat(codes)
 
 
-def fit_problem(problem: Problem, cfg: dict, **fit_overrides):
-    """Fit ``restarts`` independent nets to the problem as one batch; returns
-    (``utils.fit.FitResult``, the ``FitConfig`` used)."""
+def fit_problem(problem: Problem, cfg: dict, observers=(), **fit_overrides):
+    """Fit ``restarts`` independent nets (for each λ of ``--lambda auto``) to the problem as one
+    batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers: see
+    ``utils.fit.Fit``."""
     nets, codes = make_nets(cfg, problem.data_term.observation.shape[1], problem.out_hw)
     n = len(nets)
     term = problem.data_term
@@ -136,10 +161,96 @@ def fit_problem(problem: Problem, cfg: dict, **fit_overrides):
                              observation=term.observation.expand(n, -1, -1, -1).contiguous())
     target = problem.target.expand(n, *problem.target.shape[1:]) if problem.target is not None \
         else None
+    groups = lambdas(cfg)
+    if len(groups) > 1:
+        fit_overrides = dict(fit_overrides, track_heldout=True)
     config = fit_config(cfg, **fit_overrides)
     res = fit(nets if n > 1 else nets[0], codes, term, config, target=target,
-              region=problem.region)
+              region=problem.region, observers=observers)
+    if len(groups) > 1:
+        choose_lambda(res, groups, config.stop_window)
     return res, config
+
+
+def oracle_free_metrics(problem: Problem, res) -> dict:
+    """What a fit says about itself without the ground truth (and, where the ground truth is
+    known, how its members differ):
+
+    - ``heldout_loss``: the mean of (A x − y)² over the held-out pixels for the result x, and,
+      when the noise is Gaussian with a known (or estimated) σ, ``psnr_estimate``: the PSNR of
+      MSE = loss − the noise power (σ², less where y was clipped at 0 or 1, computed for the
+      result in place of the unknown clean image: ``utils.metrics.clipped_noise_power``);
+      unbiased for a fixed x without clipping; the stop chose x by this loss, so slightly
+      optimistic;
+    - ``lambda_chosen`` with ``--lambda auto``;
+    - with several members averaged: ``uncertainty_mean``, the mean per-pixel standard deviation
+      across them (grey levels, 0-255; the map is :func:`uncertainty_map`), and with the ground
+      truth ``psnr_members`` (each member alone) and ``psnr_spread`` (their max − min).
+    """
+    out = {}
+    if res.holdout is not None:
+        term = problem.data_term
+        with torch.no_grad():
+            ax = term(res.final())
+        r = (ax - term.observation) ** 2
+        m = res.holdout.expand_as(r)
+        out["heldout_loss"] = loss = float((r * m).sum() / m.sum())
+        if problem.noise_sigma is not None:     # the noise power, less where y was clipped
+            noise = float((clipped_noise_power(ax, problem.noise_sigma) * m).sum() / m.sum())
+            out["psnr_estimate"] = psnr_from_mse(loss - noise)
+    if res.selection:
+        out["lambda_chosen"] = res.selection["lambda"]
+    members = _members(res, problem.region)
+    if len(members) > 1:
+        out["uncertainty_mean"] = float(255 * members.std(0).mean())
+        if problem.target is not None:
+            gt = problem.target[..., :problem.region[0], :problem.region[1]]
+            each = [float(psnr(x[None], gt)[0]) for x in members]
+            out["psnr_members"] = " / ".join(f"{v:.2f}" for v in each)
+            out["psnr_spread"] = max(each) - min(each)
+    return out
+
+
+def _members(res, region) -> torch.Tensor:
+    """The outputs averaged into the result, cropped to the image: (K, C, h, w)."""
+    t = res.output if res.chosen is None else res.output[res.chosen]
+    return t[..., :region[0], :region[1]]
+
+
+def uncertainty_map(res, region, full_scale: float = 0.1) -> np.ndarray | None:
+    """(h, w, 1) per-pixel standard deviation across the averaged members (mean over the
+    channels), divided by ``full_scale`` (a deviation of 0.1, about 26 grey levels, is white)
+    and clipped to [0, 1]; None for a single member."""
+    members = _members(res, region)
+    if len(members) < 2:
+        return None
+    std = members.std(0).mean(0)
+    return (std / full_scale).clamp(0, 1)[..., None].numpy()
+
+
+def heldout_at_stop(res, window: int) -> np.ndarray:
+    """Each member's held-out loss at its own stop (the last iteration if it never stopped):
+    the mean of the ``window`` logged values ending there, (M,)."""
+    held, its = res.history["heldout"], res.history["iteration"]
+    out = np.full(held.shape[1], np.nan)
+    for m, stop in enumerate(res.stop_iteration):
+        end = len(its) if stop is None else int(np.searchsorted(its, stop, side="right"))
+        rows = held[max(end - window, 0):end, m]
+        out[m] = np.nanmean(rows) if np.isfinite(rows).any() else np.nan
+    return out
+
+
+def choose_lambda(res, groups: list, window: int):
+    """``--lambda auto``: the λ whose members have the lowest mean held-out loss at their own
+    stops (no ground truth); sets ``res.chosen`` to its members and ``res.selection``."""
+    per = heldout_at_stop(res, window).reshape(len(groups), -1)   # (λ, restarts)
+    score = per.mean(1)
+    best = int(np.nanargmin(score)) if np.isfinite(score).any() else 0
+    r = per.shape[1]
+    res.chosen = list(range(best * r, (best + 1) * r))
+    name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731
+    res.selection = {"lambda": name(groups[best]),
+                     "heldout": {name(lam): float(v) for lam, v in zip(groups, score)}}
 
 
 def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:

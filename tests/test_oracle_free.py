@@ -1,0 +1,252 @@
+"""Oracle-free choices (issue 15): held-out pixels, the validation stop, --lambda auto,
+--sigma auto, the restarts' spread and uncertainty map, and the stopping benchmark at toy scale."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+import denoising
+from models import build_net, make_input
+from models.layers import LipschitzConv2d
+from utils.cli import main
+from utils.fit import FitConfig, FitResult, fit
+from utils.metrics import estimate_sigma, psnr
+from utils.physics import IdentityTerm, MaskedTerm, add_gaussian_noise
+from utils.stopping import ValidationStop
+from utils.task import LAMBDA_AUTO, choose_lambda, make_nets, uncertainty_map
+
+from test_fit import code, crop64, tiny_net
+
+TINY = ["--quick", "--quiet", "--crop", "64", "--channels", "8", "--log-every", "2"]
+
+
+# ------------------------------------------------------------------ held-out pixels
+def test_holdout_leaves_pixels_out_of_the_loss_and_scores_them_alone():
+    y = torch.rand(1, 3, 40, 50)
+    term = IdentityTerm(y).with_holdout(0.05, seed=1, region=(32, 40))
+    hold = term.holdout[0, 0]
+    assert hold.sum() == round(0.05 * 32 * 40) and hold[32:].sum() == 0 and hold[:, 40:].sum() == 0
+    x = torch.rand(1, 3, 40, 50)
+    other = x.clone()
+    other[..., hold.bool()] += 0.3          # a change on held-out pixels only ...
+    assert torch.equal(term.loss(x), term.loss(other))    # ... is not seen by the loss
+    assert term.heldout_loss(other) > term.heldout_loss(x)
+    pad = x.clone()
+    pad[..., 35:, :] = 1 - pad[..., 35:, :]  # the padding leaves the loss too
+    assert torch.equal(term.loss(x), term.loss(pad))
+    assert IdentityTerm(y).holdout is None and torch.equal(
+        IdentityTerm(y).with_holdout(0.05, seed=1, region=(32, 40)).holdout, term.holdout)
+
+
+def test_holdout_draws_known_pixels_only():
+    y = torch.rand(1, 1, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :16] = 1
+    term = MaskedTerm(y, mask).with_holdout(0.1, seed=0)
+    hold = term.holdout[0, 0]
+    assert hold[:, 16:].sum() == 0 and hold.sum() == round(0.1 * 32 * 16)
+    assert torch.equal(term.fitted_mask(), mask * (1 - term.holdout))
+
+
+def test_heldout_loss_minus_sigma2_estimates_the_mse():
+    """For an output that never saw the held-out pixels' noise: E[loss] = MSE + σ²."""
+    x = torch.rand(1, 3, 128, 128) * 0.6 + 0.2       # away from 0 and 1: no clipping
+    y = add_gaussian_noise(x, 25, seed=0)
+    term = IdentityTerm(y).with_holdout(0.05, seed=3)
+    guess = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    est = float(term.heldout_loss(guess)[0]) - (25 / 255) ** 2
+    true = float(((guess - x) ** 2).mean())
+    assert abs(est - true) < 0.25 * true
+
+
+# ------------------------------------------------------------------ the validation rule
+def test_validation_stop_finds_the_minimum_of_the_smoothed_loss():
+    rule = ValidationStop(window=3, patience=30)
+    its = np.arange(0, 300, 10)
+    loss = (its - 120.0) ** 2 / 1e4 + 1          # minimum at 120
+    loss[5] = np.nan                             # a NaN makes no decision
+    stopped_at = None
+    for it, v in zip(its, loss):
+        out = torch.full((1, 1, 4, 4), float(it))
+        if bool(rule.update(int(it), out, heldout=torch.tensor([v]))[0]) and stopped_at is None:
+            stopped_at = int(it)
+    # the trailing mean of 3 evaluations is lowest when the window is centred on 120
+    assert int(rule.stop_iteration[0]) == 130 and stopped_at == 160
+    assert float(rule.output[0, 0, 0, 0]) == 130
+    with pytest.raises(ValueError, match="held-out"):
+        ValidationStop().update(0, out)
+
+
+def test_fit_with_the_validation_stop_keeps_the_average_at_its_stop():
+    x = crop64()
+    y = add_gaussian_noise(x, 25, seed=0)
+    cfg = FitConfig(iters=400, lr=0.01, quiet=True, stop="validation", stop_window=3,
+                    stop_patience=20, log_every=2, use_ema=True, exp_weight=0.9)
+    res = fit(tiny_net(channels=16), code(), IdentityTerm(y), cfg, target=x)
+    stop = res.stop_iteration[0]
+    assert stop is not None and res.iterations < 400 and res.holdout is not None
+    held = res.history["heldout"][:, 0]
+    assert np.isfinite(held).all()
+    row = int(np.searchsorted(res.history["iteration"], stop))
+    # the result is the moving average at the stop, whose PSNR was logged there
+    assert float(psnr(res.output, x)[0]) == pytest.approx(res.history["psnr_ema"][row, 0],
+                                                          abs=1e-4)
+    assert float(psnr(res.output, x)[0]) > float(psnr(y, x)[0]) + 2
+
+
+def test_a_stopped_members_moving_average_is_frozen():
+    x = crop64().expand(2, -1, -1, -1)
+    y = add_gaussian_noise(x, 25, seed=0)
+    cfg = FitConfig(iters=60, lr=0.01, quiet=True, stop="ratio", stop_window=2, stop_eps=1e9,
+                    log_every=1, use_ema=True, sync_every=60)
+    res = fit([tiny_net(0), tiny_net(1)], torch.cat([code(0), code(1)]), IdentityTerm(y), cfg)
+    assert res.stop_iteration == [3, 3] and res.iterations == 60
+    # frozen at the stop: the average kept is the one of iteration 3, not of iteration 59
+    assert torch.equal(res.ema_output, res.output)
+
+
+# ------------------------------------------------------------------ --lambda auto
+def test_lambda_auto_members_each_keep_their_own_bound():
+    cfg, _ = denoising_cfg(ln_lambda="auto", channels=8)
+    nets, codes = make_nets(cfg, 3, (64, 64))
+    assert len(nets) == len(LAMBDA_AUTO) and torch.equal(codes[0], codes[-1])
+    bounds = [next(m for m in n.modules() if isinstance(m, LipschitzConv2d)).bound.item()
+              for n in nets]
+    assert bounds == pytest.approx([1.2, 1.4, 1.8, 2.4, math.inf])
+    # batched with vmap, each member is its own net (the λ buffer is stacked, not shared)
+    from utils.members import Members
+    batched = Members(nets, "cpu")(codes)
+    for m, net in enumerate(nets):
+        assert torch.allclose(batched[m], net(codes[m:m + 1])[0], atol=1e-5)
+    assert not torch.allclose(batched[0], batched[-1])
+
+
+def denoising_cfg(**given):
+    from utils.config import check_config, resolve_config
+    cfg, _ = resolve_config(denoising.TASK, {"quiet": True, **given}, "quick")
+    return cfg, check_config(denoising.TASK, cfg)
+
+
+def test_choose_lambda_takes_the_lowest_heldout_loss_at_each_stop():
+    its = np.arange(0, 100, 10)
+    held = np.stack([np.linspace(3, 1, 10), np.linspace(2, 2, 10), np.linspace(5, 0.5, 10)], 1)
+    res = FitResult(output=torch.zeros(3, 1, 4, 4), last_output=None, ema_output=None,
+                    stop_iteration=[None, 40, 20], best_iteration=[None] * 3, best_output=None,
+                    history={"heldout": held, "iteration": its}, iterations=100, seconds=1,
+                    its_per_sec=1, device="cpu")
+    choose_lambda(res, [1.2, 1.8, None], window=2)
+    # member 2 stopped at 20 (loss ~4.5 there), member 0 ran to the end (~1.1): λ 1.2 wins
+    assert res.chosen == [0] and res.selection["lambda"] == "1.2"
+    assert res.selection["heldout"]["none"] > res.selection["heldout"]["1.2"]
+
+
+def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    clean = data.camera()[200:264, 200:264].astype(np.float64)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    from PIL import Image
+    Image.fromarray(noisy).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    code_ = main(denoising.TASK, ["--image", str(tmp_path / "photo.png"), "--out", str(out),
+                                  "--observed", "--sigma", "auto", "--lambda", "auto",
+                                  "--stop", "validation", "--iters", "20", *TINY])
+    assert code_ == 0
+    rec = json.loads((out / "photo" / "summary.json").read_text())
+    assert 15 < rec["sigma_estimate"] < 25
+    assert rec["lambda_chosen"] in {"1.2", "1.4", "1.8", "2.4", "none"}
+    assert rec["heldout_loss"] > 0 and "psnr_estimate" in rec
+    assert "heldout" in (out / "photo" / "log.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+    assert main(denoising.TASK, ["--sigma", "auto", "--out", str(tmp_path / "o2"), *TINY]) == 2
+    assert "--observed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(denoising.TASK, ["--lambda", "big", "--out", str(tmp_path / "o3"), *TINY])
+    assert e.value.code == 2 and "a number or auto" in capsys.readouterr().err
+
+
+def test_estimate_sigma_on_synthetic_noise():
+    """Within 10 % where the noise is not clipped (a clipped σ-50 noise is weaker: it reads
+    lower, as it is)."""
+    clean = data.camera().astype(np.float32) / 255 * 0.5 + 0.25
+    for s in (15, 25, 50):
+        noisy = add_gaussian_noise(clean[..., None], s, seed=0)
+        assert estimate_sigma(noisy) * 255 == pytest.approx(s, rel=0.1)
+    rgb = add_gaussian_noise(data.astronaut().astype(np.float32) / 255 * 0.5 + 0.25, 25, seed=1)
+    assert estimate_sigma(rgb) * 255 == pytest.approx(25, rel=0.1)
+
+
+# ------------------------------------------------------------------ restarts
+def test_restarts_write_their_spread_and_an_uncertainty_map(tmp_path):
+    from PIL import Image
+    Image.fromarray(data.astronaut()[150:214, 180:244]).save(tmp_path / "face.png")
+    out = tmp_path / "out"
+    assert main(denoising.TASK, ["--image", str(tmp_path / "face.png"), "--out", str(out),
+                                 "--restarts", "2", "--iters", "12", *TINY]) == 0
+    rec = json.loads((out / "face" / "summary.json").read_text())
+    each = [float(v) for v in rec["psnr_members"].split(" / ")]
+    assert len(each) == 2 and rec["psnr_spread"] == pytest.approx(max(each) - min(each), abs=0.011)
+    assert rec["uncertainty_mean"] > 0
+    with Image.open(out / "face" / "uncertainty.png") as im:
+        assert im.size == (64, 64)
+
+
+def test_uncertainty_map_is_the_members_deviation():
+    outs = torch.zeros(2, 3, 8, 8)
+    outs[1] = 0.1
+    res = FitResult(output=outs, last_output=None, ema_output=None, stop_iteration=[None] * 2,
+                    best_iteration=[None] * 2, best_output=None, history={}, iterations=1,
+                    seconds=1, its_per_sec=1, device="cpu")
+    m = uncertainty_map(res, (8, 6))
+    assert m.shape == (8, 6, 1) and np.allclose(m, 0.1 / math.sqrt(2) / 0.1)
+    assert uncertainty_map(FitResult(**{**res.__dict__, "output": outs[:1]}), (8, 8)) is None
+
+
+# ------------------------------------------------------------------ the benchmark
+def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
+    import benchmarks.stopping as b
+    monkeypatch.setattr(b, "ITERS", 40)
+    monkeypatch.setattr(b, "WINDOW", 2)
+    monkeypatch.setattr(b, "PATIENCE", 6)
+    monkeypatch.setattr(b, "GRAY", ("camera",))
+    monkeypatch.setattr(b, "COLOUR", ("astronaut",))
+    monkeypatch.setattr(b, "SIGMAS", (25.0,))
+    monkeypatch.setattr(b, "SETTINGS", {**b.SETTINGS, "iters": 40, "channels": 8,
+                                        "log_every": 2, "stop_window": 2, "stop_patience": 6})
+    recs = b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),
+                   "--parts", "rules", "lambda"])
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0] == "rule,mean_gap_db,max_gap_db,mean_iterations"
+    assert [r.split(",")[0] for r in rows[1:]] == ["ratio", "variance", "validation", "last",
+                                                  "lambda auto"]
+    for r in (r for r in recs if r["part"] == "rules"):
+        assert all(r[k]["gap"] >= -1e-9 for k in b.RULES)    # nothing beats the oracle
+        assert r["last"]["iteration"] == r["_its"][-1]
+    text = (tmp_path / "s.md").read_text()
+    assert "## Targets" in text and "lambda auto" in text
+    # a second call resumes from the cache: nothing is fitted again
+    monkeypatch.setattr(b, "run_rules", lambda *a, **k: pytest.fail("refitted"))
+    b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),
+            "--parts", "rules"])
+
+
+def test_clipped_noise_power_and_the_psnr_estimate_under_clipping():
+    from utils.metrics import clipped_noise_power
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([0.0, 0.02, 0.5, 0.97, 1.0])
+    n = torch.randn(200000, 5, generator=g) * 0.1
+    empirical = ((((x + n).clamp(0, 1)) - x) ** 2).mean(0)
+    assert torch.allclose(clipped_noise_power(x, 0.1), empirical, rtol=0.02)
+    assert float(clipped_noise_power(torch.tensor(0.5), 0.1)) == pytest.approx(0.01, rel=1e-4)
+    # a dark image: σ² alone would make the estimate wrong by far; the clipped power does not
+    x = torch.rand(1, 1, 128, 128, generator=g) * 0.1
+    y = add_gaussian_noise(x, 25, seed=0)
+    term = IdentityTerm(y).with_holdout(0.05, seed=3)
+    guess = x + 0.02 * torch.randn(x.shape, generator=g)
+    held = float(term.heldout_loss(guess)[0])
+    m = term.holdout.expand_as(x)
+    noise = float((clipped_noise_power(guess, 25 / 255) * m).sum() / m.sum())
+    true = float(((guess - x) ** 2).mean())
+    assert abs(held - noise - true) < 0.3 * true < abs(held - (25 / 255) ** 2 - true)

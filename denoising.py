@@ -77,7 +77,7 @@ def validate(cfg):
 
 
 TASK = Task("denoising", config, make_problem, quick=quick, data_groups=("denoising",),
-            validate=validate,
+            validate=validate, auto_options=("sigma",),
             defaults=("astronaut",), order=1,
             protocol=(("denoising", {"sigma": 25.0}),), baselines=("input", "cbm3d", "nlm", "tv"))
 

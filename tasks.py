@@ -116,7 +116,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
         dict(problem.baseline)
     metrics.update(oracle_free_metrics(problem, res))
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
-                    stop_iteration=res.stop_iteration[0], history=res.history, fit=res,
+                    stop_iteration=res.stop_iteration[res.chosen[0] if res.chosen else 0],
+                    history=res.history, fit=res,
                     observed=problem.observed)
 
 

@@ -280,6 +280,7 @@ def denoising_table(ctx, task):
     methods += [run_method(ctx, f"ours (seed {s})", by[f"ours_seed{s}"], k) for s in ctx.seeds]
     methods += [run_method(ctx, "ours, Gaussian upsampling λ 1.8", by["ours_gaussian"], k),
                 run_method(ctx, "ours, variance stop", by["ours_variance"], k),
+                run_method(ctx, "ours, validation stop", by["ours_validation"], k),
                 run_method(ctx, "ours, 2 restarts averaged", by["ours_2restarts"], k)]
     group, setting = runs[0].group, runs[0].setting
     methods += baseline_methods(ctx, task, group, setting)

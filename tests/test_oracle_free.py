@@ -9,7 +9,6 @@ import torch
 from skimage import data
 
 import denoising
-from models import build_net, make_input
 from models.layers import LipschitzConv2d
 from utils.cli import main
 from utils.fit import FitConfig, FitResult, fit
@@ -162,6 +161,9 @@ def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(denoising.TASK, ["--sigma", "auto", "--out", str(tmp_path / "o2"), *TINY]) == 2
     assert "--observed" in capsys.readouterr().err
+    import deblurring
+    assert main(deblurring.TASK, ["--sigma", "auto", "--out", str(tmp_path / "o4"), *TINY]) == 2
+    assert "not offered by deblurring.py" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(denoising.TASK, ["--lambda", "big", "--out", str(tmp_path / "o3"), *TINY])
     assert e.value.code == 2 and "a number or auto" in capsys.readouterr().err

@@ -221,12 +221,13 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     extra = problem.finish(final, folder, save) if problem.finish else {}
     members = res.output.shape[0]
     write_log(folder / "log.csv", res.history, members)
-    stop_it = res.stop_iteration[0]
+    first = res.chosen[0] if res.chosen else 0     # the chosen λ's first member
+    stop_it = res.stop_iteration[first]
     if len(res.history["iteration"]):
-        fbc_figure(res.history, folder / "fbc.png",
+        fbc_figure(res.history, folder / "fbc.png", member=first,
                    title=f"{task.name} · {img.name}: FBC to the observation")
         psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
-                          title=f"{task.name} · {img.name}")
+                          member=first, title=f"{task.name} · {img.name}")
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)

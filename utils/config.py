@@ -36,7 +36,9 @@ RUN_OPTIONS = {
                       "reflect-pad, and crop the output back to the input's size)"),
 }
 ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the command line
-AUTO = ("ln_lambda", "sigma")   # numbers that may also be "auto" (chosen from the observation)
+# numbers that may also be "auto" (chosen from the observation): --lambda for every task, the
+# others for the tasks that list them in Task.auto_options
+AUTO = ("ln_lambda", "sigma")
 NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
 
@@ -212,6 +214,8 @@ def check_config(task, cfg: dict) -> str | None:
             if name in allowed and value not in allowed[name]:
                 allowed_ = ", ".join(map(str, allowed[name]))
                 return f"{flag(name)} must be one of {allowed_}, got {value!r}"
+            if value == "auto" and name in AUTO and name not in ("ln_lambda", *task.auto_options):
+                return f"{flag(name)} auto is not offered by {task.script}: give a number"
             if name in RANGES and value not in (None, "auto") and not RANGES[name][0](value):
                 return f"{flag(name)} must be {RANGES[name][1]}, got {value!r}"
         resolve_device(cfg.get("device", "auto"))

@@ -59,6 +59,8 @@ class Task:
     reads: ``(image, cfg) -> paths`` of the other files the task reads for an image (a mask),
         checked before any work (an ``ImageError`` for a bad one) and protected from the run's
         writes.
+    auto_options: the options other than ``ln_lambda`` (``--lambda auto``, every task) that
+        this task can choose itself when given ``auto`` (denoising: ``sigma``).
     """
     name: str
     config: dict
@@ -69,6 +71,7 @@ class Task:
     defaults: tuple = ("astronaut",)    # embedded skimage.data images when no data is found
     validate: Callable | None = None
     reads: Callable | None = None
+    auto_options: tuple = ()            # options besides ln_lambda that may be "auto"
     protocol: tuple = ()
     baselines: tuple = ()
     metrics: tuple = ("psnr", "ssim")   # the columns of its tables

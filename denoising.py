@@ -2,10 +2,15 @@
 
 Shi, Mettes, Maji, Snoek, "On Measuring and Controlling the Spectral Bias of the Deep Image
 Prior", IJCV 2022 (Sec. 5.1); Ulyanov, Vedaldi, Lempitsky, "Deep Image Prior", CVPR 2018.
-The observation is ``clip(x + N(0, σ/255), 0, 1)``; the data term is ``‖f(z) − y‖²``.
+The observation is ``clip(x + N(0, σ/255), 0, 1)``; the data term is ``‖f(z) − y‖²``.  The
+default stop is the validation rule (5 % of the pixels held out of the loss; Li et al., BMVC
+2021), the best of the oracle-free rules measured by ``python -m benchmarks.stopping``
+(results/stopping.md); ``--stop ratio`` is the paper's rule (Sec. 4.3).
 
     python denoising.py                         # the paper's 9 images (or the embedded default)
     python denoising.py --image my_photo.png --observed   # a real noisy photo: no noise added
+    python denoising.py --stop ratio                      # the paper's stopping rule
+    python denoising.py --lambda auto                     # λ chosen by the held-out pixels
     python denoising.py --help
 """
 import sys
@@ -32,10 +37,10 @@ config = dict(
     iters=10000,                    # iterations (at most: the stop rule ends the fit earlier)
     reg_noise_std=0.0,              # DIP's input perturbation z + N(0, std) per iteration
     exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
-    stop="ratio",                   # stopping rule: ratio | variance | none
+    stop="validation",              # stopping rule: validation | ratio (paper) | variance | none
     stop_window=100,                # window n of the stopping rule (evaluations)
     stop_eps=0.01,                  # ε of the ratio rule
-    stop_patience=1000,             # patience of the variance rule (iterations)
+    stop_patience=1000,             # patience of the validation and variance rules (iterations)
     log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
     sigma=25.0,                     # noise level σ on the 0-255 scale (auto: estimated, --observed)
     seed=0,                         # seed of the noise, the init and the code
@@ -44,9 +49,10 @@ config = dict(
     crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
 # ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder; the moving
-# average of outputs is the result (benchmarks/robustness.py: results/robustness.md) ----
-quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=20,
-             use_ema=True)
+# average of outputs is the result (benchmarks/robustness.py: results/robustness.md); the stop's
+# window and patience are those benchmarks/stopping.py measured (results/stopping.md) ----
+quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=10,
+             stop_patience=200, use_ema=True)
 
 
 def make_problem(img, cfg):

@@ -94,6 +94,7 @@ def test_fit_with_the_validation_stop_keeps_the_average_at_its_stop():
     assert float(psnr(res.output, x)[0]) == pytest.approx(res.history["psnr_ema"][row, 0],
                                                           abs=1e-4)
     assert float(psnr(res.output, x)[0]) > float(psnr(y, x)[0]) + 2
+    assert torch.equal(res.ema_output, res.output)   # the average at the stop, not at the decision
 
 
 def test_a_stopped_members_moving_average_is_frozen():
@@ -252,3 +253,13 @@ def test_clipped_noise_power_and_the_psnr_estimate_under_clipping():
     noise = float((clipped_noise_power(guess, 25 / 255) * m).sum() / m.sum())
     true = float(((guess - x) ** 2).mean())
     assert abs(held - noise - true) < 0.3 * true < abs(held - (25 / 255) ** 2 - true)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_validation_stop_and_estimates_on_cuda():
+    """The data term moves to the GPU with the fit; the estimates after it must follow."""
+    from tasks import restore
+    x = data.camera()[200:264, 200:264]
+    r = restore(x, observed=False, device="cuda", iters=30, channels=8, log_every=2,
+                stop="validation", stop_window=2, stop_patience=4, restarts=1)
+    assert r.metrics["heldout_loss"] > 0 and r.metrics["psnr"] > 0

@@ -237,7 +237,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
         write_montage(folder / "montage.png", problem, final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
-                   best_iteration=res.best_iteration[0], iterations=res.iterations,
+                   best_iteration=res.best_iteration[first], iterations=res.iterations,
                    restores=res.restores[0] if members == 1 else str(res.restores),
                    seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
                    device=res.device)

@@ -65,8 +65,8 @@ class FitConfig:
     backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
     log_every: int = _opt(1, "measures every k iterations (1 = the paper's curves)")
     stop: str = _opt("ratio", "stopping rule: " + " | ".join(STOP_RULES))
-    stop_window: int = _opt(100, "window n of the ratio rule (Eq. 8) or of the variance rule "
-                                 "(evaluations)")
+    stop_window: int = _opt(100, "window n of the stopping rule (evaluations): the ratio rule's "
+                                 "(Eq. 8), the variance rule's, the validation rule's smoothing")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
     stop_patience: int = _opt(1000, "patience of the variance and validation rules (iterations)")
     holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
@@ -447,7 +447,9 @@ class Fit:
     def result(self, iterations, seconds, interrupted) -> FitResult:
         """The chosen output per member: the stop rule's or the last good one, the moving
         average with ``use_ema``, the oracle's best with ``oracle`` (a member stopped by
-        NaN/Inf losses keeps its last good output)."""
+        NaN/Inf losses keeps its last good output).  A member the rule has not stopped when the
+        iterations run out (a validation or variance minimum younger than the patience) returns
+        its last output (or moving average)."""
         M = self.M
         if self.good_out is None:   # interrupted before the first iteration: the initial output
             with torch.no_grad():
@@ -467,6 +469,8 @@ class Fit:
                 if bool(stopped[m]):
                     stop_its[m] = int(its[m])
                     chosen[m] = rule.output[m]   # (the moving average's with use_ema)
+                    if self.cfg.use_ema:    # the average at the stop, not at the decision
+                        self.ema[m] = rule.output[m]
         best_its = [int(v) if v >= 0 else None for v in self.best_it.cpu().tolist()]
         if self.cfg.oracle and self.best_out is not None:
             chosen = self.best_out.clone()

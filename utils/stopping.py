@@ -281,7 +281,9 @@ class ValidationStop:
     oracle's peak without the ground truth.  Smoothing: the mean of the last ``window``
     evaluations, L_t; the rule tracks the minimum of L_t and the output given with it, and a
     member stops, for good, once that minimum has not improved for ``patience`` iterations.
-    A NaN/inf loss makes no decision.
+    A NaN/inf loss makes no decision.  The trailing mean lags: its minimum comes about
+    (window − 1)/2 evaluations after the loss's own, and the output kept is the one given then
+    (the measured gaps of benchmarks/stopping.py include this).
 
     Attributes as ``VarianceStop``: ``stopped``, ``stop_iteration`` (iteration of the minimum),
     ``output`` (the output at the minimum), ``smoothed`` (latest L_t), ``min_loss``,

@@ -184,7 +184,7 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
       MSE = loss − the noise power (σ², less where y was clipped at 0 or 1, computed for the
       result in place of the unknown clean image: ``utils.metrics.clipped_noise_power``);
       unbiased for a fixed x without clipping; the stop chose x by this loss, so slightly
-      optimistic;
+      optimistic; left out when the loss is not above the noise power;
     - ``lambda_chosen`` with ``--lambda auto``;
     - with several members averaged: ``uncertainty_mean``, the mean per-pixel standard deviation
       across them (grey levels, 0-255; the map is :func:`uncertainty_map`), and with the ground
@@ -192,15 +192,17 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
     """
     out = {}
     if res.holdout is not None:
-        term = problem.data_term
+        term = problem.data_term          # (on the fit's device: the fit moved it there)
+        dev = term.observation.device
         with torch.no_grad():
-            ax = term(res.final())
+            ax = term(res.final().to(dev))
         r = (ax - term.observation) ** 2
-        m = res.holdout.expand_as(r)
+        m = res.holdout.to(dev).expand_as(r)
         out["heldout_loss"] = loss = float((r * m).sum() / m.sum())
-        if problem.noise_sigma is not None:     # the noise power, less where y was clipped
+        if problem.noise_sigma:     # the noise power, less where y was clipped
             noise = float((clipped_noise_power(ax, problem.noise_sigma) * m).sum() / m.sum())
-            out["psnr_estimate"] = psnr_from_mse(loss - noise)
+            if loss > noise:        # else the estimate says nothing (no finite PSNR)
+                out["psnr_estimate"] = psnr_from_mse(loss - noise)
     if res.selection:
         out["lambda_chosen"] = res.selection["lambda"]
     members = _members(res, problem.region)

@@ -145,7 +145,9 @@ def run_rules(name, sigma, seed=0, holdout=0.05):
     for rule, (row, decided) in chosen.items():
         out[rule] = dict(psnr=float(p_ema[row]), gap=oracle - float(p_ema[row]),
                          iteration=int(its[row]), iterations=int(decided))
-    out["_p_ema"], out["_its"] = p_ema.tolist(), its.tolist()
+    # the series, so that other rules or parameters can be replayed later without refitting
+    out.update(_its=its.tolist(), _p_ema=p_ema.tolist(), _p_it=p_it.tolist(),
+               _held=held.tolist(), _ratio=ratio.tolist())
     return out
 
 

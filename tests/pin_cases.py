@@ -30,8 +30,8 @@ TINY = ["--quick", "--quiet", "--log-every", "2"]
 CASES = {
     "denoising": ("denoising", "face", TINY + ["--channels", "8", "--iters", "12", "--seed", "3"]),
     "denoising_restarts": ("denoising", "face", TINY + [
-        "--channels", "8", "--iters", "12", "--restarts", "2", "--stop-window", "2",
-        "--stop-eps", "1e9"]),
+        "--channels", "8", "--iters", "12", "--restarts", "2", "--stop", "ratio",
+        "--stop-window", "2", "--stop-eps", "1e9"]),
     "inpainting": ("inpainting", "cam", TINY + ["--channels", "8", "--iters", "10", "--stop",
                                                 "variance", "--stop-window", "2",
                                                 "--stop-patience", "4"]),

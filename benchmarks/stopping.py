@@ -228,7 +228,10 @@ def report(recs, argv) -> list[str]:
     f2 = lambda v: f"{v:.2f}"  # noqa: E731
     md = ["# Stopping rules and λ without the ground truth (CPU, reduced scale)", "",
           f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",
-          f"- command: `python -m benchmarks.stopping {' '.join(argv)}`".rstrip(),
+          f"- command: `python -m benchmarks.stopping {' '.join(argv)}`".rstrip()
+          + ("; the cases were fitted before by `--shard k/n --threads 1` processes (here k = "
+             "0, 1 of 2, one per core) and read back from the cache"
+             if "--report-only" in argv else ""),
           f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
           f"{sum(r['wall'] for r in recs) / 60:.0f} min of fitting in {len(recs)} cases",
           "- denoising, 128×128 centre crops of skimage.data, 64-channel decoder without "
@@ -272,15 +275,23 @@ def report(recs, argv) -> list[str]:
                "MSE estimate = held-out loss − σ² (the held-out pixels' noise is independent of "
                "the fit); r = its correlation with the true MSE of the moving average over the "
                "trajectory (after the first 100 iterations), error = mean |estimated − true "
-               "PSNR|.", ""]
+               "PSNR|.  The observation is clipped to [0, 1], so the noise left on it has less "
+               "power than σ² where the image is dark or bright: the plain estimate is too low "
+               "(or negative, counted as 60 dB), which the error column shows; the summaries' "
+               "`psnr_estimate` subtracts the clipped noise power instead "
+               "(`utils.metrics.clipped_noise_power`).", ""]
         md += markdown(["held out", "mean r", "min r", "mean error (dB)"],
                        [[f"{p}", f"{_mean([d[n]['tracking_r'] for n in both]):.3f}",
                          f"{min(d[n]['tracking_r'] for n in both):.3f}",
                          f2(_mean([d[n]['tracking_db'] for n in both]))]
                         for p, d in (("5 %", five), ("1 %", pairs))])
+        verdict = ("rejoining does not help: the held-out pixels stay out" if _mean(gain) <= 0
+                   else "rejoining would help")
         md += ["", f"Rejoining: the fit with only 1 % held out, at the iteration the 5 % "
                f"validation rule chose, is {_mean(gain):+.2f} dB (min {min(gain):+.2f}, max "
-               f"{max(gain):+.2f}) from the 5 % fit's output ({len(both)} images)."]
+               f"{max(gain):+.2f}) from the 5 % fit's output ({len(both)} images): {verdict} "
+               "(the two fits follow different trajectories, so the iteration chosen on one does "
+               "not transfer)."]
     if by["lambda"]:
         md += ["", "## --lambda auto (σ 25)", "",
                "Members λ ∈ " + ", ".join(by["lambda"][0]["lambdas"]) + " in one batched fit, each "

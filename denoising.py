@@ -59,12 +59,11 @@ def make_problem(img, cfg):
     clean, padded, region = prepare(img, cfg)
     if cfg["observed"]:
         y = to_tensor(padded)
-        base, sigma = {}, None
+        base = {}
         if cfg["sigma"] == "auto":   # a real noisy photo: σ from its wavelet coefficients
-            sigma = estimate_sigma(clean)
-            base["sigma_estimate"] = 255 * sigma
+            base["sigma_estimate"] = 255 * estimate_sigma(clean)
         return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"noisy": clean},
-                       observed=clean, baseline=base, noise_sigma=sigma)
+                       observed=clean, baseline=base)
     x = to_tensor(padded)
     y = add_gaussian_noise(x, cfg["sigma"], seed=cfg["seed"])
     h, w = region
@@ -72,7 +71,7 @@ def make_problem(img, cfg):
     base = {"psnr_in": float(psnr(y[..., :h, :w], x[..., :h, :w])[0]),
             "ssim_in": float(ssim(y[..., :h, :w], x[..., :h, :w])[0])}
     return Problem(IdentityTerm(y), x.shape[-2:], region, target=x, baseline=base,
-                   inputs={"noisy": noisy}, observed=noisy, noise_sigma=cfg["sigma"] / 255)
+                   inputs={"noisy": noisy}, observed=noisy)
 
 
 def validate(cfg):

@@ -276,10 +276,10 @@ def report(recs, argv) -> list[str]:
                "the fit); r = its correlation with the true MSE of the moving average over the "
                "trajectory (after the first 100 iterations), error = mean |estimated − true "
                "PSNR|.  The observation is clipped to [0, 1], so the noise left on it has less "
-               "power than σ² where the image is dark or bright: the plain estimate is too low "
-               "(or negative, counted as 60 dB), which the error column shows; the summaries' "
-               "`psnr_estimate` subtracts the clipped noise power instead "
-               "(`utils.metrics.clipped_noise_power`).", ""]
+               "power than σ² where the image is dark or bright and its mean is not 0: the "
+               "estimate follows the MSE's course (r) but not its level (too low, or negative: "
+               "counted as 60 dB), which is why the summaries report the held-out loss and no "
+               "PSNR estimate.", ""]
         md += markdown(["held out", "mean r", "min r", "mean error (dB)"],
                        [[f"{p}", f"{_mean([d[n]['tracking_r'] for n in both]):.3f}",
                          f"{min(d[n]['tracking_r'] for n in both):.3f}",

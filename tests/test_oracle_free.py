@@ -157,7 +157,7 @@ def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):
     rec = json.loads((out / "photo" / "summary.json").read_text())
     assert 15 < rec["sigma_estimate"] < 25
     assert rec["lambda_chosen"] in {"1.2", "1.4", "1.8", "2.4", "none"}
-    assert rec["heldout_loss"] > 0 and "psnr_estimate" in rec
+    assert rec["heldout_loss"] > 0
     assert "heldout" in (out / "photo" / "log.csv").read_text().splitlines()[0]
     capsys.readouterr()
     assert main(denoising.TASK, ["--sigma", "auto", "--out", str(tmp_path / "o2"), *TINY]) == 2
@@ -233,26 +233,6 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
     monkeypatch.setattr(b, "run_rules", lambda *a, **k: pytest.fail("refitted"))
     b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),
             "--parts", "rules"])
-
-
-def test_clipped_noise_power_and_the_psnr_estimate_under_clipping():
-    from utils.metrics import clipped_noise_power
-    g = torch.Generator().manual_seed(0)
-    x = torch.tensor([0.0, 0.02, 0.5, 0.97, 1.0])
-    n = torch.randn(200000, 5, generator=g) * 0.1
-    empirical = ((((x + n).clamp(0, 1)) - x) ** 2).mean(0)
-    assert torch.allclose(clipped_noise_power(x, 0.1), empirical, rtol=0.02)
-    assert float(clipped_noise_power(torch.tensor(0.5), 0.1)) == pytest.approx(0.01, rel=1e-4)
-    # a dark image: σ² alone would make the estimate wrong by far; the clipped power does not
-    x = torch.rand(1, 1, 128, 128, generator=g) * 0.1
-    y = add_gaussian_noise(x, 25, seed=0)
-    term = IdentityTerm(y).with_holdout(0.05, seed=3)
-    guess = x + 0.02 * torch.randn(x.shape, generator=g)
-    held = float(term.heldout_loss(guess)[0])
-    m = term.holdout.expand_as(x)
-    noise = float((clipped_noise_power(guess, 25 / 255) * m).sum() / m.sum())
-    true = float(((guess - x) ** 2).mean())
-    assert abs(held - noise - true) < 0.3 * true < abs(held - (25 / 255) ** 2 - true)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

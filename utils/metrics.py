@@ -202,19 +202,3 @@ def estimate_sigma(img) -> float:
     a = a[..., None] if a.ndim == 2 else a
     return float(np.mean([wavelet_sigma(a[..., c]) for c in range(a.shape[-1])]))
 
-
-def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
-    """10 log10(range² / mse), ∞ for mse ≤ 0 (an estimated MSE can be)."""
-    return 10 * math.log10(data_range ** 2 / mse) if mse > 0 else math.inf
-
-
-def clipped_noise_power(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """E[(clip(x + n, 0, 1) − x)²] for n ~ N(0, σ²), elementwise: the noise power left after
-    the clipping of the observation (less than σ² near 0 and 1).  With a = −x, b = 1 − x,
-    α = a/σ, β = b/σ: a² Φ(α) + b² (1 − Φ(β)) + σ² [Φ(β) − Φ(α) − (β φ(β) − α φ(α))]."""
-    x = x.double().clamp(0, 1)
-    a, b = -x / sigma, (1 - x) / sigma
-    cdf = lambda t: 0.5 * (1 + torch.erf(t / math.sqrt(2)))  # noqa: E731
-    pdf = lambda t: torch.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    inside = cdf(b) - cdf(a) - (b * pdf(b) - a * pdf(a))
-    return (x * x * cdf(a) + (1 - x) ** 2 * (1 - cdf(b)) + sigma ** 2 * inside).float()

@@ -236,8 +236,8 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_validation_stop_and_estimates_on_cuda():
-    """The data term moves to the GPU with the fit; the estimates after it must follow."""
+def test_validation_stop_and_heldout_loss_on_cuda():
+    """The data term moves to the GPU with the fit; the held-out loss after it must follow."""
     from tasks import restore
     x = data.camera()[200:264, 200:264]
     r = restore(x, observed=False, device="cuda", iters=30, channels=8, log_every=2,

@@ -201,9 +201,9 @@ class Fit:
         if cfg.oracle and self.gt is None:
             raise ValueError("oracle output needs a ground truth target")
         self.region, self.callbacks, self.observers = region, callbacks, observers
+        self.obs_region = self._obs_region(nets)
         if (cfg.stop == "validation" or cfg.track_heldout) and self.term.holdout is None:
-            self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region(nets))
-        self.out_hw = self.term.observation.shape[-2:]
+            self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region)
         self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
                                         cfg.stop_patience)
         self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001)
@@ -222,8 +222,9 @@ class Fit:
         self.pbar = None
 
     # ------------------------------------------------------------------ region crops
-    def obs_region(self, nets):
-        """The true image's (h, w) in the observation (None when the output is not padded)."""
+    def _obs_region(self, nets):
+        """The true image's (h, w) in the observation (None when the output is not padded): the
+        output's padding scaled to the observation's size (e.g. the LR image of SR)."""
         if self.region is None:
             return None
         net = nets[0] if isinstance(nets, (list, tuple)) else nets
@@ -238,12 +239,9 @@ class Fit:
 
     def crop_obs(self, t):
         """The true image inside an observation-space tensor (e.g. the LR image of SR)."""
-        if self.region is None:
+        if self.obs_region is None:
             return t
-        y = self.term.observation
-        oh = self.region[0] * y.shape[-2] // self.out_hw[0]
-        ow = self.region[1] * y.shape[-1] // self.out_hw[1]
-        return t[..., :oh, :ow]
+        return t[..., :self.obs_region[0], :self.obs_region[1]]
 
     # ------------------------------------------------------------------ one iteration
     def step(self, i):
@@ -257,7 +255,6 @@ class Fit:
             out = self.members(z)
         if cfg.amp != "none":
             out = out.float()  # the loss and the measures stay in fp32
-        self.out_hw = out.shape[-2:]
         per = self.term.loss(out)                     # (M,)
         # a stopped member gets no gradient (it is also held at its weights, see hold)
         loss = torch.where(self.active, per, torch.zeros_like(per)).sum()

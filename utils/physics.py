@@ -77,9 +77,13 @@ class DataTerm(nn.Module):
         hold = torch.zeros(H * W)
         hold[where[torch.randperm(len(where), generator=g)[:n]]] = 1
         hold = hold.view(1, 1, H, W).to(y.device)
+        return self.with_buffers(holdout=hold,
+                                 holdout_keep=inside.float()[None, None] * (1 - hold))
+
+    def with_buffers(self, **buffers):
+        """A shallow copy of this term with some buffers replaced (the others shared)."""
         term = copy.copy(self)
-        term._buffers = dict(self._buffers, holdout=hold,
-                             holdout_keep=inside.float()[None, None] * (1 - hold))
+        term._buffers = dict(self._buffers, **buffers)
         return term
 
     def fitted_mask(self):

@@ -118,7 +118,43 @@ def _acc(device):
     return torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
 
 
-class RatioStop:
+class _Rule:
+    """What every rule shares: ``stopped`` (B,) bool, None before the first update."""
+    stopped = None
+
+    def should_stop(self):
+        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
+        return self.stopped is not None and bool(self.stopped.all())
+
+
+class _PatientMinimum(_Rule):
+    """The minimum of a per-member signal, its iteration and the output given with it; a member
+    stops, for good, once its minimum has not improved for ``patience`` iterations (iterations
+    as passed in).  A NaN/inf value makes no decision (VarianceStop, ValidationStop)."""
+
+    def _start(self, b, dev):
+        self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.stop_iteration = torch.full((b,), -1, dtype=torch.long, device=dev)
+        self.min_iteration = self.stop_iteration.clone()
+        self.minimum = torch.full((b,), math.inf, device=dev, dtype=_acc(dev))
+
+    def _track(self, value, iteration, out=None):
+        """One value (B,) with the output given with it (or None); returns ``stopped``."""
+        ok = torch.isfinite(value) & ~self.stopped
+        better = ok & (value < self.minimum)
+        it = _iteration(iteration, value.device)
+        self.minimum = torch.where(better, value, self.minimum)
+        self.min_iteration = torch.where(better, it, self.min_iteration)
+        if out is not None:
+            self.output = torch.where(better.view(-1, *([1] * (out.dim() - 1))), out,
+                                      self.output)
+        new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
+        self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
+        self.stopped = self.stopped | new
+        return self.stopped
+
+
+class RatioStop(_Rule):
     """Early stopping on the blur/sharpness ratio plateau (Shi et al. 2022, Sec. 4.3, Eq. 8).
 
     With the last 2n ratios r_{t-2n+1..t} (n = ``window``, counted in calls to ``update``, so a
@@ -179,12 +215,8 @@ class RatioStop:
         self.stopped = self.stopped | new
         return self.stopped
 
-    def should_stop(self):
-        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
-        return self.stopped is not None and bool(self.stopped.all())
 
-
-class VarianceStop:
+class VarianceStop(_PatientMinimum):
     """ES-WMV early stopping (Wang et al., TMLR 2023): stop at the minimum of the windowed variance.
 
     VAR_t = 1/(W P) sum_{s=t-W+1..t} ||x_s - xbar_t||^2, xbar_t the per-pixel mean of the last W
@@ -232,10 +264,7 @@ class VarianceStop:
             self.buf = torch.zeros((wn,) + tuple(x.shape), device=dev, dtype=x.dtype)
             self.s1 = torch.zeros(x.shape, device=dev, dtype=acc)
             self.s2 = torch.zeros_like(self.s1)
-            self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
-            self.stop_iteration = torch.full((b,), -1, dtype=torch.long, device=dev)
-            self.min_iteration = self.stop_iteration.clone()
-            self.min_variance = torch.full((b,), math.inf, device=dev, dtype=acc)
+            self._start(b, dev)
             self.variance = torch.full((b,), math.nan, device=dev, dtype=acc)
             self.output = c.clone()
         slot = self.count % wn
@@ -254,23 +283,14 @@ class VarianceStop:
             return self.stopped
         var = (self.s2 - self.s1 * self.s1 / wn).flatten(1).sum(1).clamp_min(0) / (wn * self.s1[0].numel())
         self.variance = var
-        ok = torch.isfinite(var) & ~self.stopped
-        better = ok & (var < self.min_variance)
-        it = _iteration(iteration, dev)
-        self.min_variance = torch.where(better, var, self.min_variance)
-        self.min_iteration = torch.where(better, it, self.min_iteration)
-        self.output = torch.where(better.view(bshape), c, self.output)
-        new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
-        self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
-        self.stopped = self.stopped | new
-        return self.stopped
+        return self._track(var, iteration, c)
 
-    def should_stop(self):
-        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
-        return self.stopped is not None and bool(self.stopped.all())
+    @property
+    def min_variance(self):
+        return self.minimum
 
 
-class ValidationStop:
+class ValidationStop(_PatientMinimum):
     """Self-Validation early stopping (Li et al., BMVC 2021): stop at the minimum of the smoothed
     loss on held-out pixels.
 
@@ -308,10 +328,7 @@ class ValidationStop:
         dev, b = value.device, value.numel()
         if self.buf is None:
             self.buf = torch.full((self.window, b), math.nan, device=dev, dtype=_acc(dev))
-            self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
-            self.stop_iteration = torch.full((b,), -1, dtype=torch.long, device=dev)
-            self.min_iteration = self.stop_iteration.clone()
-            self.min_loss = torch.full((b,), math.inf, device=dev, dtype=_acc(dev))
+            self._start(b, dev)
         self.buf[self.count % self.window] = value
         self.count += 1
         out = None
@@ -323,24 +340,12 @@ class ValidationStop:
                 self.output = out.clone()
         if self.count < self.window:
             return self.stopped
-        smoothed = self.buf.mean(0)
-        self.smoothed = smoothed
-        ok = torch.isfinite(smoothed) & ~self.stopped
-        better = ok & (smoothed < self.min_loss)
-        it = _iteration(iteration, dev)
-        self.min_loss = torch.where(better, smoothed, self.min_loss)
-        self.min_iteration = torch.where(better, it, self.min_iteration)
-        if out is not None:
-            self.output = torch.where(better.view(-1, *([1] * (out.dim() - 1))), out,
-                                      self.output)
-        new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
-        self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
-        self.stopped = self.stopped | new
-        return self.stopped
+        self.smoothed = self.buf.mean(0)
+        return self._track(self.smoothed, iteration, out)
 
-    def should_stop(self):
-        """True when every member has stopped (syncs with the device; call at chunk boundaries)."""
-        return self.stopped is not None and bool(self.stopped.all())
+    @property
+    def min_loss(self):
+        return self.minimum
 
 
 STOP_RULES = ("ratio", "variance", "validation", "none")

@@ -10,7 +10,6 @@ through ``score``, so a number means the same thing wherever it is printed.
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -156,11 +155,11 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), **fit_overrides):
     ``utils.fit.Fit``."""
     nets, codes = make_nets(cfg, problem.data_term.observation.shape[1], problem.out_hw)
     n = len(nets)
-    term = problem.data_term
-    if n > 1:  # the same observation for every restart (masks and kernels broadcast)
-        term = copy.copy(term)
-        term._buffers = dict(term._buffers,
-                             observation=term.observation.expand(n, -1, -1, -1).contiguous())
+    # a copy, so that the fit (which moves its term to the device) leaves the problem's alone;
+    # the same observation for every member (masks and kernels broadcast)
+    y = problem.data_term.observation
+    term = problem.data_term.with_buffers(
+        **({"observation": y.expand(n, -1, -1, -1).contiguous()} if n > 1 else {}))
     target = problem.target.expand(n, *problem.target.shape[1:]) if problem.target is not None \
         else None
     groups = lambdas(cfg)
@@ -188,12 +187,11 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
     """
     out = {}
     if res.holdout is not None:
-        term = problem.data_term          # (on the fit's device: the fit moved it there)
-        dev = term.observation.device
+        term = problem.data_term        # on the CPU, like the result: the fit used a copy
         with torch.no_grad():
-            ax = term(res.final().to(dev))
+            ax = term(res.final())
         r = (ax - term.observation) ** 2
-        m = res.holdout.to(dev).expand_as(r)
+        m = res.holdout.expand_as(r)
         out["heldout_loss"] = float((r * m).sum() / m.sum())
     if res.selection:
         out["lambda_chosen"] = res.selection["lambda"]

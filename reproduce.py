@@ -9,6 +9,12 @@ spectral-bias paper (Shi et al., IJCV 2022) with this code, then write tables an
     python reproduce.py --no-run                 # tables and figures from the runs that exist
     python reproduce.py --toy --out /tmp/toy     # the same code path at toy scale (CPU tests)
 
+On a lent GPU (a few minutes at a time), in priority order, never starting an image that cannot
+finish in the budget, then one archive of what to commit; back home, unpack and commit:
+
+    python reproduce.py --budget-s 500 --pack $OUT/pack.tar.gz
+    python reproduce.py --unpack pack.tar.gz     # then git add the files it names, and commit
+
 The parts live in paper/: the experiment list (experiments.py; every registered task has one,
 its script's defaults on its protocol unless listed there), the runner (runner.py), the tables
 (tables.py) and the figures (figures.py), compared with paper/published.py.  Each experiment is
@@ -22,14 +28,17 @@ command that produces it.  No hyperparameter is tuned on the ground truth.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
 
 import dataset
 from paper.experiments import all_runs
-from paper.figures import make_figures
-from paper.runner import FIG_IMAGE, Context, execute, plan
+from paper.budget import Budget, device_name
+from paper.figures import make_figures, pictures
+from paper.pack import PackError, unpack, write_pack
+from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
 from paper.tables import make_table
 from tasks import all_tasks
 
@@ -53,6 +62,15 @@ def build_parser(parts):
                    "the runs that exist")
     p.add_argument("--dry-run", action="store_true", help="print the runs, their commands and "
                    "GPU-minute bounds, then exit")
+    p.add_argument("--mode", choices=list(MODES), default="tf32", help="numeric mode of every "
+                   "fit: tf32 is PyTorch's default (TF32 convolutions on CUDA), fp32 strict; "
+                   "use another only where benchmarks/parity.py found it within 0.1 dB")
+    p.add_argument("--budget-s", type=float, help="seconds: run the pending runs in priority "
+                   "order, never starting an image that cannot finish in the time left")
+    p.add_argument("--pack", metavar="FILE", help="write one archive (≤ 16 MiB) of the tables, "
+                   "figures and run records to commit (rewritten after each run)")
+    p.add_argument("--unpack", metavar="FILE", help="write an archive of --pack into --out, "
+                   "then rebuild the tables and figures (no fits)")
     return p
 
 
@@ -73,21 +91,61 @@ def main(argv=None):
         print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
               "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
     ctx.out.mkdir(parents=True, exist_ok=True)
+    if args.unpack:
+        try:
+            written, meta = unpack(args.unpack, ctx.out)
+        except PackError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        pngs = sorted(str(p) for p in written if p.suffix == ".png" and "runs" in p.parts)
+        print(f"unpacked {len(written)} files into {ctx.out}; commit them (the run PNGs are "
+              "git-ignored: " + (f"git add -f {' '.join(pngs)}" if pngs else "none") + ")")
+        args.no_run = True
+        ctx.command = meta.get("command", ctx.command)   # the tables name the runs' command
     threads = torch.get_num_threads()
     if args.toy:  # tiny tensors: one thread is faster, and immune to a loaded CPU
         torch.set_num_threads(1)
+    budget = None
+    if args.budget_s is not None and not args.no_run:
+        budget = Budget(args.budget_s, device_name(), finished_records(ctx.out))
     status = 0
     try:
         if not args.no_run:
             for run in runs:
-                status = max(status, 1 if execute(run, ctx) else 0)
+                status = max(status, 1 if execute(run, ctx, budget) else 0)
+                if args.pack:   # a kill at the command's limit keeps what has finished
+                    status = max(status, _pack(args.pack, ctx, tasks, quiet=True))
         for part in only:
             paths = make_figures(ctx, tasks) if part == "figures" else make_table(ctx,
                                                                                    tasks[part])
             print(f"{part}: wrote " + ", ".join(str(p) for p in paths))
+        if args.pack:
+            status = max(status, _pack(args.pack, ctx, tasks))
     finally:
         torch.set_num_threads(threads)
     return status
+
+
+def finished_records(out):
+    """The summary.json records under ``out/runs`` (the budget's rates of earlier sessions)."""
+    recs = []
+    for f in (out / "runs").glob("*/*/summary.json"):
+        try:
+            recs.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            pass
+    return recs
+
+
+def _pack(path, ctx, tasks, quiet=False) -> int:
+    try:
+        f, n, size = write_pack(path, ctx.out, ctx.command, pictures(ctx, tasks))
+    except PackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not quiet:
+        print(f"pack: {f} ({n} files, {size / 2**20:.2f} MiB)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -182,6 +182,12 @@ def run_case(row: Row, net_name, size, cfg, st, dev, method):
     return net
 
 
+def precision(amp: str, tf32: bool, dev) -> str:
+    """The arithmetic of a case's convolutions: bf16 (autocast), tf32 (fp32 tensors that cuDNN
+    multiplies in TF32, PyTorch's default on CUDA) or fp32 (strict)."""
+    return "bf16" if amp == "bf16" else "tf32" if tf32 and dev.type == "cuda" else "fp32"
+
+
 def bf16_conv_slowdown(dev) -> tuple[float, float]:
     """(fp32 ms, bf16 ms) of one 128-channel 3×3 conv forward at 32²: CPUs without native bf16
     (AVX2 only) emulate it at a cost that makes the bf16 cases unrunnable at full size."""
@@ -248,17 +254,19 @@ def benchmark(dev: torch.device, st: Settings):
             skip_bf16 = (f"skipped: bf16 is emulated on this CPU ({cap}); one 128-ch 3×3 conv "
                          f"at 32² takes {b16:.0f} ms "
                          f"in bf16 vs {f32:.1f} ms in fp32 ({b16 / f32:.0f}× slower)")
-    dec_cases = [  # (size, log_every, amp, compile, GPU target)
-        (s1, 1, "none", False, ""),
-        (s2, 1, "none", False, "≤ 6 ms/it; σ ≤ 10 %; ≤ 6 GB"),
-        (s2, 10, "none", False, "≤ 4 ms/it"),
-        (s2, 10, "bf16", False, ""),
-        (s2, 10, "none", True, ""),
-        (s2, 10, "bf16", True, "≤ 2.5 ms/it"),
+    dec_cases = [  # (size, log_every, amp, compile, tf32, GPU target)
+        (s1, 1, "none", False, True, ""),
+        (s2, 1, "none", False, True, "≤ 6 ms/it; σ ≤ 10 %; ≤ 6 GB"),
+        (s2, 10, "none", False, True, "≤ 4 ms/it"),
+        (s2, 10, "bf16", False, True, ""),
+        (s2, 10, "none", True, True, ""),
+        (s2, 10, "bf16", True, True, "≤ 2.5 ms/it"),
     ]
+    if dev.type == "cuda":  # TF32 is cuDNN's default for fp32 convolutions: time strict fp32 too
+        dec_cases.insert(2, (s2, 1, "none", False, False, ""))
     trained = None
-    for size, le, amp, comp, target in dec_cases:
-        row = Row("decoder", f"{size}²", le, "bf16" if amp == "bf16" else "fp32",
+    for size, le, amp, comp, tf32, target in dec_cases:
+        row = Row("decoder", f"{size}²", le, precision(amp, tf32, dev),
                   "compile" if comp else "eager", target=target)
         rows.append(row)
         if comp and not st.compile:
@@ -267,12 +275,14 @@ def benchmark(dev: torch.device, st: Settings):
         if amp == "bf16" and skip_bf16:
             row.note = skip_bf16
             continue
-        net = run_case(row, "decoder", size, replace(base, log_every=le, amp=amp, compile=comp),
+        net = run_case(row, "decoder", size,
+                       replace(base, log_every=le, amp=amp, compile=comp, tf32=tf32),
                        st, dev, method)
-        if size == s2 and le == 1:
+        if size == s2 and le == 1 and tf32:
             trained = net
         _progress(row)
-    row = Row("hourglass", f"{st.hourglass}²", 1, "fp32", "eager")
+    f32 = precision("none", True, dev)
+    row = Row("hourglass", f"{st.hourglass}²", 1, f32, "eager")
     rows.append(row)
     run_case(row, "hourglass", st.hourglass, base, st, dev, method)
     _progress(row)
@@ -281,11 +291,11 @@ def benchmark(dev: torch.device, st: Settings):
     # 8 independent fits: one vmapped batch vs 8 sequential fits (throughput = images·its/s)
     M = 8
     nets, z, y = make_case("decoder", s1, st, members=M, sigma_method=method)
-    batched = Row(f"batch of {M} (vmap)", f"{M}×{s1}²", 1, "fp32", "eager")
+    batched = Row(f"batch of {M} (vmap)", f"{M}×{s1}²", 1, f32, "eager")
     batched.ms, _, batched.peak, _ = time_fit(nets, z, y, base, st, dev)
     batched.its = 1e3 / batched.ms
     batched.share = refresh_ms(nets, method, dev) / batched.ms
-    seq = Row(f"{M} sequential fits", f"{M}×{s1}²", 1, "fp32", "eager")
+    seq = Row(f"{M} sequential fits", f"{M}×{s1}²", 1, f32, "eager")
     per_it, peaks = [], []
     for m, n in enumerate(nets):  # each fit timed like any case; the median over all chunks
         _, times, peak, _ = time_fit(n, z[m:m + 1], y[m:m + 1], base, st, dev)
@@ -394,6 +404,11 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
         f"{batch['M']} sequential fits: {batch['img_its_seq']:.2f} images·it/s; "
         f"ratio **{batch['ratio']:.2f}×**" + (" (target ≥ 3×)" if gpu else ""),
     ]
+    if gpu:
+        lines += ["", "Precision: tf32 = fp32 tensors whose convolutions cuDNN computes in TF32 "
+                  "(PyTorch's default, the fits' `--tf32`); fp32 = strict (`--no-tf32`); bf16 = "
+                  "autocast (`--amp bf16`). Which mode the paper runs use is decided by "
+                  "`python -m benchmarks.parity` (within 0.1 dB of strict fp32)."]
     if not gpu:
         lines += ["", "The issue's targets (decoder 512² RGB on an H100/H200: ≤ 6 ms/it fp32 "
                   "with measures every iteration, ≤ 4 ms every 10, ≤ 2.5 ms bf16+compile, σ share "

@@ -109,9 +109,9 @@ def _auto_stop(ctx, run, log):
     return made, ["auto_stop", "ratio stop", run.name, stop, at, last_it, last]
 
 
-def montage_panels(ctx, tasks):
-    """(image, title) pairs: the degraded input and the output of the first finished image of
-    each task (its first experiment that has one); a task without inputs shows its files."""
+def montage_files(ctx, tasks):
+    """(PNG path, title) pairs: the degraded input and the output of the first finished image
+    of each task (its first experiment that has one); a task without inputs shows its files."""
     from paper.experiments import task_runs
     out = []
     for task in tasks.values():
@@ -127,8 +127,19 @@ def montage_panels(ctx, tasks):
             pair = [(f / f"{n}.png", f"{task.name}: {n if n != 'output' else run.name}")
                     for n in shown]
             if all(p.exists() for p, _ in pair):
-                out += [(load_image(p).array, t) for p, t in pair]
+                out += pair
                 break
+    return out
+
+
+def pictures(ctx, tasks):
+    """The per-image PNGs the figures and tables show (what --pack keeps of the PNGs)."""
+    from paper.experiments import task_runs
+    out = [p for p, _ in montage_files(ctx, tasks)]
+    for task in tasks.values():
+        if task.name == "enhancement":
+            out += sorted((ctx.out / "runs").glob(
+                f"{task_runs(task, ctx.seeds)[0].name}/*/side_by_side.png"))
     return out
 
 
@@ -142,7 +153,7 @@ def make_figures(ctx, tasks):
         m, row = _auto_stop(ctx, fig_runs["ours"], logs["fig_ours"])
         made.append(m)
         rows.append(row)
-    panels = montage_panels(ctx, tasks)
+    panels = [(load_image(p).array, t) for p, t in montage_files(ctx, tasks)]
     if panels:
         montage([a for a, _ in panels], [t for _, t in panels], ctx.out / "fig_montage.png",
                 cols=min(len(panels), 4))

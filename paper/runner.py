@@ -5,25 +5,32 @@ Runs are resumable: the script skips an image whose summary.json holds the same 
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import dataset
 from models import NETS
+from paper.budget import finished, work
 from paper.published import INPAINT_NAMES
 from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
-from utils.config import resolve_config
+from utils.config import recorded, resolve_config
 
 MS_PER_IT = 4.0          # GPU cost assumed by --dry-run (decoder, 512×512, one member)
 FIG_IMAGE = "image_F16_512rgb"
 # toy scale: the stop rules get the smallest window (ratio 1, variance 2) and a huge ε so that
 # they fire (and their code path runs) within 6 iterations
 TOY = ["--quick", "--crop", "64", "--iters", "6", "--log-every", "2", "--stop-eps", "1e9"]
+# numeric modes of the fit (``reproduce.py --mode``; benchmarks/parity.py compares them): the
+# default is PyTorch's (cuDNN runs fp32 convolutions in TF32 on CUDA), 'fp32' is strict fp32
+MODES = {"tf32": (), "fp32": ("--no-tf32",), "bf16": ("--amp", "bf16"),
+         "tf32-compile": ("--compile",), "bf16-compile": ("--amp", "bf16", "--compile")}
 IMAGE_ORDER = {"inpainting/bernoulli": list(INPAINT_NAMES)}   # the papers' row order
 
 
@@ -46,6 +53,7 @@ class Context:
         self.limit = int(imgs[0]) if imgs and len(imgs) == 1 and imgs[0].isdigit() else None
         self.names = None if imgs is None or self.limit is not None else {n.lower() for n in imgs}
         self.figure_name = args.figure_image
+        self.mode = getattr(args, "mode", "tf32")
         self.args, self.argv = args, argv
         self.command = command_line("reproduce.py", argv)
 
@@ -73,7 +81,7 @@ class Context:
         """The task script's command line for a run (without the images)."""
         argv = ["--crop32", "--quiet", "--out", str(self.out / "runs" / run.name)]
         argv += ["--seed", str(self.seeds[0])] if "--seed" not in run.args else []
-        argv += list(run.args)
+        argv += list(run.args) + list(MODES[self.mode])
         if self.toy:
             net = run.args[run.args.index("--net") + 1] if "--net" in run.args else \
                 get_task(run.script).config["net"]
@@ -92,15 +100,41 @@ class Context:
         opts += [f"--images {' '.join(a.images)}"] if a.images else []
         opts += ["--seeds " + " ".join(map(str, a.seeds))] if a.seeds != [0, 1] else []
         opts += ["--toy"] if a.toy else []
+        opts += [f"--mode {self.mode}"] if self.mode != "tf32" else []
         return f"python reproduce.py {' '.join(opts)}"
 
 
-def execute(run, ctx):
-    """Run one experiment in-process; returns the script's exit status."""
+def execute(run, ctx, budget=None):
+    """Run one experiment in-process; returns the script's exit status.  With a ``budget``
+    (``paper.budget.Budget``) only the pending images that fit in its time left are fitted (in
+    order; the finished ones are passed too, so that the run's summary lists them)."""
     paths = ctx.images(run.group)
     if paths == []:
         print(f"[{run.name}] no images selected, skipped")
         return 0
+    todo = None
+    if budget is not None:
+        cfg = run_config(run, ctx)
+        hyper = json.loads(json.dumps(recorded(cfg), default=str))
+        folder = ctx.out / "runs" / run.name
+        # the embedded images (no data folder) are fitted by one call: all of them or none
+        items = ([(p, p.stem) for p in paths] if paths is not None else
+                 [(None, n) for n in get_task(run.script).defaults])
+        pending = [p for p, stem in items if not finished(folder / stem, hyper)]
+        if not pending:
+            return 0
+        costs = [work(p, cfg) for p in pending]
+        n = budget.affordable(cfg["net"], costs)
+        if n < len(pending) and (n == 0 or paths is None):
+            print(f"[{run.name}] {len(pending)} image(s) pending; the next needs "
+                  f"{budget.estimate(cfg['net'], costs[0]):.0f} s, {budget.left():.0f} s left: "
+                  "not started")
+            return 0
+        if n < len(pending):
+            print(f"[{run.name}] {n} of {len(pending)} pending image(s) fit in "
+                  f"{budget.left():.0f} s")
+            paths = [p for p in paths if p not in pending[n:]]
+        todo = (cfg["net"], sum(costs[:n]), time.monotonic())
     print(f"[{run.name}] {run.script}.py {shlex.join(ctx.run_argv(run))}")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
         image = []
@@ -112,6 +146,9 @@ def execute(run, ctx):
                     shutil.copy(p, Path(tmp) / p.name)
             image = ["--image", tmp]
         status = task_main(get_task(run.script), ctx.run_argv(run) + image)
+    if todo is not None:
+        net, units, t0 = todo
+        budget.measure(net, time.monotonic() - t0, units)
     if status:
         print(f"[{run.name}] exit status {status}", file=sys.stderr)
     return status

@@ -216,13 +216,27 @@ def baseline_rows(ctx, task):
     return {}
 
 
+def numeric_mode(rec: dict) -> str:
+    """How a record's fit computed: fp32 (TF32 convolutions on CUDA unless strict), or bf16
+    autocast; '+ compile' when compiled."""
+    h = rec.get("hyperparameters", {})
+    cuda = str(rec.get("device", "cpu")) != "cpu"
+    base = ("bf16 autocast" if h.get("amp") == "bf16" else
+            "fp32 (TF32 convolutions)" if cuda and h.get("tf32", True) else "fp32")
+    return base + (" + compile" if h.get("compile") else "")
+
+
 def meta_lines(ctx, runs, title):
     """Header of a table: device, torch, seeds, command, scale, date."""
     recs = [r for run in runs for i in run_images(ctx, run) if (r := record(ctx, run, i))]
     devices = sorted({str(r.get("device")) for r in recs}) or ["no run yet"]
     torches = sorted({str(r.get("torch")) for r in recs}) or [torch.__version__ + " (here)"]
     seeds = sorted({r.get("hyperparameters", {}).get("seed") for r in recs} - {None})
-    rows = [("device", ", ".join(devices)), ("torch", ", ".join(torches)),
+    cudas = sorted({str(r["cuda"]) for r in recs if r.get("cuda")})
+    modes = sorted({numeric_mode(r) for r in recs}) or [DASH]
+    rows = [("device", ", ".join(devices)), ("torch", ", ".join(torches)
+                                             + (f" (CUDA {', '.join(cudas)})" if cudas else "")),
+            ("numeric mode", ", ".join(modes)),
             ("seeds", ", ".join(map(str, seeds)) or ", ".join(map(str, ctx.seeds))),
             ("command", f"`{ctx.command}`"),
             ("images", "the paper's images" + (f" (--images {' '.join(ctx.args.images)})"

@@ -64,3 +64,20 @@ def test_robustness_grid_writes_its_table_and_resumes(tmp_path, monkeypatch):
     assert fitted == [1] and len(rows2) == 2
     assert abs(rows2[0][4] - rows[0][4]) < 1e-3         # the kept run, read back from the CSV
     assert len(robustness.read_rows(out.with_suffix(".csv"))) == 2
+
+
+def test_parity_quick_and_its_verdict(tmp_path):
+    from benchmarks import parity
+    out = tmp_path / "parity.md"
+    assert parity.main(["--quick", "--modes", "tf32", "--out", str(out)]) == 0
+    md = out.read_text(encoding="utf-8")
+    assert "| fp32 | --no-tf32 |" in md and "| tf32 | (default) |" in md and "TOY" in md
+    assert "Verdict: fastest mode within 0.1 dB" in md
+    # the verdict: the fastest mode within 0.1 dB (last and EMA) of strict fp32
+    res = [dict(mode="fp32", psnr=30.0, psnr_ema=30.5, ms_per_it=9.0),
+           dict(mode="tf32", psnr=30.05, psnr_ema=30.45, ms_per_it=4.0),
+           dict(mode="bf16-compile", psnr=29.85, psnr_ema=30.5, ms_per_it=2.0),
+           dict(mode="tf32-compile", error="exit status 1")]
+    mode, text = parity.verdict(res)
+    assert mode == "tf32" and "outside the tolerance: bf16-compile" in text
+    assert parity.verdict(res[1:])[0] is None

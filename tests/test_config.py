@@ -162,9 +162,14 @@ def test_fit_leaves_the_process_as_it_found_it():
     torch.manual_seed(123)
     np.random.seed(123)
     cpu_state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
-    bench = torch.backends.cudnn.benchmark
-    fit(net, z, IdentityTerm(y), FitConfig(iters=3, quiet=True, stop="none", reg_noise_std=0.1))
+    bench, tf32 = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
+    during = []   # --no-tf32: strict fp32 convolutions during the fit, the switch restored after
+    fit(net, z, IdentityTerm(y), FitConfig(iters=3, quiet=True, stop="none", reg_noise_std=0.1,
+                                           tf32=not tf32, sync_every=1),
+        callbacks=[lambda i, o: during.append(torch.backends.cudnn.allow_tf32)])
+    assert during and all(v == (not tf32) for v in during)
     assert torch.equal(torch.get_rng_state(), cpu_state)
     assert np.array_equal(np.random.get_state()[1], np_state)
     assert torch.backends.cudnn.benchmark == bench
+    assert torch.backends.cudnn.allow_tf32 == tf32
     assert sys.modules.get("tasks") is tasks

@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -78,6 +79,46 @@ def test_second_invocation_is_resumable(out):
     assert status == 0
     assert text.count("already finished, skipped") == 7, text
     assert {p: p.stat().st_mtime_ns for p in summaries} == before
+
+
+def test_budget_pack_unpack_cycle(out, tmp_path):
+    """The lease cycle at toy scale: a budgeted invocation with --pack, the archive unpacked
+    into a fresh tree, the same tables, and a rerun there that fits nothing."""
+    pack = tmp_path / "pack.tar.gz"
+    status, text = run("--toy", "--out", str(out), "--only", "denoising", "--budget-s", "100",
+                       "--pack", str(pack))
+    assert status == 0, text
+    assert "] denoising.py" not in text              # every image finished: nothing started
+    assert "pack: " in text and 0 < pack.stat().st_size <= 16 * 1024 ** 2
+    new = tmp_path / "new"
+    status, text = run("--toy", "--out", str(new), "--only", "denoising", "--unpack", str(pack))
+    assert status == 0, text
+    assert (new / "denoising.csv").read_text() == (out / "denoising.csv").read_text()
+    recs = sorted((new / "runs").glob("*/*/summary.json"))
+    assert len(recs) == 7
+    assert all("/" not in json.loads(p.read_text())["source"]["path"] for p in recs)
+    before = {p: p.stat().st_mtime_ns for p in recs}
+    status, text = run("--toy", "--out", str(new), "--only", "denoising", "--budget-s", "100")
+    assert status == 0 and "] denoising.py" not in text, text
+    status, text = run("--toy", "--out", str(new), "--only", "denoising")  # the scripts' check
+    assert status == 0 and text.count("already finished, skipped") == 7, text
+    assert {p: p.stat().st_mtime_ns for p in recs} == before
+
+
+def test_budget_never_starts_an_image_it_cannot_finish(tmp_path):
+    status, text = run("--toy", "--out", str(tmp_path), "--only", "denoising", "--budget-s", "3")
+    assert status == 0, text
+    assert text.count("not started") == 7 and "] denoising.py" not in text
+    assert not list(tmp_path.glob("runs/*/*/summary.json"))
+    assert (tmp_path / "denoising.md").read_text().count("1/1 images not run yet") == 7
+
+
+def test_unpack_of_a_bad_file_is_one_line_and_status_2(tmp_path, capsys):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"nope")
+    assert reproduce.main(["--toy", "--out", str(tmp_path / "o"), "--unpack", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.tar.gz" in err[0] and "not a readable pack" in err[0]
 
 
 def test_figures(out):

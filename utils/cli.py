@@ -243,6 +243,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    device=res.device)
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
                   hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
+                  cuda=torch.version.cuda,
                   size=list(problem.region), inputs=list(problem.inputs),
                   source=dict(path=str(img.path) if img.path else None,
                               pixels_sha256=img.pixels_sha256))
@@ -313,8 +314,8 @@ def _finished(out: Path, cfg: dict, img: LoadedImage):
             img.pixels_sha256:
         return None
     same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
-    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "size", "inputs",
-            "source")
+    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "cuda", "size",
+            "inputs", "source")
     return {k: v for k, v in rec.items() if k not in keep} if same else None
 
 

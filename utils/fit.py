@@ -80,6 +80,8 @@ class FitConfig:
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
     quiet: bool = _opt(False, "no progress bar")
     amp: str = _opt("none", "none | bf16 (convolutions in bf16; loss, σ and measures in fp32)")
+    tf32: bool = _opt(True, "on CUDA, cuDNN may run fp32 convolutions in TF32 (PyTorch's "
+                            "default); --no-tf32: strict fp32, the reference of the parity check")
     compile: bool = _opt(False, "torch.compile the network")
     channels_last: bool = _opt(False, "channels-last memory format")
 
@@ -150,14 +152,16 @@ def cpu_model() -> str:
 
 
 @contextlib.contextmanager
-def _cudnn_autotune(dev: torch.device):
-    """cuDNN's autotuner for the fit's fixed shapes, restored afterwards."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = before or dev.type == "cuda"
+def _cudnn_settings(dev: torch.device, tf32: bool):
+    """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
+    cudnn.benchmark = before[0] or dev.type == "cuda"
+    cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        cudnn.benchmark, cudnn.allow_tf32 = before
 
 
 def _where(mask, a, b):
@@ -379,7 +383,7 @@ class Fit:
             self.pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
         t0 = time.perf_counter()
         self.last_i, interrupted = -1, False
-        with _cudnn_autotune(self.dev):
+        with _cudnn_settings(self.dev, cfg.tf32):
             try:
                 self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
             except KeyboardInterrupt:

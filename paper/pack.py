@@ -1,0 +1,202 @@
+"""One archive of what a GPU session must bring back and commit (``reproduce.py --pack FILE``),
+and its unpacking into the tree (``reproduce.py --unpack FILE``).
+
+A lent machine returns at most 8 files of 16 MiB, so the archive (gzipped tar, paths relative to
+the output folder) holds only what the tables, the figures and the resumption need:
+
+- the tables and figures at the top of the output folder (``*.md``, ``*.csv``, ``*.png``);
+- per image: ``summary.json`` (hyperparameters, device, torch and CUDA versions, seconds,
+  metrics, stop and oracle iterations), with the image's path reduced to its file name (the
+  path is the lent machine's);
+- per image: ``log.csv``, whole for the figure runs (``fig_*``: their curves and the replayed
+  ratio stop need every row), else downsampled to ``LOG_ROWS`` iterations on a geometric grid
+  that keeps the first and last rows, each member's peak PSNR and the stop and oracle
+  iterations;
+- the few per-image PNGs the montage and the enhancement table show;
+- ``PACK.json``: when, where (device, torch, CUDA) and by which command.
+
+A run whose ``summary.json`` is committed is skipped by a later invocation (the scripts compare
+the hyperparameters and the pixels), so committing the unpacked files is what makes a lease's
+work permanent.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import platform
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from utils.atomic import atomic_write_bytes
+
+LIMIT = 16 * 1024 ** 2      # bytes: the largest file a lent machine returns
+LOG_ROWS = 400              # iterations kept in a downsampled log
+HEAD = 100                  # every logged iteration up to this one is kept
+MANIFEST = "PACK.json"
+TOP_SUFFIXES = (".md", ".csv", ".png")
+
+
+class PackError(Exception):
+    """The archive cannot be written or read (the message names the file and the problem)."""
+
+
+def keep_iterations(iterations, psnr=None, marks=()) -> set:
+    """The logged iterations a downsampled log keeps: all up to ``HEAD``, a geometric grid of
+    ``LOG_ROWS`` beyond, the last, the peak of ``psnr`` (n_rows,) and the ``marks``."""
+    its = np.unique(np.asarray(iterations, dtype=np.int64))
+    if len(its) <= LOG_ROWS + HEAD:
+        return set(its.tolist())
+    keep = set(its[its <= HEAD].tolist()) | {int(its[0]), int(its[-1])}
+    grid = np.geomspace(max(HEAD, 1), its[-1], LOG_ROWS)
+    idx = np.clip(np.searchsorted(its, grid), 0, len(its) - 1)
+    keep |= set(its[idx].tolist())
+    keep |= {int(m) for m in marks if m is not None and int(m) in set(its.tolist())}
+    return keep
+
+
+def downsample_log(text: str, marks=()) -> str:
+    """A log.csv's text with the rows of ``keep_iterations`` only (every member of a kept
+    iteration; each member's peak-PSNR iteration kept)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if len(rows) < 2:
+        return text
+    head, body = rows[0], rows[1:]
+    it = [int(float(r[0])) for r in body]
+    peaks = set()
+    if "psnr_gt" in head:
+        k = head.index("psnr_gt")
+        mk = head.index("member") if "member" in head else None
+        best = {}
+        for r, i in zip(body, it):
+            try:
+                v = float(r[k])
+            except ValueError:
+                continue
+            m = r[mk] if mk is not None else ""
+            if np.isfinite(v) and v > best.get(m, (-np.inf, 0))[0]:
+                best[m] = (v, i)
+        peaks = {i for _, i in best.values()}
+    keep = keep_iterations(it, marks=set(marks) | peaks) | peaks
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(head)
+    w.writerows(r for r, i in zip(body, it) if i in keep)
+    return out.getvalue()
+
+
+def _marks(rec: dict) -> list:
+    """Stop and oracle iterations of a record (scalars, or a list written as text)."""
+    out = []
+    for k in ("stop_iteration", "best_iteration"):
+        v = rec.get(k)
+        if isinstance(v, str):
+            out += [int(x) for x in v.strip("[]").split(",") if x.strip().isdigit()]
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(int(v))
+    return out
+
+
+def scrubbed(rec: dict) -> dict:
+    """A summary.json record without the lent machine's paths."""
+    rec = dict(rec)
+    src = dict(rec.get("source") or {})
+    if src.get("path"):
+        src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
+    rec["source"] = src
+    return rec
+
+
+def pack_members(out: Path, pictures=()) -> dict[str, bytes]:
+    """Archive path -> bytes of everything to commit under ``out``; ``pictures`` are the
+    per-image PNGs the montage and tables show (paths under ``out``)."""
+    members = {}
+    for f in sorted(out.iterdir()):
+        if f.is_file() and f.suffix in TOP_SUFFIXES:
+            members[f.name] = f.read_bytes()
+    for s in sorted((out / "runs").glob("*/*/summary.json")):
+        rel = s.parent.relative_to(out).as_posix()
+        try:
+            rec = json.loads(s.read_text())
+        except ValueError as e:
+            raise PackError(f"{s}: not valid JSON ({e})") from None
+        members[f"{rel}/summary.json"] = (json.dumps(scrubbed(rec), indent=1) + "\n").encode()
+        log = s.parent / "log.csv"
+        if log.exists():
+            text = log.read_text()
+            whole = s.parent.parent.name.startswith("fig_")
+            members[f"{rel}/log.csv"] = (text if whole else
+                                         downsample_log(text, _marks(rec))).encode()
+    for p in pictures:
+        p = Path(p)
+        if p.exists():
+            members[p.relative_to(out).as_posix()] = p.read_bytes()
+    return members
+
+
+def write_pack(path, out: Path, command: str, pictures=()) -> tuple[Path, int, int]:
+    """Write the archive atomically; returns (path, members, bytes).  Larger than ``LIMIT`` is
+    a PackError (nothing written)."""
+    members = pack_members(out, pictures)
+    cuda = torch.version.cuda
+    devices = sorted({json.loads(b).get("device", "?") for k, b in members.items()
+                      if k.endswith("summary.json")})
+    manifest = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), devices=devices, torch=torch.__version__, cuda=cuda,
+        python=platform.python_version(), command=command,
+        images=sum(k.endswith("summary.json") for k in members))
+    members[MANIFEST] = (json.dumps(manifest, indent=1) + "\n").encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    if len(data) > LIMIT:
+        raise PackError(f"{path}: the archive would take {len(data) / 2**20:.1f} MiB, over the "
+                        f"{LIMIT / 2**20:.0f} MiB a lent machine returns; pack fewer parts "
+                        "(--only)")
+    return atomic_write_bytes(Path(path), data), len(members), len(data)
+
+
+def _allowed(name: str) -> bool:
+    """Archive paths unpacking may write: top-level files, and files of runs/<exp>/<image>/."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("", ".", "..") for part in p.parts):
+        return False
+    if len(p.parts) == 1:
+        return p.suffix in TOP_SUFFIXES or name == MANIFEST
+    return len(p.parts) == 4 and p.parts[0] == "runs" and p.suffix in (".json", ".csv", ".png")
+
+
+def unpack(path, out: Path) -> list[Path]:
+    """Write the archive's files under ``out`` (each atomically; the manifest goes to
+    ``out/packs/<created>.json``); returns (the paths written, the manifest).  An archive that is not one, or
+    that holds a path outside the allowed layout, is a PackError and nothing is written."""
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            files = {}
+            for m in tar.getmembers():
+                if not m.isfile() or not _allowed(m.name):
+                    raise PackError(f"{path}: unexpected entry {m.name!r} (not a file of the "
+                                    "pack layout)")
+                files[m.name] = tar.extractfile(m).read()
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise PackError(f"{path}: not a readable pack ({e})") from None
+    if MANIFEST not in files:
+        raise PackError(f"{path}: no {MANIFEST} (not made by reproduce.py --pack)")
+    manifest = files.pop(MANIFEST)
+    try:
+        meta = json.loads(manifest)
+        stamp = "".join(c for c in meta["created"] if c.isalnum())
+    except (ValueError, KeyError, TypeError):
+        raise PackError(f"{path}: {MANIFEST} is not valid") from None
+    written = [atomic_write_bytes(out / "packs" / f"{stamp}.json", manifest)]
+    for name, data in files.items():
+        written.append(atomic_write_bytes(out / name, data))
+    return written, meta

@@ -6,10 +6,12 @@ cannot finish in the time left.  The cost of an image is its work, iterations ×
 pixels, times a rate in seconds per unit of work:
 
 - measured in this invocation: the wall time of the run's call over the work it fitted (image
-  loading, writing and the first-call costs included), the largest seen for that net, × 1.2;
+  loading, writing and compilation included) of the net's latest call, × 1.2 (the first image
+  of a net is fitted alone, to measure it);
 - else from finished records of the same device and net (``seconds`` of the fit, × 1.2, plus
   ``OVERHEAD_S`` per image);
-- else a prior of ``PRIOR_MS`` per iteration of one member at 512², × 2, plus ``OVERHEAD_S``.
+- else a prior of ``PRIOR_MS`` per iteration of one member at 512², × 2, plus ``OVERHEAD_S``
+  (and ``COMPILE_S`` for a compiled fit).
 
 Early stops end most fits sooner than their ``iters``, so the estimate is an upper bound.
 """
@@ -26,6 +28,7 @@ UNIT = 512 * 512
 MARGIN = 1.2          # on a measured rate
 PRIOR_MARGIN = 2.0    # on the prior
 OVERHEAD_S = 10.0     # per image, where the rate does not include it (CUDA init, autotuning)
+COMPILE_S = 120.0     # more per image for torch.compile, until a rate is measured
 LAMBDA_AUTO_MEMBERS = 5
 
 
@@ -53,6 +56,11 @@ def fitted_pixels(path, cfg: dict) -> int:
 def work(path, cfg: dict) -> float:
     """Iterations × members × pixels / 512²."""
     return cfg["iters"] * members(cfg) * fitted_pixels(path, cfg) / UNIT
+
+
+def compile_overhead(cfg: dict) -> float:
+    """Seconds a compiled fit may add to an image before its rate is measured."""
+    return COMPILE_S if cfg.get("compile") else 0.0
 
 
 def finished(folder: Path, hyperparameters: dict) -> bool:
@@ -87,20 +95,21 @@ class Budget:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def estimate(self, net: str, units: float) -> float:
-        """Seconds one image of ``units`` work takes, an upper bound."""
+    def estimate(self, net: str, units: float, extra: float = 0.0) -> float:
+        """Seconds one image of ``units`` work takes, an upper bound; ``extra`` seconds are
+        added where the rate was not measured here (``compile_overhead``)."""
         if net in self.measured:
             return MARGIN * self.measured[net] * units
         if net in self.recorded:
-            return MARGIN * self.recorded[net] * units + OVERHEAD_S
+            return MARGIN * self.recorded[net] * units + OVERHEAD_S + extra
         ms = PRIOR_MS.get(net, max(PRIOR_MS.values()))
-        return PRIOR_MARGIN * ms / 1e3 * units + OVERHEAD_S
+        return PRIOR_MARGIN * ms / 1e3 * units + OVERHEAD_S + extra
 
-    def affordable(self, net: str, costs: list[float]) -> int:
+    def affordable(self, net: str, costs: list[float], extra: float = 0.0) -> int:
         """How many of the images (in order, of work ``costs``) fit in the time left."""
         left, n = self.left(), 0
         for units in costs:
-            need = self.estimate(net, units)
+            need = self.estimate(net, units, extra)
             if need > left:
                 break
             left -= need
@@ -108,9 +117,10 @@ class Budget:
         return n
 
     def measure(self, net: str, seconds: float, units: float):
-        """Record a call's wall time for ``units`` of fitted work (the largest rate wins)."""
+        """Record a call's wall time for ``units`` of fitted work (the latest call's rate: the
+        first call of a net also pays CUDA's start and the autotuning, once)."""
         if units > 0:
-            self.measured[net] = max(self.measured.get(net, 0.0), seconds / units)
+            self.measured[net] = seconds / units
 
 
 def device_name() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dataset
 from models import NETS
-from paper.budget import finished, work
+from paper.budget import compile_overhead, finished, work
 from paper.published import INPAINT_NAMES
 from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
@@ -106,35 +106,18 @@ class Context:
 
 def execute(run, ctx, budget=None):
     """Run one experiment in-process; returns the script's exit status.  With a ``budget``
-    (``paper.budget.Budget``) only the pending images that fit in its time left are fitted (in
-    order; the finished ones are passed too, so that the run's summary lists them)."""
+    (``paper.budget.Budget``) only its pending images that fit in the time left are fitted."""
     paths = ctx.images(run.group)
     if paths == []:
         print(f"[{run.name}] no images selected, skipped")
         return 0
-    todo = None
     if budget is not None:
-        cfg = run_config(run, ctx)
-        hyper = json.loads(json.dumps(recorded(cfg), default=str))
-        folder = ctx.out / "runs" / run.name
-        # the embedded images (no data folder) are fitted by one call: all of them or none
-        items = ([(p, p.stem) for p in paths] if paths is not None else
-                 [(None, n) for n in get_task(run.script).defaults])
-        pending = [p for p, stem in items if not finished(folder / stem, hyper)]
-        if not pending:
-            return 0
-        costs = [work(p, cfg) for p in pending]
-        n = budget.affordable(cfg["net"], costs)
-        if n < len(pending) and (n == 0 or paths is None):
-            print(f"[{run.name}] {len(pending)} image(s) pending; the next needs "
-                  f"{budget.estimate(cfg['net'], costs[0]):.0f} s, {budget.left():.0f} s left: "
-                  "not started")
-            return 0
-        if n < len(pending):
-            print(f"[{run.name}] {n} of {len(pending)} pending image(s) fit in "
-                  f"{budget.left():.0f} s")
-            paths = [p for p in paths if p not in pending[n:]]
-        todo = (cfg["net"], sum(costs[:n]), time.monotonic())
+        return _execute_budgeted(run, ctx, budget, paths)
+    return _call(run, ctx, paths)
+
+
+def _call(run, ctx, paths):
+    """The task script in-process on ``paths`` (None: its embedded images); its exit status."""
     print(f"[{run.name}] {run.script}.py {shlex.join(ctx.run_argv(run))}")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
         image = []
@@ -146,12 +129,42 @@ def execute(run, ctx, budget=None):
                     shutil.copy(p, Path(tmp) / p.name)
             image = ["--image", tmp]
         status = task_main(get_task(run.script), ctx.run_argv(run) + image)
-    if todo is not None:
-        net, units, t0 = todo
-        budget.measure(net, time.monotonic() - t0, units)
     if status:
         print(f"[{run.name}] exit status {status}", file=sys.stderr)
     return status
+
+
+def _execute_budgeted(run, ctx, budget, paths):
+    """Fit the pending images of a run while the next one fits in the budget's time left: one
+    image per call until the net's rate is measured, then as many as fit (the finished images
+    are passed too, so that the run's summary lists them)."""
+    cfg = run_config(run, ctx)
+    hyper = json.loads(json.dumps(recorded(cfg), default=str))
+    folder, net, extra = ctx.out / "runs" / run.name, cfg["net"], compile_overhead(cfg)
+    # the embedded images (no data folder) are fitted by one call: all of them or none
+    items = ([(p, p.stem) for p in paths] if paths is not None else
+             [(None, n) for n in get_task(run.script).defaults])
+    status = 0
+    while True:
+        pending = [p for p, stem in items if not finished(folder / stem, hyper)]
+        if not pending:
+            return status
+        costs = [work(p, cfg) for p in pending]
+        n = budget.affordable(net, costs, extra)
+        if n == 0 or (paths is None and n < len(pending)):
+            print(f"[{run.name}] {len(pending)} image(s) pending; the next needs "
+                  f"{budget.estimate(net, costs[0], extra):.0f} s, {budget.left():.0f} s left: "
+                  "not started")
+            return status
+        n = n if net in budget.measured else 1
+        t0 = time.monotonic()
+        call = _call(run, ctx, None if paths is None else [p for p in paths
+                                                            if p not in pending[n:]])
+        budget.measure(net, time.monotonic() - t0, sum(costs[:n]))
+        status = max(status, call)
+        left = [p for p, stem in items if not finished(folder / stem, hyper)]
+        if call or len(left) >= len(pending):   # failed, or nothing finished: do not loop
+            return status
 
 
 def run_config(run, ctx) -> dict:

@@ -43,7 +43,8 @@ def test_budget_prior_records_and_measurement():
     other = dict(rec, device="NVIDIA H100", seconds=1.0)
     b = B.Budget(100.0, "cpu", [rec, other])
     assert b.estimate("hourglass", 1000.0) == pytest.approx(1.2 * 0.02 * 1000 + B.OVERHEAD_S)
-    b.measure("hourglass", 5.0, 1000.0)             # measured in this invocation: wins
+    b.measure("hourglass", 9.0, 1000.0)
+    b.measure("hourglass", 5.0, 1000.0)             # measured in this invocation: the latest wins
     assert b.estimate("hourglass", 1000.0) == pytest.approx(1.2 * 5.0)
     assert b.left() <= 100.0
 
@@ -164,3 +165,12 @@ def test_unpack_refuses_what_is_not_a_pack(tmp_path):
     with pytest.raises(P.PackError, match="no PACK.json"):
         P.unpack(tmp_path / "y.tar.gz", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_compiled_fits_get_more_time_until_measured():
+    b = B.Budget(60.0, "cpu")
+    extra = B.compile_overhead(dict(compile=True))
+    assert extra == B.COMPILE_S and B.compile_overhead(dict(compile=False)) == 0.0
+    assert b.affordable("decoder", [1.0], extra) == 0    # 130 s > 60 s
+    b.measure("decoder", 20.0, 1.0)
+    assert b.affordable("decoder", [1.0, 1.0, 1.0], extra) == 2   # 24 s each once measured

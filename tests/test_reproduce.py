@@ -113,6 +113,20 @@ def test_budget_never_starts_an_image_it_cannot_finish(tmp_path):
     assert (tmp_path / "denoising.md").read_text().count("1/1 images not run yet") == 7
 
 
+def test_budget_measures_a_net_on_one_image_then_fits_the_rest_of_the_run(tmp_path):
+    if len(dataset.task_images(DATA, "denoising")) < 2:
+        pytest.skip("needs two denoising images")
+    status, text = run("--toy", "--out", str(tmp_path), "--only", "denoising", "--images", "2",
+                       "--budget-s", "200")
+    assert status == 0, text
+    calls = [line.split("]")[0][1:] for line in text.splitlines() if "] denoising.py" in line]
+    # decoder: ours_seed0 one image (measured), then the other; every later decoder run is one
+    # call of both images; DIP's hourglass is measured on its own first image
+    assert calls == ["ours_seed0", "ours_seed0", "ours_seed1", "ours_2restarts", "dip_1800",
+                     "dip_1800", "ours_gaussian", "ours_variance", "ours_validation"], calls
+    assert len(list(tmp_path.glob("runs/*/*/summary.json"))) == 14
+
+
 def test_unpack_of_a_bad_file_is_one_line_and_status_2(tmp_path, capsys):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"nope")

@@ -30,7 +30,8 @@ from utils.tables import MISSING as DASH, csv_number, csv_text, fmt, key_value, 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = object()       # no record (as opposed to a record without this value: None)
 LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_b": "PSNR-B", "y_psnr": "Y-PSNR",
-          "stop_iteration": "stop it.", "iterations": "iterations", "seconds": "seconds"}
+          "stop_iteration": "stop it.", "iterations": "iterations", "seconds": "seconds",
+          "psnr_peak": "peak PSNR", "best_iteration": "peak it.", "psnr_last": "PSNR at end"}
 RUN_KEYS = ("stop_iteration", "iterations", "seconds")
 
 
@@ -67,6 +68,17 @@ def run_method(ctx, label, run, keys: dict) -> Method:
     def get(image, metric):
         rec = record(ctx, run, image)
         return MISSING if rec is None else number(rec.get(keys[metric]))
+    return Method(label, run.name, get, tuple(keys))
+
+
+def member_method(ctx, label, run, m: int, keys: dict) -> Method:
+    """Member ``m`` of a batched run (its summary.json's ``members`` list), reported alone."""
+    def get(image, metric):
+        rec = record(ctx, run, image)
+        if rec is None:
+            return MISSING
+        each = rec.get("members") or []
+        return number(each[m].get(keys[metric])) if m < len(each) else None
     return Method(label, run.name, get, tuple(keys))
 
 
@@ -288,27 +300,48 @@ def denoising_table(ctx, task):
     by = {r.name: r for r in runs}
     images = run_images(ctx, runs[0])
     k = {m: m for m in ("psnr", "ssim", *RUN_KEYS)}
-    methods = [run_method(ctx, "DIP 1800 it.", by["dip_1800"], k),
+    course = {m: m for m in ("psnr_peak", "best_iteration", "psnr_last")}
+    peak = {"psnr_peak": "psnr_peak", "best_iteration": "best_iteration"}
+    methods = [run_method(ctx, "DIP 1800 it.", by["dip_1800"], {**k, **peak}),
                run_method(ctx, "DIP 1800 it., EMA", by["dip_1800"],
                           {"psnr": "psnr_ema", "ssim": "ssim_ema"})]
+    # the batched run: each restart alone (at its stop, its moving average, its course to the
+    # end: the fit runs on after the stop), then their average
+    two = by["ours_2restarts"]
+    for m in range(2):
+        methods += [member_method(ctx, f"ours, restart {m} of 2", two, m,
+                                  {**{x: x for x in ("psnr", "ssim", "stop_iteration")},
+                                   **course}),
+                    member_method(ctx, f"ours, restart {m} of 2, EMA", two, m,
+                                  {"psnr": "psnr_ema", "ssim": "ssim_ema"})]
+    methods += [run_method(ctx, "ours, 2 restarts averaged", two, {**k, **course})]
     methods += [run_method(ctx, f"ours (seed {s})", by[f"ours_seed{s}"], k) for s in ctx.seeds]
     methods += [run_method(ctx, "ours, Gaussian upsampling λ 1.8", by["ours_gaussian"], k),
                 run_method(ctx, "ours, variance stop", by["ours_variance"], k),
-                run_method(ctx, "ours, validation stop", by["ours_validation"], k),
-                run_method(ctx, "ours, 2 restarts averaged", by["ours_2restarts"], k)]
+                run_method(ctx, "ours, validation stop", by["ours_validation"], k)]
     group, setting = runs[0].group, runs[0].setting
     methods += baseline_methods(ctx, task, group, setting)
-    g = Group("denoising, σ = 25", images, methods, ("psnr", "ssim", *RUN_KEYS),
+    g = Group("denoising, σ = 25", images, methods, ("psnr", "ssim", *RUN_KEYS, *course),
               MEANS["denoising"][(group, setting)])
-    spread = [mean(g.cells(m, "psnr")) for m in methods if m.label.startswith("ours (")]
-    full = [v for v, n in spread if v is not MISSING and n == len(images)]
+    def spread(pick, what):
+        got = [mean(g.cells(m, "psnr")) for m in methods if pick(m.label)]
+        full = [v for v, n in got if v is not MISSING and n == len(images)]
+        return (f"{np.mean(full):.2f} ± {np.std(full, ddof=1):.2f} (mean ± std over {len(full)} "
+                f"{what} of the per-{what[:-1]} mean)" if len(full) > 1 else
+                f"{DASH} (needs two {what} with every image)")
     notes = [f"Seed spread of ours (seeds {', '.join(map(str, ctx.seeds))}; the seed sets the "
              "noise realisation, the init and the code): mean PSNR "
-             + (f"{np.mean(full):.2f} ± {np.std(full, ddof=1):.2f} (mean ± std over "
-                f"{len(full)} seeds of the per-seed mean)" if len(full) > 1 else
-                f"{DASH} (needs two seeds with every image)"),
+             + spread(lambda lab: lab.startswith("ours ("), "seeds"),
+             "Restart spread (the 2-restart run: the same noisy image, two inits): mean PSNR "
+             + spread(lambda lab: lab.startswith("ours, restart") and "EMA" not in lab,
+                      "restarts"),
              "PSNR/SSIM on RGB in [0, 1] against the clean crop; 'stop it.' is the iteration "
              "the stop rule chose (n/a: no stop), 'iterations' those run, 'seconds' the fit time.",
+             "The 2-restart run fits on after its stops (--run-on) to 10 000 iterations: each "
+             "restart's PSNR at its stop, its moving average, the oracle's peak (the best "
+             "logged PSNR; 'peak it.' its iteration) and its PSNR at the end; the average is "
+             "of the outputs at the stops. Restart k is seeded seed + 1000 k (same noisy "
+             "image).",
              "Measured baselines: baselines_denoising.csv (noise seed 0: the same noisy images "
              "as the seed-0 runs here)."] + (["TOY: the baselines.py rows are full-image "
                                              "numbers, the runs 64×64 crops."] if ctx.toy else [])

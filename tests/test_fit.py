@@ -243,3 +243,20 @@ def test_grayscale_quick_presets_do_not_collapse(task):
     r = restore(data.camera(), task=task, observed=False, preset="quick", iters=80)
     assert r.history["psnr_gt"][-1, 0] > 18
     assert np.isfinite(r.array).all() and 0.02 < r.array.mean() < 0.98
+
+
+def test_run_on_fits_past_the_stop_and_keeps_the_stops_output():
+    """--run-on: the rule's choice is the result; the fit, the log and the oracle go on to
+    iters (what a stopped fit cannot say: the peak after the stop, the PSNR at the end)."""
+    x = crop64()
+    y = add_gaussian_noise(x, 25, seed=0)
+    kw = dict(iters=60, stop="ratio", stop_window=2, stop_eps=1e9, lr=0.005, sync_every=5)
+    stopped = fit(tiny_net(), code(), IdentityTerm(y), cfg(**kw), target=x)
+    going = fit(tiny_net(), code(), IdentityTerm(y), cfg(**kw, run_on=True), target=x)
+    assert stopped.stop_iteration == going.stop_iteration == [3]
+    assert stopped.iterations < 60 and going.iterations == 60
+    assert len(going.history["iteration"]) == 60
+    assert torch.equal(going.output, stopped.output)          # the stop's output, bit for bit
+    assert not torch.equal(going.last_output, going.output)   # the fit went on
+    assert going.best_iteration[0] > 3                         # the oracle saw past the stop
+    assert float(psnr(going.last_output, x)[0]) > float(psnr(going.output, x)[0])

@@ -21,7 +21,7 @@ def test_priority_order_follows_the_issue():
     tasks = all_tasks()
     names = [r.name for r in all_runs(tasks, [*tasks, "figures"], [0, 1], False)]
     first = names.index
-    assert names[:4] == ["ours_seed0", "ours_seed1", "ours_2restarts", "dip_1800"]
+    assert names[:4] == ["ours_2restarts", "dip_1800", "ours_seed0", "ours_seed1"]
     assert first("dip_1800") < first("fig_ours") < first("inpainting_bernoulli")
     assert first("inpainting_bernoulli") < first("sr_x4_Set5_dip") < first("sr_x4_Set14_dip")
     assert first("sr_x4_Set14_ours") < first("sr_x8_Set5_dip")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(DATA is None or not dataset.task_images(DATA, "d
                                 reason="no paper images (set DIP_DATA_DIR)")
 PUBLISHED = ("29.22", "30.43", "31.00", "31.42", "30.26")
 METHODS = {"DIP 1800 it.", "DIP 1800 it., EMA", "ours (seed 0)", "ours (seed 1)",
-           "ours, Gaussian upsampling λ 1.8", "ours, variance stop", "ours, 2 restarts averaged"}
+           "ours, Gaussian upsampling λ 1.8", "ours, variance stop", "ours, 2 restarts averaged",
+           "ours, restart 0 of 2", "ours, restart 1 of 2", "ours, restart 0 of 2, EMA"}
 
 
 def run(*argv):
@@ -53,12 +54,24 @@ def test_denoising_table(out):
     image = dataset.task_images(DATA, "denoising")[0].stem
     table = rows(out / "denoising.csv")
     assert list(table[0]) == ["group", "method", "experiment", "image", "psnr", "ssim",
-                              "stop_iteration", "iterations", "seconds"]
+                              "stop_iteration", "iterations", "seconds", "psnr_peak",
+                              "best_iteration", "psnr_last"]
     assert METHODS <= {r["method"] for r in table}
     for label in METHODS:  # every method has its image row and its mean, with a finite PSNR
         mine = {r["image"]: r for r in table if r["method"] == label}
         assert {image, "mean"} <= set(mine), label
         assert np.isfinite(float(mine[image]["psnr"])), label
+    # the batched run fits on after its stops: each restart's stop, peak and end are reported
+    for m in (0, 1):
+        r = next(r for r in table if r["method"] == f"ours, restart {m} of 2"
+                 and r["image"] == image)
+        assert float(r["stop_iteration"]) <= float(r["best_iteration"]) <= 6
+        assert np.isfinite(float(r["psnr_peak"])) and np.isfinite(float(r["psnr_last"]))
+    avg = next(r for r in table if r["method"] == "ours, 2 restarts averaged"
+               and r["image"] == image)
+    assert float(avg["iterations"]) == 6 and np.isfinite(float(avg["psnr_last"]))
+    dip = next(r for r in table if r["method"] == "DIP 1800 it." and r["image"] == image)
+    assert np.isfinite(float(dip["psnr_peak"])) and dip["psnr_last"] == ""
     ours = next(r for r in table if r["method"] == "ours (seed 0)" and r["image"] == image)
     assert ours["experiment"] == "ours_seed0" and float(ours["iterations"]) <= 6
     published = {r["method"]: r["psnr"] for r in table if r["experiment"] == "published"}
@@ -120,10 +133,10 @@ def test_budget_measures_a_net_on_one_image_then_fits_the_rest_of_the_run(tmp_pa
                        "--budget-s", "200")
     assert status == 0, text
     calls = [line.split("]")[0][1:] for line in text.splitlines() if "] denoising.py" in line]
-    # decoder: ours_seed0 one image (measured), then the other; every later decoder run is one
-    # call of both images; DIP's hourglass is measured on its own first image
-    assert calls == ["ours_seed0", "ours_seed0", "ours_seed1", "ours_2restarts", "dip_1800",
-                     "dip_1800", "ours_gaussian", "ours_variance", "ours_validation"], calls
+    # decoder: the first run fits one image (measured), then the other; every later decoder
+    # run is one call of both images; DIP's hourglass is measured on its own first image
+    assert calls == ["ours_2restarts", "ours_2restarts", "dip_1800", "dip_1800", "ours_seed0",
+                     "ours_seed1", "ours_gaussian", "ours_variance", "ours_validation"], calls
     assert len(list(tmp_path.glob("runs/*/*/summary.json"))) == 14
 
 

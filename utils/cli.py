@@ -42,7 +42,8 @@ from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_emp
                           unique_names)
 from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import cell, csv_text, fmt, markdown, strict_json
-from utils.task import Task, fit_problem, oracle_free_metrics, score, uncertainty_map
+from utils.task import (Task, course_metrics, fit_problem, member_metrics, oracle_free_metrics,
+                        score, uncertainty_map)
 
 LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
                "ratio")
@@ -231,8 +232,11 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)
+    run_on = bool(config.run_on and config.stop != "none")
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
-               **oracle_free_metrics(problem, res), **extra}
+               **course_metrics(problem, res, run_on, run_on or config.stop == "none"),
+               **oracle_free_metrics(problem, res),
+               **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
         write_montage(folder / "montage.png", problem, final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
@@ -241,8 +245,9 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    restores=res.restores[0] if members == 1 else str(res.restores),
                    seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
                    device=res.device)
+    each = [member_metrics(problem, res, m, run_on) for m in range(members)] if members > 1 else []
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
-                  hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
+                  **({"members": each} if each else {}), hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
                   cuda=torch.version.cuda,
                   size=list(problem.region), inputs=list(problem.inputs),
                   source=dict(path=str(img.path) if img.path else None,
@@ -314,8 +319,8 @@ def _finished(out: Path, cfg: dict, img: LoadedImage):
             img.pixels_sha256:
         return None
     same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
-    keep = ("warnings", "interrupted", "hyperparameters", "fit", "torch", "cuda", "size",
-            "inputs", "source")
+    keep = ("warnings", "interrupted", "members", "hyperparameters", "fit", "torch", "cuda",
+            "size", "inputs", "source")
     return {k: v for k, v in rec.items() if k not in keep} if same else None
 
 

@@ -9,20 +9,19 @@ the fit (Sec. 4.3, Eq. 8).
 
     result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
 
-One iteration is ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
-``Fit.measure`` (the logged measures, ``backtrack``, the oracle's best, the stop rule), then the
-optimiser step (``utils.members.MemberAdam``: Adam with per-member state) and ``Fit.hold``
-(members that backtracked or stopped go back to their checkpoint).
-Everything inside the iteration stays on the device; ``Fit.sync`` copies the logged rows to the
-host once per ``sync_every`` iterations and decides whether every member has stopped.
+One iteration: ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
+``Fit.measure`` (measures, ``backtrack``, the oracle's best, the stop rule), the step of
+``utils.members.MemberAdam`` and ``Fit.hold`` (members that backtracked or stopped go back to
+their checkpoint), all on the device; ``Fit.sync`` copies the logs to the host once per
+``sync_every`` iterations and decides whether every member has stopped.
 
 Batched independent fits: pass a list of nets (same architecture, independent weights) and a
 code per member; they are fitted together with ``torch.func`` (the weights as one (M, N) buffer,
 ``vmap`` over its rows: utils/members.py), every member with its own loss, stop rule,
 backtracking and step size, giving the numbers of separate fits.
 
-Nothing here changes process-wide state: the input perturbation has its own generator and
-cuDNN's autotuner is switched on for the fit only.
+Nothing here changes process-wide state: the input perturbation has its own generator; cuDNN's
+autotuner and TF32 switch are set for the fit only.
 """
 from __future__ import annotations
 
@@ -69,6 +68,7 @@ class FitConfig:
                                  "(Eq. 8), the variance rule's, the validation rule's smoothing")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
     stop_patience: int = _opt(1000, "patience of the variance and validation rules (iterations)")
+    run_on: bool = _opt(False, "after the stop, fit on to iters (the result stays the rule's)")
     holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
                                 "validation rule and --lambda auto (Self-Validation DIP)")
     track_heldout: bool = _opt(False, "hold pixels out and log their loss whatever the stop rule "
@@ -154,8 +154,8 @@ def cpu_model() -> str:
 @contextlib.contextmanager
 def _cudnn_settings(dev: torch.device, tf32: bool):
     """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
-    cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.allow_tf32
+    cudnn, before = torch.backends.cudnn, (torch.backends.cudnn.benchmark,
+                                           torch.backends.cudnn.allow_tf32)
     cudnn.benchmark = before[0] or dev.type == "cuda"
     cudnn.allow_tf32 = tf32
     try:
@@ -301,7 +301,7 @@ class Fit:
             self.track_best(i, p_gt, o)
         if self.stop_rule is not None:
             stopped = self.stop_rule.update(i, o, ratio=ratio, heldout=held, candidate=cand)
-            self.active = self.active & ~stopped
+            self.active = self.active if self.cfg.run_on else self.active & ~stopped
 
     def backtrack(self, per, p_obs, a_o, o):
         """Backtracking: a member restores its checkpoint (weights, Adam moments and step count)

@@ -21,7 +21,8 @@ import torch
 from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
 from utils.fit import fit
-from utils.imageio import LoadedImage, center_crop_multiple, pad_to_multiple, to_tensor
+from utils.imageio import (LoadedImage, center_crop_multiple, pad_to_multiple, to_array,
+                           to_tensor)
 from utils.metrics import psnr, ssim
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
@@ -259,4 +260,42 @@ def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:
         out[f"ssim{tag}"] = float(ssim(t, gt)[0])
     if problem.evaluate and not tag:
         out.update(problem.evaluate(output))
+    return out
+
+
+def _peak(res, m: int):
+    """The best logged PSNR to the ground truth of member ``m`` (the oracle's peak, at
+    ``best_iteration``), or None without a ground truth or a log."""
+    col = res.history.get("psnr_gt")
+    if col is None or not len(col) or not np.isfinite(col[:, m]).any():
+        return None
+    return float(np.nanmax(col[:, m]))
+
+
+def member_metrics(problem: Problem, res, m: int, run_on: bool) -> dict:
+    """One member's own numbers: its scores at the stop (or end) and of its moving average, its
+    stop and oracle iterations, the oracle's peak (the best logged PSNR); with ``run_on`` the
+    scores of its last output (at ``iters``, after the stop)."""
+    h, w = problem.region
+    crop = lambda t: to_array(t[m:m + 1, :, :h, :w])  # noqa: E731
+    out = {**score(problem, crop(res.output)), **score(problem, crop(res.ema_output), "_ema"),
+           "stop_iteration": res.stop_iteration[m], "best_iteration": res.best_iteration[m],
+           "psnr_peak": _peak(res, m)}
+    if run_on:
+        out.update(score(problem, crop(res.last_output), "_last"))
+    return out
+
+
+def course_metrics(problem: Problem, res, run_on: bool, whole: bool) -> dict:
+    """The course of the result's first member where the fit saw all of it (``whole``: no stop,
+    or ``run_on``): the oracle's peak PSNR (its iteration is ``best_iteration``) and, with
+    ``run_on``, the PSNR of the last output."""
+    first = res.chosen[0] if res.chosen else 0
+    if not whole or problem.target is None:
+        return {}
+    out = {"psnr_peak": _peak(res, first)}
+    if run_on:
+        h, w = problem.region
+        out["psnr_last"] = score(problem, to_array(res.last_output[first:first + 1, :, :h, :w]),
+                                 "_last")["psnr_last"]
     return out

@@ -111,7 +111,7 @@ def scrubbed(rec: dict) -> dict:
     return rec
 
 
-def pack_members(out: Path, pictures=()) -> dict[str, bytes]:
+def pack_members(out: Path, pictures=(), whole_figure_logs=True) -> dict[str, bytes]:
     """Archive path -> bytes of everything to commit under ``out``; ``pictures`` are the
     per-image PNGs the montage and tables show (paths under ``out``)."""
     members = {}
@@ -128,7 +128,7 @@ def pack_members(out: Path, pictures=()) -> dict[str, bytes]:
         log = s.parent / "log.csv"
         if log.exists():
             text = log.read_text()
-            whole = s.parent.parent.name.startswith("fig_")
+            whole = whole_figure_logs and s.parent.parent.name.startswith("fig_")
             members[f"{rel}/log.csv"] = (text if whole else
                                          downsample_log(text, _marks(rec))).encode()
     for p in pictures:
@@ -138,30 +138,39 @@ def pack_members(out: Path, pictures=()) -> dict[str, bytes]:
     return members
 
 
-def write_pack(path, out: Path, command: str, pictures=()) -> tuple[Path, int, int]:
-    """Write the archive atomically; returns (path, members, bytes).  Larger than ``LIMIT`` is
-    a PackError (nothing written)."""
-    members = pack_members(out, pictures)
-    cuda = torch.version.cuda
-    devices = sorted({json.loads(b).get("device", "?") for k, b in members.items()
-                      if k.endswith("summary.json")})
-    manifest = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), devices=devices, torch=torch.__version__, cuda=cuda,
-        python=platform.python_version(), command=command,
-        images=sum(k.endswith("summary.json") for k in members))
-    members[MANIFEST] = (json.dumps(manifest, indent=1) + "\n").encode()
+def _archive(members: dict, manifest: dict) -> bytes:
+    members = {**members, MANIFEST: (json.dumps(manifest, indent=1) + "\n").encode()}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    data = buf.getvalue()
-    if len(data) > LIMIT:
-        raise PackError(f"{path}: the archive would take {len(data) / 2**20:.1f} MiB, over the "
-                        f"{LIMIT / 2**20:.0f} MiB a lent machine returns; pack fewer parts "
-                        "(--only)")
-    return atomic_write_bytes(Path(path), data), len(members), len(data)
+    return buf.getvalue()
+
+
+def write_pack(path, out: Path, command: str, pictures=()) -> tuple[Path, int, int]:
+    """Write the archive atomically; returns (path, members, bytes).  Over ``LIMIT`` it leaves
+    out the per-image PNGs, then downsamples the figure logs too (the manifest's ``dropped``
+    says so); still over is a PackError (nothing written)."""
+    manifest = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), torch=torch.__version__, cuda=torch.version.cuda,
+        python=platform.python_version(), command=command, dropped=[])
+    steps = ((pictures, True, []), ((), True, ["per-image PNGs"]),
+             ((), False, ["per-image PNGs", "whole figure logs"]))
+    for pics, whole, dropped in steps:
+        members = pack_members(out, pics, whole)
+        manifest.update(dropped=dropped, images=sum(k.endswith("summary.json") for k in members),
+                        devices=sorted({json.loads(b).get("device", "?") for k, b in
+                                        members.items() if k.endswith("summary.json")}))
+        data = _archive(members, manifest)
+        if len(data) <= LIMIT:
+            if dropped:
+                print(f"warning: {path}: over {LIMIT / 2**20:.0f} MiB with everything; left "
+                      f"out: {', '.join(dropped)}")
+            return atomic_write_bytes(Path(path), data), len(members) + 1, len(data)
+    raise PackError(f"{path}: the archive would take {len(data) / 2**20:.1f} MiB, over the "
+                    f"{LIMIT / 2**20:.0f} MiB a lent machine returns; pack fewer parts (--only)")
 
 
 def _allowed(name: str) -> bool:

@@ -6,6 +6,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +175,17 @@ def test_compiled_fits_get_more_time_until_measured():
     assert b.affordable("decoder", [1.0], extra) == 0    # 130 s > 60 s
     b.measure("decoder", 20.0, 1.0)
     assert b.affordable("decoder", [1.0, 1.0, 1.0], extra) == 2   # 24 s each once measured
+
+
+def test_pack_over_the_limit_leaves_out_the_pictures_first(tmp_path, monkeypatch):
+    d = _tree(tmp_path / "src")
+    (d / "output.png").write_bytes(np.random.default_rng(0).bytes(200_000))  # incompressible
+    full = P._archive(P.pack_members(tmp_path / "src", [d / "output.png"]), {})
+    monkeypatch.setattr(P, "LIMIT", len(full) - 1000)
+    path, _, _ = P.write_pack(tmp_path / "p.tar.gz", tmp_path / "src", "cmd",
+                              pictures=[d / "output.png"])
+    with tarfile.open(path) as tar:
+        names = set(tar.getnames())
+        meta = json.loads(tar.extractfile(P.MANIFEST).read())
+    assert "runs/ours_seed0/img/output.png" not in names and "runs/fig_ours/img/log.csv" in names
+    assert meta["dropped"] == ["per-image PNGs"]

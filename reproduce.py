@@ -102,6 +102,10 @@ def main(argv=None):
               "git-ignored: " + (f"git add -f {' '.join(pngs)}" if pngs else "none") + ")")
         args.no_run = True
         ctx.command = meta.get("command", ctx.command)   # the tables name the runs' command
+        if meta.get("dropped"):   # rebuilt from what is left, the figures would be worse
+            print(f"warning: {args.unpack}: the pack left out {', '.join(meta['dropped'])}; "
+                  "its figures are kept as they came, not rebuilt")
+            only = [p for p in only if p != "figures"]
     threads = torch.get_num_threads()
     if args.toy:  # tiny tensors: one thread is faster, and immune to a loaded CPU
         torch.set_num_threads(1)
@@ -111,10 +115,13 @@ def main(argv=None):
     status = 0
     try:
         if not args.no_run:
+            # a kill at the command's limit keeps what has finished: the pack is rewritten
+            # after each call that finished an image (budgeted) or after each run
+            repack = (lambda: _pack(args.pack, ctx, tasks, quiet=True)) if args.pack else None
             for run in runs:
-                status = max(status, 1 if execute(run, ctx, budget) else 0)
-                if args.pack:   # a kill at the command's limit keeps what has finished
-                    status = max(status, _pack(args.pack, ctx, tasks, quiet=True))
+                status = max(status, 1 if execute(run, ctx, budget, repack) else 0)
+                if repack is not None and budget is None:
+                    status = max(status, repack())
         for part in only:
             paths = make_figures(ctx, tasks) if part == "figures" else make_table(ctx,
                                                                                    tasks[part])

@@ -73,6 +73,8 @@ def verdict(results: list[dict], reference="fp32") -> tuple[str | None, str]:
     ok = [r for r in results if "error" not in r
           and abs(r["psnr"] - ref["psnr"]) <= TOLERANCE_DB
           and abs(r["psnr_ema"] - ref["psnr_ema"]) <= TOLERANCE_DB]
+    if not ok:   # a NaN reference compares with nothing
+        return None, f"the {reference} run's PSNR is not finite: no verdict"
     best = min(ok, key=lambda r: r["ms_per_it"])
     slower = [r["mode"] for r in results if "error" not in r and r not in ok]
     return best["mode"], (f"fastest mode within {TOLERANCE_DB} dB of strict fp32 (last and "
@@ -87,7 +89,8 @@ def report(results, text, command, quick=False) -> str:
     ref = next((r for r in ok if r["mode"] == "fp32"), None)
     head = ok[0] if ok else {}
     lines = ["# Numeric-mode parity: denoising, one image, no stop", "",
-             f"- device: {head.get('device', '—')} · torch {head.get('torch', torch.__version__)}"
+             f"- device: {head.get('device', '—')} · "
+             f"torch {head.get('torch', torch.__version__)}"
              + (f" (CUDA {head['cuda']})" if head.get("cuda") else ""),
              f"- image: {head.get('image', '—')}, σ 25, seed 0, {head.get('iterations', '—')} "
              + ("iterations, TOY scale (`--quick`, 64² crop, 8 channels): not a parity result"

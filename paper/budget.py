@@ -2,18 +2,18 @@
 
 A GPU lease is short (a 10-minute command, 30 minutes a session), so a budgeted invocation runs
 the pending runs in priority order (``paper.experiments.PRIORITY``) and never starts an image it
-cannot finish in the time left.  The cost of an image is its work, iterations × members ×
-pixels, times a rate in seconds per unit of work:
+cannot finish in the time left.  The cost of an image is its work, ``iters`` × members ×
+pixels / 512² (every iteration counted: early stops only make it shorter), times a rate in
+seconds per unit of work of its kind (net, measures every k iterations, numeric mode):
 
-- measured in this invocation: the wall time of the run's call over the work it fitted (image
-  loading, writing and compilation included) of the net's latest call, × 1.2 (the first image
-  of a net is fitted alone, to measure it);
-- else from finished records of the same device and net (``seconds`` of the fit, × 1.2, plus
-  ``OVERHEAD_S`` per image);
+- measured in this invocation: the wall time of a call (image loading, writing and compilation
+  included) over the work its finished images actually ran (their records' ``iterations``),
+  the largest seen for the kind, × 1.2 (the first image of a kind is fitted alone, to measure
+  it; a failed call measures nothing);
+- else from finished records of the same device and kind (their ``seconds`` over the work they
+  ran, the largest, × 1.2, plus ``OVERHEAD_S`` per image);
 - else a prior of ``PRIOR_MS`` per iteration of one member at 512², × 2, plus ``OVERHEAD_S``
   (and ``COMPILE_S`` for a compiled fit).
-
-Early stops end most fits sooner than their ``iters``, so the estimate is an upper bound.
 """
 from __future__ import annotations
 
@@ -58,69 +58,83 @@ def work(path, cfg: dict) -> float:
     return cfg["iters"] * members(cfg) * fitted_pixels(path, cfg) / UNIT
 
 
-def compile_overhead(cfg: dict) -> float:
-    """Seconds a compiled fit may add to an image before its rate is measured."""
-    return COMPILE_S if cfg.get("compile") else 0.0
-
-
 def finished(folder: Path, hyperparameters: dict) -> bool:
     """An image folder whose summary.json is a finished fit with these hyperparameters (the
     script's own check also compares the pixels; an image replaced under the same name is
     refitted, and its cost was not counted)."""
+    rec = read_record(folder)
+    return bool(rec) and rec.get("status") == "ok" and rec.get("hyperparameters") == hyperparameters
+
+
+def read_record(folder: Path) -> dict | None:
     try:
-        rec = json.loads((folder / "summary.json").read_text())
+        return json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
-        return False
-    return rec.get("status") == "ok" and rec.get("hyperparameters") == hyperparameters
+        return None
+
+
+def kind(cfg: dict) -> tuple:
+    """What sets the cost of an iteration besides its size: the net, how often the measures
+    run, the numeric mode."""
+    return (cfg.get("net", "decoder"), int(cfg.get("log_every", 1)), cfg.get("amp", "none"),
+            bool(cfg.get("compile")), bool(cfg.get("tf32", True)))
+
+
+def ran(rec: dict) -> float:
+    """The work a finished record ran: its iterations × members × pixels / 512²."""
+    h = rec.get("hyperparameters") or {}
+    size = rec.get("size") or [512, 512]
+    return (rec.get("iterations") or 0) * members(h) * size[0] * size[1] / UNIT
 
 
 class Budget:
-    """Seconds left, and the rate of each net (seconds per unit of work) on this device."""
+    """Seconds left, and the rate of each kind (seconds per unit of work) on this device."""
 
     def __init__(self, seconds: float, device: str, records=()):
         self.deadline = time.monotonic() + seconds
         self.device = device
-        self.measured: dict[str, float] = {}
-        self.recorded: dict[str, float] = {}
+        self.measured: dict[tuple, float] = {}
+        self.recorded: dict[tuple, float] = {}
         for rec in records:  # finished fits of earlier invocations on this device
-            if rec.get("device") != device or not rec.get("iterations"):
-                continue
-            h = rec.get("hyperparameters") or {}
-            size = rec.get("size") or [512, 512]
-            w = rec["iterations"] * members(h) * size[0] * size[1] / UNIT
-            net = h.get("net", "decoder")
-            if w > 0:
-                self.recorded[net] = max(self.recorded.get(net, 0.0), rec["seconds"] / w)
+            w = ran(rec)
+            if rec.get("device") == device and w > 0 and rec.get("seconds"):
+                k = kind(rec.get("hyperparameters") or {})
+                self.recorded[k] = max(self.recorded.get(k, 0.0), rec["seconds"] / w)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def estimate(self, net: str, units: float, extra: float = 0.0) -> float:
-        """Seconds one image of ``units`` work takes, an upper bound; ``extra`` seconds are
-        added where the rate was not measured here (``compile_overhead``)."""
-        if net in self.measured:
-            return MARGIN * self.measured[net] * units
-        if net in self.recorded:
-            return MARGIN * self.recorded[net] * units + OVERHEAD_S + extra
-        ms = PRIOR_MS.get(net, max(PRIOR_MS.values()))
-        return PRIOR_MARGIN * ms / 1e3 * units + OVERHEAD_S + extra
+    def estimate(self, cfg: dict, units: float) -> float:
+        """Seconds one image of ``units`` work and configuration ``cfg`` takes, a bound."""
+        k = kind(cfg)
+        if k in self.measured:
+            return MARGIN * self.measured[k] * units
+        extra = OVERHEAD_S + (COMPILE_S if cfg.get("compile") else 0.0)
+        if k in self.recorded:
+            return MARGIN * self.recorded[k] * units + extra
+        ms = PRIOR_MS.get(k[0], max(PRIOR_MS.values()))
+        return PRIOR_MARGIN * ms / 1e3 * units + extra
 
-    def affordable(self, net: str, costs: list[float], extra: float = 0.0) -> int:
+    def affordable(self, cfg: dict, costs: list[float]) -> int:
         """How many of the images (in order, of work ``costs``) fit in the time left."""
         left, n = self.left(), 0
         for units in costs:
-            need = self.estimate(net, units, extra)
+            need = self.estimate(cfg, units)
             if need > left:
                 break
             left -= need
             n += 1
         return n
 
-    def measure(self, net: str, seconds: float, units: float):
-        """Record a call's wall time for ``units`` of fitted work (the latest call's rate: the
-        first call of a net also pays CUDA's start and the autotuning, once)."""
+    def measure(self, cfg: dict, seconds: float, units: float):
+        """Record a call's wall time for the ``units`` of work it ran (the largest rate of the
+        kind is kept)."""
         if units > 0:
-            self.measured[net] = seconds / units
+            k = kind(cfg)
+            self.measured[k] = max(self.measured.get(k, 0.0), seconds / units)
+
+    def known(self, cfg: dict) -> bool:
+        return kind(cfg) in self.measured
 
 
 def device_name() -> str:

@@ -37,7 +37,10 @@ from utils.atomic import atomic_write_bytes
 LIMIT = 16 * 1024 ** 2      # bytes: the largest file a lent machine returns
 LOG_ROWS = 400              # iterations kept in a downsampled log
 HEAD = 100                  # every logged iteration up to this one is kept
+SLACK = 64                  # rows beyond HEAD + LOG_ROWS a kept log may have (peaks, marks)
+UNPACKED_LIMIT = 1024 ** 3  # bytes an archive may expand to
 MANIFEST = "PACK.json"
+_LOGS: dict = {}            # (path, mtime, size, whole) -> packed log bytes: repacks are cheap
 TOP_SUFFIXES = (".md", ".csv", ".png")
 
 
@@ -49,7 +52,7 @@ def keep_iterations(iterations, psnr=None, marks=()) -> set:
     """The logged iterations a downsampled log keeps: all up to ``HEAD``, a geometric grid of
     ``LOG_ROWS`` beyond, the last, the peak of ``psnr`` (n_rows,) and the ``marks``."""
     its = np.unique(np.asarray(iterations, dtype=np.int64))
-    if len(its) <= LOG_ROWS + HEAD:
+    if len(its) <= LOG_ROWS + HEAD + SLACK:   # (a log downsampled once stays as it is)
         return set(its.tolist())
     keep = set(its[its <= HEAD].tolist()) | {int(its[0]), int(its[-1])}
     grid = np.geomspace(max(HEAD, 1), its[-1], LOG_ROWS)
@@ -127,10 +130,13 @@ def pack_members(out: Path, pictures=(), whole_figure_logs=True) -> dict[str, by
         members[f"{rel}/summary.json"] = (json.dumps(scrubbed(rec), indent=1) + "\n").encode()
         log = s.parent / "log.csv"
         if log.exists():
-            text = log.read_text()
             whole = whole_figure_logs and s.parent.parent.name.startswith("fig_")
-            members[f"{rel}/log.csv"] = (text if whole else
-                                         downsample_log(text, _marks(rec))).encode()
+            st = log.stat()
+            key = (str(log), st.st_mtime_ns, st.st_size, whole, json.dumps(_marks(rec)))
+            if key not in _LOGS:
+                text = log.read_text()
+                _LOGS[key] = (text if whole else downsample_log(text, _marks(rec))).encode()
+            members[f"{rel}/log.csv"] = _LOGS[key]
     for p in pictures:
         p = Path(p)
         if p.exists():
@@ -183,17 +189,21 @@ def _allowed(name: str) -> bool:
     return len(p.parts) == 4 and p.parts[0] == "runs" and p.suffix in (".json", ".csv", ".png")
 
 
-def unpack(path, out: Path) -> list[Path]:
+def unpack(path, out: Path) -> tuple[list[Path], dict]:
     """Write the archive's files under ``out`` (each atomically; the manifest goes to
-    ``out/packs/<created>.json``); returns (the paths written, the manifest).  An archive that is not one, or
-    that holds a path outside the allowed layout, is a PackError and nothing is written."""
+    ``out/packs/<created>.json``); returns (the paths written, the manifest).  An archive that
+    is not one, or that holds a path outside the allowed layout, is a PackError and nothing is
+    written."""
     try:
         with tarfile.open(path, mode="r:gz") as tar:
-            files = {}
-            for m in tar.getmembers():
+            files, entries = {}, tar.getmembers()
+            for m in entries:
                 if not m.isfile() or not _allowed(m.name):
                     raise PackError(f"{path}: unexpected entry {m.name!r} (not a file of the "
                                     "pack layout)")
+            if sum(m.size for m in entries) > UNPACKED_LIMIT:
+                raise PackError(f"{path}: expands to more than {UNPACKED_LIMIT / 2**30:.0f} GiB")
+            for m in entries:
                 files[m.name] = tar.extractfile(m).read()
     except (OSError, tarfile.TarError, EOFError) as e:
         raise PackError(f"{path}: not a readable pack ({e})") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dataset
 from models import NETS
-from paper.budget import compile_overhead, finished, work
+from paper.budget import finished, ran, read_record, work
 from paper.published import INPAINT_NAMES
 from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
@@ -35,9 +35,11 @@ IMAGE_ORDER = {"inpainting/bernoulli": list(INPAINT_NAMES)}   # the papers' row 
 
 
 def command_line(script, argv) -> str:
-    """The command as a user would type it; the data folder is named, not its path (no path
-    of this machine goes into a committed table)."""
+    """The command as a user would type it; the data folder is named, not its path, and an
+    absolute path is reduced to its file name (no path of a machine goes into a committed
+    table)."""
     env = "DIP_DATA_DIR=<the images> " if os.environ.get(dataset.DATA_ENV) else ""
+    argv = [Path(a).name if os.path.isabs(a) else a for a in argv]
     return f"{env}python {script} {shlex.join(argv)}".strip()
 
 
@@ -104,15 +106,16 @@ class Context:
         return f"python reproduce.py {' '.join(opts)}"
 
 
-def execute(run, ctx, budget=None):
+def execute(run, ctx, budget=None, after_call=None):
     """Run one experiment in-process; returns the script's exit status.  With a ``budget``
-    (``paper.budget.Budget``) only its pending images that fit in the time left are fitted."""
+    (``paper.budget.Budget``) only its pending images that fit in the time left are fitted, and
+    ``after_call()`` follows each call that finished one."""
     paths = ctx.images(run.group)
     if paths == []:
         print(f"[{run.name}] no images selected, skipped")
         return 0
     if budget is not None:
-        return _execute_budgeted(run, ctx, budget, paths)
+        return _execute_budgeted(run, ctx, budget, paths, after_call)
     return _call(run, ctx, paths)
 
 
@@ -134,37 +137,42 @@ def _call(run, ctx, paths):
     return status
 
 
-def _execute_budgeted(run, ctx, budget, paths):
+def _execute_budgeted(run, ctx, budget, paths, after_call=None):
     """Fit the pending images of a run while the next one fits in the budget's time left: one
-    image per call until the net's rate is measured, then as many as fit (the finished images
-    are passed too, so that the run's summary lists them)."""
+    image per call until its kind's rate is measured, then as many as fit (the finished images
+    are passed too, so that the run's summary lists them); ``after_call()`` follows every call
+    that finished an image."""
     cfg = run_config(run, ctx)
     hyper = json.loads(json.dumps(recorded(cfg), default=str))
-    folder, net, extra = ctx.out / "runs" / run.name, cfg["net"], compile_overhead(cfg)
+    folder = ctx.out / "runs" / run.name
     # the embedded images (no data folder) are fitted by one call: all of them or none
     items = ([(p, p.stem) for p in paths] if paths is not None else
              [(None, n) for n in get_task(run.script).defaults])
     status = 0
     while True:
-        pending = [p for p, stem in items if not finished(folder / stem, hyper)]
+        pending = [(p, stem) for p, stem in items if not finished(folder / stem, hyper)]
         if not pending:
             return status
-        costs = [work(p, cfg) for p in pending]
-        n = budget.affordable(net, costs, extra)
+        costs = [work(p, cfg) for p, _ in pending]
+        n = budget.affordable(cfg, costs)
         if n == 0 or (paths is None and n < len(pending)):
             print(f"[{run.name}] {len(pending)} image(s) pending; the next needs "
-                  f"{budget.estimate(net, costs[0], extra):.0f} s, {budget.left():.0f} s left: "
+                  f"{budget.estimate(cfg, costs[0]):.0f} s, {budget.left():.0f} s left: "
                   "not started")
             return status
-        n = n if net in budget.measured else 1
+        n = n if budget.known(cfg) else 1
         t0 = time.monotonic()
-        call = _call(run, ctx, None if paths is None else [p for p in paths
-                                                            if p not in pending[n:]])
-        budget.measure(net, time.monotonic() - t0, sum(costs[:n]))
+        call = _call(run, ctx, None if paths is None else
+                     [p for p in paths if p not in [q for q, _ in pending[n:]]])
+        seconds = time.monotonic() - t0
+        done = [rec for _, stem in pending if finished(folder / stem, hyper)
+                and (rec := read_record(folder / stem))]
         status = max(status, call)
-        left = [p for p, stem in items if not finished(folder / stem, hyper)]
-        if call or len(left) >= len(pending):   # failed, or nothing finished: do not loop
+        if call or not done:   # failed, or nothing finished: measure nothing, do not loop
             return status
+        budget.measure(cfg, seconds, sum(ran(r) for r in done))
+        if after_call is not None:
+            after_call()
 
 
 def run_config(run, ctx) -> dict:

@@ -257,6 +257,7 @@ def test_run_on_fits_past_the_stop_and_keeps_the_stops_output():
     assert stopped.iterations < 60 and going.iterations == 60
     assert len(going.history["iteration"]) == 60
     assert torch.equal(going.output, stopped.output)          # the stop's output, bit for bit
+    assert torch.equal(going.ema_output, stopped.ema_output)  # the average frozen at the stop
     assert not torch.equal(going.last_output, going.output)   # the fit went on
     assert going.best_iteration[0] > 3                         # the oracle saw past the stop
     assert float(psnr(going.last_output, x)[0]) > float(psnr(going.output, x)[0])

@@ -33,20 +33,27 @@ def test_priority_order_follows_the_issue():
 
 
 def test_budget_prior_records_and_measurement():
+    dec = dict(net="decoder", log_every=1)
     b = B.Budget(30.0, "cpu")
     one = 2 * 4.0 / 1e3 + B.OVERHEAD_S            # prior: 4 ms/it at 512², × 2, + overhead
-    assert b.estimate("decoder", 1.0) == pytest.approx(one)
-    assert b.affordable("decoder", [1.0] * 5) == 2  # 3 × 10.008 s > 30 s
-    assert b.affordable("decoder", []) == 0
-    # a finished record on this device replaces the prior; one of another device does not
-    rec = dict(device="cpu", iterations=1000, seconds=40.0, size=[512, 512],
-               hyperparameters=dict(net="hourglass", restarts=2))
+    assert b.estimate(dec, 1.0) == pytest.approx(one)
+    assert b.affordable(dec, [1.0] * 5) == 2      # 3 × 10.008 s > 30 s
+    assert b.affordable(dec, []) == 0 and not b.known(dec)
+    # a finished record on this device replaces the prior (its seconds over the work it ran:
+    # 1000 of 5000 iterations, 2 members); one of another device does not
+    hg = dict(net="hourglass", restarts=2, log_every=10, iters=5000)
+    rec = dict(device="cpu", iterations=1000, seconds=40.0, size=[512, 512], hyperparameters=hg)
+    assert B.ran(rec) == pytest.approx(2000.0)
     other = dict(rec, device="NVIDIA H100", seconds=1.0)
     b = B.Budget(100.0, "cpu", [rec, other])
-    assert b.estimate("hourglass", 1000.0) == pytest.approx(1.2 * 0.02 * 1000 + B.OVERHEAD_S)
-    b.measure("hourglass", 9.0, 1000.0)
-    b.measure("hourglass", 5.0, 1000.0)             # measured in this invocation: the latest wins
-    assert b.estimate("hourglass", 1000.0) == pytest.approx(1.2 * 5.0)
+    assert b.estimate(hg, 1000.0) == pytest.approx(1.2 * 0.02 * 1000 + B.OVERHEAD_S)
+    # measured in this invocation: wins, the largest rate of the kind is kept
+    b.measure(hg, 9.0, 1000.0)
+    b.measure(hg, 5.0, 1000.0)
+    assert b.known(hg) and b.estimate(hg, 1000.0) == pytest.approx(1.2 * 9.0)
+    # another kind (measures every iteration) is not priced by it
+    assert not b.known(dict(hg, log_every=1))
+    assert b.estimate(dict(hg, log_every=1), 1000.0) > b.estimate(hg, 1000.0)
     assert b.left() <= 100.0
 
 
@@ -170,11 +177,25 @@ def test_unpack_refuses_what_is_not_a_pack(tmp_path):
 
 def test_compiled_fits_get_more_time_until_measured():
     b = B.Budget(60.0, "cpu")
-    extra = B.compile_overhead(dict(compile=True))
-    assert extra == B.COMPILE_S and B.compile_overhead(dict(compile=False)) == 0.0
-    assert b.affordable("decoder", [1.0], extra) == 0    # 130 s > 60 s
-    b.measure("decoder", 20.0, 1.0)
-    assert b.affordable("decoder", [1.0, 1.0, 1.0], extra) == 2   # 24 s each once measured
+    comp = dict(net="decoder", compile=True)
+    assert b.estimate(comp, 1.0) == pytest.approx(2 * 4e-3 + B.OVERHEAD_S + B.COMPILE_S)
+    assert b.affordable(comp, [1.0]) == 0                 # 130 s > 60 s
+    b.measure(comp, 20.0, 1.0)
+    assert b.affordable(comp, [1.0, 1.0, 1.0]) == 2      # 24 s each once measured
+
+
+def test_a_downsampled_log_stays_as_it_is():
+    once = P.downsample_log(_log(), marks=[7777])
+    assert P.downsample_log(once, marks=[7777]) == once
+
+
+def test_unpack_refuses_an_archive_that_expands_too_far(tmp_path, monkeypatch):
+    manifest = json.dumps({"created": "2026-11-22T00:00:00+00:00"}).encode()
+    _tar(tmp_path / "p.tar.gz", {P.MANIFEST: manifest, "big.md": b"x" * 5000})
+    monkeypatch.setattr(P, "UNPACKED_LIMIT", 1000)
+    with pytest.raises(P.PackError, match="expands to more than"):
+        P.unpack(tmp_path / "p.tar.gz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_pack_over_the_limit_leaves_out_the_pictures_first(tmp_path, monkeypatch):

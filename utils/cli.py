@@ -247,7 +247,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    device=res.device)
     each = [member_metrics(problem, res, m, run_on) for m in range(members)] if members > 1 else []
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
-                  **({"members": each} if each else {}), hyperparameters=recorded(cfg), fit=asdict(config), torch=torch.__version__,
+                  **({"members": each} if each else {}), hyperparameters=recorded(cfg),
+                  fit=asdict(config), torch=torch.__version__,
                   cuda=torch.version.cuda,
                   size=list(problem.region), inputs=list(problem.inputs),
                   source=dict(path=str(img.path) if img.path else None,

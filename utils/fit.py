@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 
@@ -80,8 +81,7 @@ class FitConfig:
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
     quiet: bool = _opt(False, "no progress bar")
     amp: str = _opt("none", "none | bf16 (convolutions in bf16; loss, σ and measures in fp32)")
-    tf32: bool = _opt(True, "on CUDA, cuDNN may run fp32 convolutions in TF32 (PyTorch's "
-                            "default); --no-tf32: strict fp32, the reference of the parity check")
+    tf32: bool = _opt(True, "cuDNN's TF32 convolutions on CUDA (PyTorch's); --no-tf32: strict fp32")
     compile: bool = _opt(False, "torch.compile the network")
     channels_last: bool = _opt(False, "channels-last memory format")
 
@@ -147,17 +147,16 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
     return platform.processor() or platform.machine()
 
 
 @contextlib.contextmanager
 def _cudnn_settings(dev: torch.device, tf32: bool):
     """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
-    cudnn, before = torch.backends.cudnn, (torch.backends.cudnn.benchmark,
-                                           torch.backends.cudnn.allow_tf32)
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
     cudnn.benchmark = before[0] or dev.type == "cuda"
-    cudnn.allow_tf32 = tf32
+    cudnn.allow_tf32 = before[1] and tf32   # True leaves PyTorch's setting; False: strict
     try:
         yield
     finally:
@@ -269,8 +268,10 @@ class Fit:
             self.ema = o.clone()
         elif self.stop_rule is None:
             self.ema.mul_(w).add_(o, alpha=1 - w)
-        else:   # a stopped member's average stays what it was at its stop
-            self.ema = _where(self.active, self.ema.mul(w).add_(o, alpha=1 - w), self.ema)
+        else:   # a stopped member's average stays what it was at its stop (run_on too)
+            done = self.stop_rule.stopped
+            live = self.active if done is None else self.active & ~done
+            self.ema = _where(live, self.ema.mul(w).add_(o, alpha=1 - w), self.ema)
         if i % cfg.log_every == 0:
             self.measure(i, o, per.detach())
         return loss
@@ -475,10 +476,9 @@ class Fit:
         best_its = [int(v) if v >= 0 else None for v in self.best_it.cpu().tolist()]
         if self.cfg.oracle and self.best_out is not None:
             chosen = self.best_out.clone()
-        if self.nan_stopped is not None:
-            for m in range(M):
-                if bool(self.nan_stopped[m]):
-                    chosen[m] = self.good_out[m]
+        for m in range(M) if self.nan_stopped is not None else ():
+            if bool(self.nan_stopped[m]) and stop_its[m] is None:   # (run_on: the stop's stays)
+                chosen[m] = self.good_out[m]
         restores = self.restores.cpu().tolist()
         if any(restores):
             self.warnings.append(

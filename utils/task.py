@@ -287,15 +287,16 @@ def member_metrics(problem: Problem, res, m: int, run_on: bool) -> dict:
 
 
 def course_metrics(problem: Problem, res, run_on: bool, whole: bool) -> dict:
-    """The course of the result's first member where the fit saw all of it (``whole``: no stop,
-    or ``run_on``): the oracle's peak PSNR (its iteration is ``best_iteration``) and, with
-    ``run_on``, the PSNR of the last output."""
-    first = res.chosen[0] if res.chosen else 0
+    """The course of the result where the fit saw all of it (``whole``: no stop, or
+    ``run_on``): the oracle's peak PSNR of a one-fit result (its iteration is
+    ``best_iteration``; an average of fits has no logged peak: see ``members``) and, with
+    ``run_on``, the PSNR of the last output (the average of the averaged fits' last outputs)."""
     if not whole or problem.target is None:
         return {}
-    out = {"psnr_peak": _peak(res, first)}
+    h, w = problem.region
+    single = (len(res.chosen) if res.chosen else res.output.shape[0]) == 1
+    out = {"psnr_peak": _peak(res, res.chosen[0] if res.chosen else 0)} if single else {}
     if run_on:
-        h, w = problem.region
-        out["psnr_last"] = score(problem, to_array(res.last_output[first:first + 1, :, :h, :w]),
-                                 "_last")["psnr_last"]
+        last = to_array(res.final("last_output")[..., :h, :w])
+        out["psnr_last"] = score(problem, last, "_last")["psnr_last"]
     return out

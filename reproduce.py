@@ -28,7 +28,6 @@ command that produces it.  No hyperparameter is tuned on the ground truth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
@@ -39,7 +38,7 @@ from paper.budget import Budget, device_name
 from paper.figures import make_figures, pictures
 from paper.pack import PackError, unpack, write_pack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
-from paper.tables import make_table
+from paper.tables import make_table, read_record
 from tasks import all_tasks
 
 
@@ -135,13 +134,7 @@ def main(argv=None):
 
 def finished_records(out):
     """The summary.json records under ``out/runs`` (the budget's rates of earlier sessions)."""
-    recs = []
-    for f in (out / "runs").glob("*/*/summary.json"):
-        try:
-            recs.append(json.loads(f.read_text()))
-        except (OSError, ValueError):
-            pass
-    return recs
+    return [r for f in (out / "runs").glob("*/*/summary.json") if (r := read_record(f.parent))]
 
 
 def _pack(path, ctx, tasks, quiet=False) -> int:

@@ -17,11 +17,12 @@ seconds per unit of work of its kind (net, measures every k iterations, numeric 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from PIL import Image
+
+from paper.tables import read_record
 
 PRIOR_MS = {"decoder": 4.0, "hourglass": 5.0, "convnet": 40.0}  # ms/it, one member at 512²
 UNIT = 512 * 512
@@ -58,19 +59,13 @@ def work(path, cfg: dict) -> float:
     return cfg["iters"] * members(cfg) * fitted_pixels(path, cfg) / UNIT
 
 
-def finished(folder: Path, hyperparameters: dict) -> bool:
-    """An image folder whose summary.json is a finished fit with these hyperparameters (the
-    script's own check also compares the pixels; an image replaced under the same name is
-    refitted, and its cost was not counted)."""
+def finished(folder: Path, hyperparameters: dict) -> dict | None:
+    """The record of an image folder whose summary.json is a finished fit with these
+    hyperparameters, or None (the script's own check also compares the pixels; an image
+    replaced under the same name is refitted, and its cost was not counted)."""
     rec = read_record(folder)
-    return bool(rec) and rec.get("status") == "ok" and rec.get("hyperparameters") == hyperparameters
-
-
-def read_record(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
+    ok = rec is not None and rec.get("status") == "ok"
+    return rec if ok and rec.get("hyperparameters") == hyperparameters else None
 
 
 def kind(cfg: dict) -> tuple:
@@ -92,7 +87,6 @@ class Budget:
 
     def __init__(self, seconds: float, device: str, records=()):
         self.deadline = time.monotonic() + seconds
-        self.device = device
         self.measured: dict[tuple, float] = {}
         self.recorded: dict[tuple, float] = {}
         for rec in records:  # finished fits of earlier invocations on this device

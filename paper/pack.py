@@ -48,9 +48,9 @@ class PackError(Exception):
     """The archive cannot be written or read (the message names the file and the problem)."""
 
 
-def keep_iterations(iterations, psnr=None, marks=()) -> set:
+def keep_iterations(iterations, marks=()) -> set:
     """The logged iterations a downsampled log keeps: all up to ``HEAD``, a geometric grid of
-    ``LOG_ROWS`` beyond, the last, the peak of ``psnr`` (n_rows,) and the ``marks``."""
+    ``LOG_ROWS`` beyond, the last, and the ``marks`` that were logged."""
     its = np.unique(np.asarray(iterations, dtype=np.int64))
     if len(its) <= LOG_ROWS + HEAD + SLACK:   # (a log downsampled once stays as it is)
         return set(its.tolist())
@@ -58,8 +58,7 @@ def keep_iterations(iterations, psnr=None, marks=()) -> set:
     grid = np.geomspace(max(HEAD, 1), its[-1], LOG_ROWS)
     idx = np.clip(np.searchsorted(its, grid), 0, len(its) - 1)
     keep |= set(its[idx].tolist())
-    keep |= {int(m) for m in marks if m is not None and int(m) in set(its.tolist())}
-    return keep
+    return keep | ({int(m) for m in marks if m is not None} & set(its.tolist()))
 
 
 def downsample_log(text: str, marks=()) -> str:
@@ -84,7 +83,7 @@ def downsample_log(text: str, marks=()) -> str:
             if np.isfinite(v) and v > best.get(m, (-np.inf, 0))[0]:
                 best[m] = (v, i)
         peaks = {i for _, i in best.values()}
-    keep = keep_iterations(it, marks=set(marks) | peaks) | peaks
+    keep = keep_iterations(it, marks=set(marks) | peaks)
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(head)

@@ -5,7 +5,6 @@ Runs are resumable: the script skips an image whose summary.json holds the same 
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import dataset
 from models import NETS
-from paper.budget import finished, ran, read_record, work
+from paper.budget import finished, ran, work
 from paper.published import INPAINT_NAMES
 from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
-from utils.config import recorded, resolve_config
+from utils.config import recorded_as_read, resolve_config
 
 MS_PER_IT = 4.0          # GPU cost assumed by --dry-run (decoder, 512×512, one member)
 FIG_IMAGE = "image_F16_512rgb"
@@ -143,7 +142,7 @@ def _execute_budgeted(run, ctx, budget, paths, after_call=None):
     are passed too, so that the run's summary lists them); ``after_call()`` follows every call
     that finished an image."""
     cfg = run_config(run, ctx)
-    hyper = json.loads(json.dumps(recorded(cfg), default=str))
+    hyper = recorded_as_read(cfg)
     folder = ctx.out / "runs" / run.name
     # the embedded images (no data folder) are fitted by one call: all of them or none
     items = ([(p, p.stem) for p in paths] if paths is not None else
@@ -162,11 +161,10 @@ def _execute_budgeted(run, ctx, budget, paths, after_call=None):
             return status
         n = n if budget.known(cfg) else 1
         t0 = time.monotonic()
-        call = _call(run, ctx, None if paths is None else
-                     [p for p in paths if p not in [q for q, _ in pending[n:]]])
+        later = {p for p, _ in pending[n:]}
+        call = _call(run, ctx, None if paths is None else [p for p in paths if p not in later])
         seconds = time.monotonic() - t0
-        done = [rec for _, stem in pending if finished(folder / stem, hyper)
-                and (rec := read_record(folder / stem))]
+        done = [rec for _, stem in pending if (rec := finished(folder / stem, hyper))]
         status = max(status, call)
         if call or not done:   # failed, or nothing finished: measure nothing, do not loop
             return status

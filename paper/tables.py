@@ -71,6 +71,11 @@ def run_method(ctx, label, run, keys: dict) -> Method:
     return Method(label, run.name, get, tuple(keys))
 
 
+def same(*metrics) -> dict:
+    """Table metrics that are the summary.json keys of the same name."""
+    return {m: m for m in metrics}
+
+
 def member_method(ctx, label, run, m: int, keys: dict) -> Method:
     """Member ``m`` of a batched run (its summary.json's ``members`` list), reported alone."""
     def get(image, metric):
@@ -182,13 +187,17 @@ def write(out_dir, stem, header: list[str], groups: list[Group], footer=()):
 
 
 # ----------------------------------------------------------------------------- run records
-def record(ctx, run, image):
-    """A run's summary.json for an image, or None."""
-    f = ctx.out / "runs" / run.name / image / "summary.json"
+def read_record(folder: Path) -> dict | None:
+    """The summary.json of an image folder, or None (missing or unreadable)."""
     try:
-        return json.loads(f.read_text())
+        return json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def record(ctx, run, image):
+    """A run's summary.json for an image, or None."""
+    return read_record(ctx.out / "runs" / run.name / image)
 
 
 def run_images(ctx, run):
@@ -299,10 +308,9 @@ def denoising_table(ctx, task):
     runs = task_runs(task, ctx.seeds)
     by = {r.name: r for r in runs}
     images = run_images(ctx, runs[0])
-    k = {m: m for m in ("psnr", "ssim", *RUN_KEYS)}
-    course = {m: m for m in ("psnr_peak", "best_iteration", "psnr_last")}
-    peak = {"psnr_peak": "psnr_peak", "best_iteration": "best_iteration"}
-    methods = [run_method(ctx, "DIP 1800 it.", by["dip_1800"], {**k, **peak}),
+    k = same("psnr", "ssim", *RUN_KEYS)
+    course = ("psnr_peak", "best_iteration", "psnr_last")
+    methods = [run_method(ctx, "DIP 1800 it.", by["dip_1800"], {**k, **same(*course[:2])}),
                run_method(ctx, "DIP 1800 it., EMA", by["dip_1800"],
                           {"psnr": "psnr_ema", "ssim": "ssim_ema"})]
     # the batched run: each restart alone (at its stop, its moving average, its course to the
@@ -310,11 +318,10 @@ def denoising_table(ctx, task):
     two = by["ours_2restarts"]
     for m in range(2):
         methods += [member_method(ctx, f"ours, restart {m} of 2", two, m,
-                                  {**{x: x for x in ("psnr", "ssim", "stop_iteration")},
-                                   **course}),
+                                  same("psnr", "ssim", "stop_iteration", *course)),
                     member_method(ctx, f"ours, restart {m} of 2, EMA", two, m,
                                   {"psnr": "psnr_ema", "ssim": "ssim_ema"})]
-    methods += [run_method(ctx, "ours, 2 restarts averaged", two, {**k, "psnr_last": "psnr_last"})]
+    methods += [run_method(ctx, "ours, 2 restarts averaged", two, {**k, **same("psnr_last")})]
     methods += [run_method(ctx, f"ours (seed {s})", by[f"ours_seed{s}"], k) for s in ctx.seeds]
     methods += [run_method(ctx, "ours, Gaussian upsampling λ 1.8", by["ours_gaussian"], k),
                 run_method(ctx, "ours, variance stop", by["ours_variance"], k),

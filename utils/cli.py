@@ -32,7 +32,8 @@ import torch
 
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, number_or_auto, recorded, resolve_config)
+                          network_options, number_or_auto, recorded, recorded_as_read,
+                          resolve_config)
 from utils.fit import resolve_device
 from utils.atomic import atomic_write_text
 from utils.imageio import (ImageError, LoadedImage, list_images, load_image, save_image, to_array,
@@ -43,7 +44,7 @@ from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_emp
 from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import cell, csv_text, fmt, markdown, strict_json
 from utils.task import (Task, course_metrics, fit_problem, member_metrics, oracle_free_metrics,
-                        score, uncertainty_map)
+                        runs_on, score, uncertainty_map)
 
 LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
                "ratio")
@@ -232,10 +233,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)
-    run_on = bool(config.run_on and config.stop != "none")
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
-               **course_metrics(problem, res, run_on, run_on or config.stop == "none"),
-               **oracle_free_metrics(problem, res),
+               **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
                **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
         write_montage(folder / "montage.png", problem, final, metrics)
@@ -245,7 +244,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    restores=res.restores[0] if members == 1 else str(res.restores),
                    seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
                    device=res.device)
-    each = [member_metrics(problem, res, m, run_on) for m in range(members)] if members > 1 else []
+    each = [member_metrics(problem, res, m, runs_on(config))
+            for m in range(members)] if members > 1 else []
     record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
                   **({"members": each} if each else {}), hyperparameters=recorded(cfg),
                   fit=asdict(config), torch=torch.__version__,
@@ -319,7 +319,7 @@ def _finished(out: Path, cfg: dict, img: LoadedImage):
     if rec.get("status") != "ok" or (rec.get("source") or {}).get("pixels_sha256") != \
             img.pixels_sha256:
         return None
-    same = json.loads(json.dumps(recorded(cfg), default=str)) == rec.get("hyperparameters")
+    same = recorded_as_read(cfg) == rec.get("hyperparameters")
     keep = ("warnings", "interrupted", "members", "hyperparameters", "fit", "torch", "cuda",
             "size", "inputs", "source")
     return {k: v for k, v in rec.items() if k not in keep} if same else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import json
 import math
 import tokenize
 from dataclasses import dataclass, field, fields
@@ -238,3 +239,9 @@ def net_kwargs(cfg: dict) -> dict:
 def recorded(cfg: dict) -> dict:
     """The hyperparameters a run records (and a rerun compares)."""
     return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
+
+
+def recorded_as_read(cfg: dict) -> dict:
+    """``recorded(cfg)`` as a summary.json read back holds it (JSON types): what a finished
+    record's ``hyperparameters`` are compared with."""
+    return json.loads(json.dumps(recorded(cfg), default=str))

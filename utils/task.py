@@ -286,12 +286,18 @@ def member_metrics(problem: Problem, res, m: int, run_on: bool) -> dict:
     return out
 
 
-def course_metrics(problem: Problem, res, run_on: bool, whole: bool) -> dict:
-    """The course of the result where the fit saw all of it (``whole``: no stop, or
-    ``run_on``): the oracle's peak PSNR of a one-fit result (its iteration is
-    ``best_iteration``; an average of fits has no logged peak: see ``members``) and, with
-    ``run_on``, the PSNR of the last output (the average of the averaged fits' last outputs)."""
-    if not whole or problem.target is None:
+def runs_on(config) -> bool:
+    """Whether a fit went on after its stop (``FitConfig.run_on`` with a stop rule)."""
+    return bool(config.run_on and config.stop != "none")
+
+
+def course_metrics(problem: Problem, res, config) -> dict:
+    """The course of the result where the fit saw all of it (no stop, or ``run_on``): the
+    oracle's peak PSNR of a one-fit result (its iteration is ``best_iteration``; an average of
+    fits has no logged peak: see ``members``) and, with ``run_on``, the PSNR of the last output
+    (the average of the averaged fits' last outputs)."""
+    run_on = runs_on(config)
+    if not (run_on or config.stop == "none") or problem.target is None:
         return {}
     h, w = problem.region
     single = (len(res.chosen) if res.chosen else res.output.shape[0]) == 1

@@ -15,6 +15,9 @@ finish in the budget, then one archive of what to commit; back home, unpack and 
     python reproduce.py --budget-s 500 --pack $OUT/pack.tar.gz
     python reproduce.py --unpack pack.tar.gz     # then git add the files it names, and commit
 
+(``python -m paper.lease`` wraps this in a whole lease: first contact, the speed table, these
+runs and a report, in one command.)
+
 The parts live in paper/: the experiment list (experiments.py; every registered task has one,
 its script's defaults on its protocol unless listed there), the runner (runner.py), the tables
 (tables.py) and the figures (figures.py), compared with paper/published.py.  Each experiment is

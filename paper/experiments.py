@@ -138,12 +138,15 @@ def all_runs(tasks, only, seeds, toy) -> list[Run]:
     return prioritised(list({r.name: r for r in runs}.values()))
 
 
-# The order a budgeted GPU session runs them in (issue #12): the 9-image denoising table first
-# (the batched 2-restart run, each restart reported alone; DIP's setting; ours per seed, the
-# paper's single run with its stop: the timing), then the central claim (the figure
-# runs), inpainting, SR ×4 then ×8 (Set5 before Set14), deblocking classic5 then LIVE1,
-# enhancement, and last the variants and the tasks the papers do not have.
-PRIORITY = (r"ours_2restarts$", r"dip_1800$", r"ours_seed\d+$", r"fig_", r"inpainting",
+# The order a budgeted GPU session runs them in (issue #23, short leases of one ~9-minute
+# command): first the central claim (the figure runs of DIP's hourglass, the decoder without
+# control and with λ 1.4: PSNR over 10 000 iterations on the figure image), then the 9-image
+# denoising table as a single run with the paper's ratio stop, DIP's 1800 iterations, the
+# validation stop, the batched 2 restarts, the other seed; then the other figure runs,
+# inpainting, SR ×4 then ×8 (Set5 before Set14), deblocking classic5 then LIVE1, enhancement,
+# and last the variants and the tasks the papers do not have.
+PRIORITY = (r"fig_dip$", r"fig_lambda0$", r"fig_ours$", r"ours_seed0$", r"dip_1800$",
+            r"ours_validation$", r"ours_2restarts$", r"ours_seed\d+$", r"fig_", r"inpainting",
             r"sr_x4_Set5", r"sr_x4_Set14", r"sr_x8_Set5", r"sr_x8_Set14",
             r"deblocking_classic5", r"deblocking_LIVE1", r"enhancement")
 

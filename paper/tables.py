@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+import dataset
 from paper.experiments import task_runs
 from paper.published import DISPLAY, MEANS, PER_IMAGE, setting_key
 from utils.classic import METHODS
@@ -260,14 +261,24 @@ def meta_lines(ctx, runs, title):
             ("numeric mode", ", ".join(modes)),
             ("seeds", ", ".join(map(str, seeds)) or ", ".join(map(str, ctx.seeds))),
             ("command", f"`{ctx.command}`"),
-            ("images", "the paper's images" + (f" (--images {' '.join(ctx.args.images)})"
-                                              if ctx.args.images else "")
-             if ctx.data_dir else "NO DATA FOLDER: each script's embedded skimage image, not "
-             "the paper's sets"),
+            ("images", images_line(ctx, recs)),
             ("scale", "TOY (tiny nets, 64×64 crops, 6 iterations): not the paper's numbers"
              if ctx.toy else "full (--full --crop32)"),
             ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
     return [f"# {title}", ""] + key_value(rows) + [""]
+
+
+def images_line(ctx, recs) -> str:
+    """What the runs were fitted on: the paper's images where this machine has them, or where
+    the records name them (tables rebuilt from an unpacked lease, with no data folder here)."""
+    chosen = f" (--images {' '.join(ctx.args.images)})" if ctx.args.images else ""
+    if ctx.data_dir:
+        return "the paper's images" + chosen
+    paper = {Path(r["path"]).name for r in dataset.manifest()}
+    named = {Path(str((r.get("source") or {}).get("path", ""))).name for r in recs}
+    if named & paper:
+        return "the paper's images, as the records name them (no data folder here)" + chosen
+    return "NO DATA FOLDER: each script's embedded skimage image, not the paper's sets"
 
 
 def missing_lines(ctx, runs, part):

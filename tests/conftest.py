@@ -11,6 +11,20 @@ from skimage import data, filters, img_as_float
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # plain `pytest` from the repo
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU, skipped without one; "
+                            "`pytest -m cuda tests` is a GPU lease's first contact (paper/lease.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 def chw(a):
     a = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
     return torch.from_numpy(np.ascontiguousarray(a)).float()

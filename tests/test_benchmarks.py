@@ -32,8 +32,8 @@ def test_speed_quick_table(tmp_path):
     number = re.compile(r"^\d+(\.\d+)?$")
     for key, found in cases.items():
         for cells in found:
-            if key[4] == "compile":  # skipped in --quick, with a note saying so
-                assert cells[5] == "—" and "skipped" in cells[10]
+            if key[4] == "compile":  # not run in --quick, with a note saying so
+                assert cells[5] == "—" and "not run" in cells[10]
                 continue
             assert number.match(cells[5]) and float(cells[5]) > 0, cells  # ms/it
             assert number.match(cells[6]) and float(cells[6]) > 0, cells  # it/s
@@ -81,3 +81,17 @@ def test_parity_quick_and_its_verdict(tmp_path):
     mode, text = parity.verdict(res)
     assert mode == "tf32" and "outside the tolerance: bf16-compile" in text
     assert parity.verdict(res[1:])[0] is None
+
+
+def test_speed_time_cap_lists_the_cases_it_did_not_start(tmp_path):
+    """--max-seconds 0 (a lease whose cap has passed): every case is listed, none timed, and
+    the table is still written whole."""
+    text = speed.main(["--device", "cpu", "--quick", "--max-seconds", "0", "--no-compile",
+                       "--out", str(tmp_path / "b.md")])
+    rows = [line for line in text.splitlines() if line.startswith("| decoder")
+            or line.startswith("| batch of") or line.startswith("| hourglass")
+            or line.startswith("| 8 sequential")]
+    assert len(rows) == 9
+    assert all("| — |" in r for r in rows)
+    assert sum("time cap" in r for r in rows) == 7 and sum("not run" in r for r in rows) == 2
+    assert "ratio **—×**" in text

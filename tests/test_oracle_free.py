@@ -238,7 +238,7 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
             "--parts", "rules"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_validation_stop_and_heldout_loss_on_cuda():
     """The data term moves to the GPU with the fit; the held-out loss after it must follow."""
     from tasks import restore

@@ -22,8 +22,9 @@ def test_priority_order_follows_the_issue():
     tasks = all_tasks()
     names = [r.name for r in all_runs(tasks, [*tasks, "figures"], [0, 1], False)]
     first = names.index
-    assert names[:4] == ["ours_2restarts", "dip_1800", "ours_seed0", "ours_seed1"]
-    assert first("dip_1800") < first("fig_ours") < first("inpainting_bernoulli")
+    assert names[:8] == ["fig_dip", "fig_lambda0", "fig_ours", "ours_seed0", "dip_1800",
+                         "ours_validation", "ours_2restarts", "ours_seed1"]
+    assert first("ours_seed1") < first("fig_lambda1") < first("inpainting_bernoulli")
     assert first("inpainting_bernoulli") < first("sr_x4_Set5_dip") < first("sr_x4_Set14_dip")
     assert first("sr_x4_Set14_ours") < first("sr_x8_Set5_dip")
     assert first("sr_x8_Set14_ours") < first("deblocking_classic5_quality10")

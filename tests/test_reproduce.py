@@ -153,8 +153,8 @@ def test_budget_measures_a_net_on_one_image_then_fits_the_rest_of_the_run(tmp_pa
     calls = [line.split("]")[0][1:] for line in text.splitlines() if "] denoising.py" in line]
     # decoder: the first run fits one image (measured), then the other; every later decoder
     # run is one call of both images; DIP's hourglass is measured on its own first image
-    assert calls == ["ours_2restarts", "ours_2restarts", "dip_1800", "dip_1800", "ours_seed0",
-                     "ours_seed1", "ours_gaussian", "ours_variance", "ours_validation"], calls
+    assert calls == ["ours_seed0", "ours_seed0", "dip_1800", "dip_1800", "ours_validation",
+                     "ours_2restarts", "ours_seed1", "ours_gaussian", "ours_variance"], calls
     assert len(list(tmp_path.glob("runs/*/*/summary.json"))) == 14
 
 
@@ -204,3 +204,7 @@ def test_dry_run_lists_every_experiment(capsys):
                  "fig_arch_convnet", "total"):
         assert name in text, name
     assert "--full --crop32" in text
+    # the order of short leases: the central claim, then the 9-image table as a single run
+    first = [line.split()[0] for line in text.splitlines()[:6]]
+    assert first == ["fig_dip", "fig_lambda0", "fig_ours", "ours_seed0", "dip_1800",
+                     "ours_validation"], first

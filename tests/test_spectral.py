@@ -65,7 +65,7 @@ def test_shape_mismatch_raises():
         fbc(torch.rand(2, 3, 32, 32), torch.rand(3, 3, 32, 32))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_agrees_and_no_sync(imgs):
     o = torch.stack([imgs["blur2"], imgs["noisy"]])
     t = imgs["astronaut"][None]

@@ -220,7 +220,7 @@ def test_one_interface_for_every_rule(imgs):
 
 
 # --------------------------------------------------------------------------- CUDA
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+cuda = pytest.mark.cuda
 
 
 @cuda

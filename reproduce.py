@@ -39,7 +39,8 @@ import dataset
 from paper.experiments import all_runs
 from paper.budget import Budget, device_name
 from paper.figures import make_figures, pictures
-from paper.pack import PackError, unpack, write_pack
+from paper.pack import PackError, write_pack
+from paper.unpack import unpack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
 from paper.tables import make_table, read_record
 from tasks import all_tasks
@@ -92,7 +93,6 @@ def main(argv=None):
     if ctx.data_dir is None:
         print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
               "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
-    ctx.out.mkdir(parents=True, exist_ok=True)
     if args.unpack:
         try:
             written, meta = unpack(args.unpack, ctx.out)
@@ -108,6 +108,12 @@ def main(argv=None):
             print(f"warning: {args.unpack}: the pack left out {', '.join(meta['dropped'])}; "
                   "its figures are kept as they came, not rebuilt")
             only = [p for p in only if p != "figures"]
+    try:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: {ctx.out}: cannot be the output folder ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
     threads = torch.get_num_threads()
     if args.toy:  # tiny tensors: one thread is faster, and immune to a loaded CPU
         torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Download the paper's images listed in ``dataset/manifest.tsv`` and verify their sha256.
 
     python -m dataset.fetch denoising|deblocking|inpainting|super_resolution|enhancement|dip|all
-                            [--dest DIR] [--base-url URL]
+                            [--dest DIR] [--base-url URL] [--timeout SECONDS]
 
 Each file is streamed to a temporary file in its destination folder, checked against the
 manifest's ``upstream_sha256``, converted to lossless PNG where the local name is ``.png`` but
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import math
 import os
 import socket
 import sys
@@ -177,6 +178,19 @@ def fetch(rows: list[dict], dest: str | os.PathLike = PACKAGE_DIR, base_url: str
     return counts
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type of ``--timeout``: a positive finite number of seconds (0, a negative
+    number, NaN or infinity is an argparse error, exit 2, before any download)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive finite number of seconds is "
+                                         "required")
+    return value
+
+
 def main(argv: list[str] | None = None, rows: list[dict] | None = None) -> int:
     """Command-line entry; ``rows`` replaces the project's manifest (tests)."""
     rows = manifest() if rows is None else rows
@@ -191,8 +205,8 @@ def main(argv: list[str] | None = None, rows: list[dict] | None = None) -> int:
     ap.add_argument("--dest", type=Path, default=PACKAGE_DIR,
                     help="root folder for the images (default: %(default)s)")
     ap.add_argument("--base-url", help="fetch from this mirror instead of the upstream URLs")
-    ap.add_argument("--timeout", type=float, default=TIMEOUT_S,
-                    help="network timeout in seconds (default: %(default)s)")
+    ap.add_argument("--timeout", type=positive_seconds, default=TIMEOUT_S,
+                    help="network timeout in seconds, a positive number (default: %(default)s)")
     args = ap.parse_args(argv)
     chosen = select(rows, args.group)
     if not chosen:

@@ -1,5 +1,6 @@
 """One archive of what a GPU session must bring back and commit (``reproduce.py --pack FILE``),
-and its unpacking into the tree (``reproduce.py --unpack FILE``).
+and its unpacking into the tree (``reproduce.py --unpack FILE``: the whole archive, its manifest
+and the tree are checked before the first write, then every file is staged and moved: paper/unpack.py).
 
 A lent machine returns at most 8 files of 16 MiB, so the archive (gzipped tar, paths relative to
 the output folder) holds only what the tables, the figures and the resumption need:
@@ -38,7 +39,6 @@ LIMIT = 16 * 1024 ** 2      # bytes: the largest file a lent machine returns
 LOG_ROWS = 400              # iterations kept in a downsampled log
 HEAD = 100                  # every logged iteration up to this one is kept
 SLACK = 64                  # rows beyond HEAD + LOG_ROWS a kept log may have (peaks, marks)
-UNPACKED_LIMIT = 1024 ** 3  # bytes an archive may expand to
 MANIFEST = "PACK.json"
 _LOGS: dict = {}            # (path, mtime, size, whole) -> packed log bytes: repacks are cheap
 TOP_SUFFIXES = (".md", ".csv", ".png")
@@ -116,7 +116,7 @@ def scrubbed(rec: dict) -> dict:
 def pack_members(out: Path, pictures=(), whole_figure_logs=True) -> dict[str, bytes]:
     """Archive path -> bytes of everything to commit under ``out``; ``pictures`` are the
     per-image PNGs the montage and tables show (paths under ``out``)."""
-    members = {}
+    members, records = {}, {}
     for f in sorted(out.iterdir()):
         if f.is_file() and f.suffix in TOP_SUFFIXES:
             members[f.name] = f.read_bytes()
@@ -126,7 +126,7 @@ def pack_members(out: Path, pictures=(), whole_figure_logs=True) -> dict[str, by
             rec = json.loads(s.read_text())
         except ValueError as e:
             raise PackError(f"{s}: not valid JSON ({e})") from None
-        members[f"{rel}/summary.json"] = (json.dumps(scrubbed(rec), indent=1) + "\n").encode()
+        records[rel] = scrubbed(rec)
         log = s.parent / "log.csv"
         if log.exists():
             whole = whole_figure_logs and s.parent.parent.name.startswith("fig_")
@@ -140,6 +140,13 @@ def pack_members(out: Path, pictures=(), whole_figure_logs=True) -> dict[str, by
         p = Path(p)
         if p.exists():
             members[p.relative_to(out).as_posix()] = p.read_bytes()
+    for rel, rec in records.items():
+        # the record lists the image's files that travel: a rerun in the unpacked tree then
+        # finds every output it lists (utils.outputs.finished_row) and skips the image
+        if isinstance(rec.get("outputs"), list):
+            rec["outputs"] = sorted({k[len(rel) + 1:] for k in members if k.startswith(rel + "/")}
+                                    | {"summary.json"})
+        members[f"{rel}/summary.json"] = (json.dumps(rec, indent=1) + "\n").encode()
     return members
 
 
@@ -176,45 +183,3 @@ def write_pack(path, out: Path, command: str, pictures=()) -> tuple[Path, int, i
             return atomic_write_bytes(Path(path), data), len(members) + 1, len(data)
     raise PackError(f"{path}: the archive would take {len(data) / 2**20:.1f} MiB, over the "
                     f"{LIMIT / 2**20:.0f} MiB a lent machine returns; pack fewer parts (--only)")
-
-
-def _allowed(name: str) -> bool:
-    """Archive paths unpacking may write: top-level files, and files of runs/<exp>/<image>/."""
-    p = PurePosixPath(name)
-    if p.is_absolute() or any(part in ("", ".", "..") for part in p.parts):
-        return False
-    if len(p.parts) == 1:
-        return p.suffix in TOP_SUFFIXES or name == MANIFEST
-    return len(p.parts) == 4 and p.parts[0] == "runs" and p.suffix in (".json", ".csv", ".png")
-
-
-def unpack(path, out: Path) -> tuple[list[Path], dict]:
-    """Write the archive's files under ``out`` (each atomically; the manifest goes to
-    ``out/packs/<created>.json``); returns (the paths written, the manifest).  An archive that
-    is not one, or that holds a path outside the allowed layout, is a PackError and nothing is
-    written."""
-    try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            files, entries = {}, tar.getmembers()
-            for m in entries:
-                if not m.isfile() or not _allowed(m.name):
-                    raise PackError(f"{path}: unexpected entry {m.name!r} (not a file of the "
-                                    "pack layout)")
-            if sum(m.size for m in entries) > UNPACKED_LIMIT:
-                raise PackError(f"{path}: expands to more than {UNPACKED_LIMIT / 2**30:.0f} GiB")
-            for m in entries:
-                files[m.name] = tar.extractfile(m).read()
-    except (OSError, tarfile.TarError, EOFError) as e:
-        raise PackError(f"{path}: not a readable pack ({e})") from None
-    if MANIFEST not in files:
-        raise PackError(f"{path}: no {MANIFEST} (not made by reproduce.py --pack)")
-    manifest = files.pop(MANIFEST)
-    try:
-        meta = json.loads(manifest)
-        stamp = "".join(c for c in meta["created"] if c.isalnum())
-    except (ValueError, KeyError, TypeError):
-        raise PackError(f"{path}: {MANIFEST} is not valid") from None
-    written = [atomic_write_bytes(out / "packs" / f"{stamp}.json", manifest)]
-    for name, data in files.items():
-        written.append(atomic_write_bytes(out / name, data))
-    return written, meta

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-import utils.cli
+import utils.outputs
 from tasks import get_task, restore
 from utils.cli import main
 
@@ -312,8 +312,8 @@ def test_a_full_disk_removes_the_partial_outputs(tmp_path, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, *a, **k)
 
-    real = utils.cli.write_log
-    monkeypatch.setattr(utils.cli, "write_log", full_disk)
+    real = utils.outputs.write_log
+    monkeypatch.setattr(utils.outputs, "write_log", full_disk)
     out = tmp_path / "out"
     status, cap = run("denoising", "--image", src, "--out", out, capsys=capsys)
     assert status == 1 and "No space left" in one_line(cap.err)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 from paper import budget as B  # noqa: E402
 from paper import pack as P  # noqa: E402
+from paper import unpack as U  # noqa: E402
 from paper.experiments import all_runs  # noqa: E402
 from tasks import all_tasks  # noqa: E402
 
@@ -105,8 +106,8 @@ def _tree(out: Path):
         {"image": "img", "status": "ok", "device": "cpu", "stop_iteration": 2345,
          "source": {"path": "/somewhere/img.png"}}))
     (d / "log.csv").write_text(_log(3000, 1))
-    (d / "output.png").write_bytes(b"png")
-    (d / "noisy.png").write_bytes(b"png")
+    (d / "output.png").write_bytes(U.PNG_SIGNATURE + b"png")   # unpack checks the signature
+    (d / "noisy.png").write_bytes(U.PNG_SIGNATURE + b"png")
     f = out / "runs" / "fig_ours" / "img"
     f.mkdir(parents=True)
     (f / "summary.json").write_text(json.dumps({"image": "img", "status": "ok"}))
@@ -127,7 +128,7 @@ def test_pack_then_unpack_round_trip(tmp_path):
                      "runs/ours_seed0/img/log.csv", "runs/ours_seed0/img/output.png",
                      "runs/fig_ours/img/summary.json", "runs/fig_ours/img/log.csv", P.MANIFEST}
     assert n == len(names) and size == path.stat().st_size
-    written, meta = P.unpack(path, dst)
+    written, meta = U.unpack(path, dst)
     assert meta["command"] == "python reproduce.py" and meta["images"] == 2
     assert len(written) == len(names)
     rec = json.loads((dst / "runs/ours_seed0/img/summary.json").read_text())
@@ -162,17 +163,17 @@ def test_unpack_refuses_paths_outside_the_layout(tmp_path, bad):
     manifest = json.dumps({"created": "2026-11-22T00:00:00+00:00"}).encode()
     _tar(tmp_path / "p.tar.gz", {P.MANIFEST: manifest, "ok.md": b"x", bad: b"y"})
     with pytest.raises(P.PackError, match="unexpected entry"):
-        P.unpack(tmp_path / "p.tar.gz", tmp_path / "out")
+        U.unpack(tmp_path / "p.tar.gz", tmp_path / "out")
     assert not (tmp_path / "out").exists()         # nothing written, not even the good file
 
 
 def test_unpack_refuses_what_is_not_a_pack(tmp_path):
     (tmp_path / "x.tar.gz").write_bytes(b"not a tar")
     with pytest.raises(P.PackError, match="not a readable pack"):
-        P.unpack(tmp_path / "x.tar.gz", tmp_path / "out")
+        U.unpack(tmp_path / "x.tar.gz", tmp_path / "out")
     _tar(tmp_path / "y.tar.gz", {"a.md": b"x"})
     with pytest.raises(P.PackError, match="no PACK.json"):
-        P.unpack(tmp_path / "y.tar.gz", tmp_path / "out")
+        U.unpack(tmp_path / "y.tar.gz", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -193,9 +194,9 @@ def test_a_downsampled_log_stays_as_it_is():
 def test_unpack_refuses_an_archive_that_expands_too_far(tmp_path, monkeypatch):
     manifest = json.dumps({"created": "2026-11-22T00:00:00+00:00"}).encode()
     _tar(tmp_path / "p.tar.gz", {P.MANIFEST: manifest, "big.md": b"x" * 5000})
-    monkeypatch.setattr(P, "UNPACKED_LIMIT", 1000)
+    monkeypatch.setattr(U, "UNPACKED_LIMIT", 1000)
     with pytest.raises(P.PackError, match="expands to more than"):
-        P.unpack(tmp_path / "p.tar.gz", tmp_path / "out")
+        U.unpack(tmp_path / "p.tar.gz", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -10,21 +10,21 @@ Inputs are sacred: every option is checked (``utils.config.check_config``), ever
 loaded and every path the run writes compared with every path it reads (``utils.outdir``)
 before anything is written.  In a run over several images, a bad file gets its one-line error
 and a row in the summary, the others are fitted, and the exit status is 2 at the end.  Each
-image's outputs are written to a hidden folder and moved into place when complete.  Under
-``torchrun`` the images are split across ranks and rank 0 writes the one summary; an image
-already finished with the same hyperparameters is skipped (resumable); an interrupted one is
-fitted again.
+image's outputs are written to a hidden folder and moved into place when complete, all or
+nothing (``utils.outdir.staged``).  Under ``torchrun`` the images are split across ranks and rank
+0 writes the one summary.  An image already finished asking the same question (pixels,
+hyperparameters, the other files read, every output still there: ``utils.outputs``) is skipped
+(resumable); an interrupted one is fitted again.  The summary tables hold the rows of every run
+on the output folder, merged under a lock (``utils.outputs.write_summary``).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +32,15 @@ import torch
 
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, number_or_auto, recorded, recorded_as_read,
-                          resolve_config)
+                          network_options, number_or_auto, resolve_config)
 from utils.fit import resolve_device
-from utils.atomic import atomic_write_text
-from utils.imageio import (ImageError, LoadedImage, list_images, load_image, save_image, to_array,
-                           to_tensor)
-from utils.metrics import psnr
-from utils.outdir import (WriteError, check_clashes, make_out_dir, remove_if_empty, staged,
-                          unique_names)
-from utils.plots import fbc_figure, montage, psnr_ratio_figure
-from utils.tables import cell, csv_text, fmt, markdown, strict_json
-from utils.task import (Task, course_metrics, fit_problem, member_metrics, oracle_free_metrics,
-                        runs_on, score, uncertainty_map)
+from utils.imageio import ImageError, LoadedImage, list_images, load_image
+from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
+                          remove_if_empty, staged, unique_names)
+from utils.outputs import failed_row, fingerprints, finished_row, write_outputs, write_summary
+from utils.tables import cell, fmt
+from utils.task import Task, fit_problem
 
-LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
-               "ratio")
 SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
 CHOICES = choices()
 
@@ -182,115 +175,18 @@ def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
     return [good[k] for k in keep], bad, [reads[k] for k in keep]
 
 
-def write_montage(path, problem, output, metrics):
-    """The first input (the degraded image) | the output | the ground truth when known, each
-    with its PSNR to the ground truth (the output's is the scored ``metrics['psnr']``)."""
-    name, degraded = next(iter(problem.inputs.items()))
-    if problem.target is None:
-        montage([degraded, output], [name, "output"], path)
-        return
-    gt = problem.target[..., :problem.region[0], :problem.region[1]]
-    if degraded.shape[:2] == tuple(gt.shape[-2:]) and degraded.shape[2] == gt.shape[1]:
-        name += f" ({float(psnr(to_tensor(degraded), gt)[0]):.2f} dB)"
-    montage([degraded, output, to_array(gt)],
-            [name, f"output ({metrics['psnr']:.2f} dB)", "ground truth"], path)
-
-
-def write_log(path, history, members):
-    held = ("heldout",) if np.isfinite(history.get("heldout", np.nan)).any() else ()
-    columns = LOG_COLUMNS + held
-    rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in columns]
-            + ([m] if members > 1 else [])
-            for i in range(len(history["iteration"])) for m in range(members)]
-    header = ["iteration", *columns] + (["member"] if members > 1 else [])
-    atomic_write_text(path, csv_text(header, rows))
-
-
-def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem, res, config):
-    """Every output of one fitted image into ``folder``; returns its summary row."""
-    like, protect = problem.like, [img.path] if img.path else []
-
-    def save(name, arr):
-        return save_image(folder / f"{name}.png", arr, like=like, protect=protect)
-
-    crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
-    final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
-    ema = crop(res.final("ema_output"))
-    for name, arr in problem.inputs.items():
-        save(name, arr)
-    save("output", final)
-    save("output_ema", ema)
-    extra = problem.finish(final, folder, save) if problem.finish else {}
-    members = res.output.shape[0]
-    write_log(folder / "log.csv", res.history, members)
-    first = res.chosen[0] if res.chosen else 0     # the chosen λ's first member
-    stop_it = res.stop_iteration[first]
-    if len(res.history["iteration"]):
-        fbc_figure(res.history, folder / "fbc.png", member=first,
-                   title=f"{task.name} · {img.name}: FBC to the observation")
-        psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
-                          member=first, title=f"{task.name} · {img.name}")
-    spread = uncertainty_map(res, problem.region)
-    if spread is not None:     # the restarts' per-pixel standard deviation
-        save_image(folder / "uncertainty.png", spread, protect=protect)
-    metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
-               **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
-               **extra}
-    if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
-        write_montage(folder / "montage.png", problem, final, metrics)
-    summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
-                   stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
-                   best_iteration=res.best_iteration[first], iterations=res.iterations,
-                   restores=res.restores[0] if members == 1 else str(res.restores),
-                   seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
-                   device=res.device)
-    each = [member_metrics(problem, res, m, runs_on(config))
-            for m in range(members)] if members > 1 else []
-    record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
-                  **({"members": each} if each else {}), hyperparameters=recorded(cfg),
-                  fit=asdict(config), torch=torch.__version__,
-                  cuda=torch.version.cuda,
-                  size=list(problem.region), inputs=list(problem.inputs),
-                  source=dict(path=str(img.path) if img.path else None,
-                              pixels_sha256=img.pixels_sha256))
-    atomic_write_text(folder / "summary.json", strict_json(record))
-    return summary
-
-
-def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, **fit_overrides):
+def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), **fit_overrides):
     """Fit one image and write its outputs to ``out_root/<name>/`` (all of them or, on a write
-    error, none: ``utils.outdir.staged``); returns (summary row, FitResult)."""
+    error, none: ``utils.outdir.staged``); ``reads``: the fingerprints of the other files it
+    reads (``fingerprints``); returns (summary row, FitResult)."""
     problem = task.make_problem(img, cfg)
     problem.like = problem.like or img
     for note in problem.notes:
         print(f"warning: {note}", file=sys.stderr)
     res, config = fit_problem(problem, cfg, **fit_overrides)
     with staged(out_root, img.name) as folder:
-        summary = write_outputs(folder, task, img, cfg, problem, res, config)
+        summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     return summary, res
-
-
-def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
-    """summary.csv and summary.md: one row per image, then their mean."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def numeric(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    # the mean of each numeric column over the images that have it (failed images have none)
-    num = [k for k in keys if all(numeric(r[k]) for r in rows if r.get(k) is not None)
-           and any(numeric(r.get(k)) for r in rows)]
-    mean = {k: float(np.nanmean([r[k] for r in rows if numeric(r.get(k))]))
-            for k in num if k not in ("iterations",)}
-    mean["image"] = "mean"
-    table = rows + ([mean] if len(rows) > 1 else [])
-    atomic_write_text(out / "summary.csv",
-                      csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
-    md = [f"# {task}: summary", "", f"device: {device} · torch {torch.__version__} · "
-          f"command: `{cell(command)}`", ""]
-    md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
-    atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
-    return table
 
 
 def _distributed():
@@ -305,35 +201,10 @@ def _distributed():
     return dist.get_rank(), world
 
 
-def _finished(out: Path, cfg: dict, img: LoadedImage):
-    """The summary row of this image (same pixels) already fitted to the end with the same
-    hyperparameters, or None (an interrupted fit is not finished; another image that had the
-    same name is fitted, and replaces it)."""
-    f = out / "summary.json"
-    if not f.exists():
-        return None
-    try:
-        rec = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    if rec.get("status") != "ok" or (rec.get("source") or {}).get("pixels_sha256") != \
-            img.pixels_sha256:
-        return None
-    same = recorded_as_read(cfg) == rec.get("hyperparameters")
-    keep = ("warnings", "interrupted", "members", "hyperparameters", "fit", "torch", "cuda",
-            "size", "inputs", "source")
-    return {k: v for k, v in rec.items() if k not in keep} if same else None
-
-
-def failed_row(name, status: str, message: str) -> dict:
-    """The summary row of an image without outputs."""
-    return {"image": name, "status": status, "error": message}
-
-
-def _fit_one(task, img, cfg, out_root, quiet):
+def _fit_one(task, img, cfg, out_root, quiet, reads=()):
     """(row, exit status, device or None, stop now) of one image; prints its line."""
     try:
-        summary, res = run_one(task, img, cfg, out_root, quiet=quiet)
+        summary, res = run_one(task, img, cfg, out_root, reads, quiet=quiet)
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return failed_row(img.name, "not written", e.problem), 1, None, False
@@ -361,17 +232,25 @@ def _fit_one(task, img, cfg, out_root, quiet):
     return summary, 0, res.device, False
 
 
-def _fit_all(task, images, cfg, out_root, rank, world, quiet):
-    """Fit this rank's share of the images; returns ({index: row}, status, device)."""
+def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
+    """Fit this rank's share of the images (``others``: {name: the other files its run
+    reads}); returns ({index: row}, status, device)."""
     rows, status, device = {}, 0, str(resolve_device(cfg["device"]))
     for idx in range(rank, len(images), world):
         img = images[idx]
-        done = _finished(out_root / img.name, cfg, img)
+        try:
+            reads = fingerprints((others or {}).get(img.name, ()))
+        except OSError as e:   # the mask went away since the checks
+            rows[idx] = failed_row(img.name, "bad input", f"cannot read its inputs ({e})")
+            print(f"error: {img.name}: cannot read its inputs ({e})", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        done = finished_row(out_root / img.name, cfg, img, reads)
         if done is not None:
             rows[idx] = done
             print(f"{img.name}: already finished, skipped")
             continue
-        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet)
+        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads)
         status, device = max(status, code), dev or device
         if stop:
             break
@@ -414,10 +293,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {cell(message)} (see python {self.prog} --help)\n")
 
 
-def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None]:
+def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None, dict]:
     """Everything checked before any work: (images to fit, bad inputs, output root, folders
-    created, data notice).  ImageError when nothing can be fitted or the outputs would clash
-    with an input."""
+    created, data notice, {image name: the other files its run reads}).  ImageError when nothing
+    can be fitted or the outputs would clash with an input."""
     images, bad, notice = collect_images(task, args.image, args.data_dir)
     images, bad_extra, reads = preflight(task, images, cfg)
     bad += bad_extra
@@ -431,7 +310,11 @@ def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None]:
         print(f"note: {line}")
     out_root = Path(args.out)
     check_clashes(out_root, {img.name: r for img, r in zip(images, reads)})
-    return images, bad, out_root, make_out_dir(out_root), notice
+    others = {img.name: r[1:] if img.path is not None else r for img, r in zip(images, reads)}
+    created = make_out_dir(out_root)
+    for d in clean_leftovers(out_root):
+        print(f"note: removed {d.name}, left by a write that was killed")
+    return images, bad, out_root, created, notice, others
 
 
 def main(task: Task, argv=None) -> int:
@@ -457,11 +340,12 @@ def _run(task: Task, args, argv) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        images, bad, out_root, created, data_notice = plan(task, args, cfg)
+        images, bad, out_root, created, data_notice, others = plan(task, args, cfg)
     except ImageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for e in bad:
+    lead = int(os.environ.get("RANK", "0")) == 0   # under torchrun, rank 0 speaks for all
+    for e in bad if lead else ():
         print(f"error: {e}", file=sys.stderr)
     for note in (n for img in images for n in img.notes):
         print(f"warning: {note}", file=sys.stderr)
@@ -473,12 +357,18 @@ def _run(task: Task, args, argv) -> int:
             print(line)
     command = " ".join([task.script] + list(argv if argv is not None else sys.argv[1:]))
     rows, status, device = _fit_all(task, images, cfg, out_root, rank, world,
-                                    quiet=cfg["quiet"] or world > 1)
+                                    quiet=cfg["quiet"] or world > 1, others=others)
     if world > 1:
         rows, status, device = _gather(rows, status, device, world)
         if rank != 0:
             return status
-    status = max(status, 2 if bad else 0)
+    if bad and world > 1:
+        # torchrun's launcher turns a worker's non-zero exit (2 included) into its own traceback
+        print(f"error: {len(bad)} of {len(bad) + len(images)} inputs could not be used (their "
+              "summary rows say why); the other images were fitted, and under torchrun this "
+              "exits 0", file=sys.stderr)
+    else:
+        status = max(status, 2 if bad else 0)
     ordered = [rows[i] for i in sorted(rows)]
     if not any(r.get("status") in ("ok", "interrupted") for r in ordered):
         remove_if_empty(created)     # nothing fitted: nothing is left behind

@@ -9,6 +9,9 @@ rules follow the file loader's (utils/imageio.py), and everything else is refuse
 * floats (16/32/64-bit) are taken as they are in [0, 1]; values a little outside (within
   [-0.5, 1.5]: an unclipped noisy observation) are clipped, with a warning; anything else (a
   float array in 0–255) is refused: divide it by 255 first.
+* a numpy masked array with any value masked: ``ValueError`` (its hidden values would be
+  used as pixels): pass ``np.ma.getdata(a)`` for every pixel, or for inpainting the mask's
+  image path with ``mask=``; one with nothing masked is its plain array.
 * bool (a mask, not an image), complex and object arrays: ``TypeError``.  NaN/Inf, an empty
   image, more than one image (a 4-D array, a tensor batch of N > 1), channels other than 1..4
   and sides under ``MIN_SIZE`` (16, as on the command line): ``ValueError``.
@@ -122,6 +125,15 @@ def from_memory(image) -> tuple[LoadedImage, Like]:
         a = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
         a = a[..., None] if t.dim() == 2 else np.moveaxis(a[0] if t.dim() == 4 else a, 0, -1)
         return _from_hwc(a, "tensor image", Like("tensor", dtype=t.dtype, layout=layout))
+    if isinstance(image, np.ma.MaskedArray):
+        hidden = int(np.count_nonzero(np.ma.getmaskarray(image)))
+        if hidden:
+            raise ValueError(
+                f"array image: a masked array with {hidden} of {image.size} values masked; "
+                "restore() would use the hidden values under the mask: pass np.ma.getdata(a) "
+                "to restore from every pixel, or for inpainting save the mask as an image "
+                "(white = known pixel) and pass its path with mask=")
+        image = np.ma.getdata(image)    # nothing hidden: the pixels are all there is
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         a = np.asarray(image)
         if a.ndim not in (2, 3):

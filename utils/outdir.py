@@ -8,12 +8,21 @@
 * ``make_out_dir`` / ``remove_if_empty``: the output folder is created only as deep as needed and
   removed again if the run ends without writing anything.
 * ``staged``: an image's outputs are written to a hidden folder beside its own and moved into
-  place when all of them are written (``summary.json`` last, the mark of a finished image); on a
-  full disk or an interrupt the hidden folder is removed and the image's folder is as it was.
+  place when all of them are written, all or nothing: every target is checked before the first
+  move, the earlier run's files are set aside and removed only once the new set is in place
+  (``summary.json`` last, the mark of a finished image), so no stale file of an earlier run
+  stays beside the new ones; on a full disk, an interrupt or a failed move the earlier files are
+  put back and the image's folder is as it was.
+* ``clean_leftovers``: the hidden folders of a write that was killed (``kill -9``) are removed
+  by the next run on the same output folder (those of a live process are left alone).
+* ``locked``: an advisory lock on a file of the output folder (the shared summary tables).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
+import hashlib
 import os
 import shutil
 from collections import Counter
@@ -23,6 +32,11 @@ from utils.imageio import ImageError
 
 SUMMARY_FILES = ("summary.md", "summary.csv")
 FINISHED_MARK = "summary.json"   # moved into place last
+OUTPUT_SUFFIXES = (".png", ".csv", ".json")   # what a run writes into an image's folder
+# an image folder's name in bytes: its hidden staging folder ``.NAME.partial-PID`` must stay
+# within the 255 bytes of a file name
+MAX_NAME_BYTES = 200
+LEFTOVERS = (".partial-", ".old-")
 
 
 class WriteError(ImageError):
@@ -32,10 +46,14 @@ class WriteError(ImageError):
 
 def _safe(name: str) -> str:
     """A folder name that stays inside the output folder and on one line: control characters
-    become ``_``, leading dots go (``..`` would climb out; hidden names are the run's own), and a
-    summary table's name gets ``_image``."""
+    become ``_``, leading dots go (``..`` would climb out; hidden names are the run's own), a
+    summary table's name gets ``_image``, and a name longer than ``MAX_NAME_BYTES`` is cut (on a
+    character boundary) and given 8 hex digits of its hash, so that two long names stay apart."""
     name = "".join("_" if ord(c) < 32 or c in "/\\" else c for c in name).lstrip(".")
     name = name or "image"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        tag = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = name.encode()[:MAX_NAME_BYTES - 9].decode(errors="ignore") + "_" + tag
     return f"{name}_image" if name in SUMMARY_FILES else name
 
 
@@ -62,6 +80,7 @@ def unique_names(images) -> list[str]:
             im.name = f"{base}_{k}"
         taken.add(im.name)
     return [f"{im.path or old}: its outputs go to {im.name}/ (" + (
+        "its name is too long for a folder)" if len(old.encode()) > MAX_NAME_BYTES else
         "its name cannot be a folder name)" if _safe(old) != old else
         "another input has the same name)") for im, old in zip(images, before) if im.name != old]
 
@@ -132,6 +151,86 @@ def remove_if_empty(folders) -> None:
             d.rmdir()
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False     # this process's own leftover (an earlier image of the same name)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_leftovers(out_root, name: str = "*") -> list[Path]:
+    """Remove the hidden folders that a killed write of image ``name`` (every image with
+    ``*``) left in ``out_root``: ``.NAME.partial-PID`` and ``.NAME.old-PID`` of a process that no
+    longer runs.  Returns what was removed."""
+    out_root = Path(out_root)
+    pattern = "*" if name == "*" else glob.escape(name)
+    removed = []
+    for kind in LEFTOVERS:
+        for d in out_root.glob(f".{pattern}{kind}*"):
+            pid = d.name.rpartition(kind)[2]
+            if d.is_dir() and not d.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
+
+
+def earlier_outputs(final: Path) -> list[Path]:
+    """The files an earlier run wrote into an image folder: those its summary.json lists, else
+    (a record from before the list) every file of the kinds a run writes."""
+    if not final.is_dir():
+        return []
+    try:
+        import json
+        listed = json.loads((final / FINISHED_MARK).read_text()).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    files = [f for f in final.iterdir() if f.is_file() and not f.is_symlink()]
+    if isinstance(listed, list):
+        names = {str(n) for n in listed} | {FINISHED_MARK}
+        return [f for f in files if f.name in names]
+    return [f for f in files if f.suffix.lower() in OUTPUT_SUFFIXES]
+
+
+def _swap(stage: Path, final: Path, backup: Path) -> None:
+    """Move the staged files into ``final`` all or nothing: every target checked first, the
+    earlier run's files set aside in ``backup``, the new ones moved in (``summary.json`` last),
+    and on any failure the new ones taken out and the earlier ones put back."""
+    new = sorted(stage.iterdir(), key=lambda f: (f.name == FINISHED_MARK, f.name))
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{final.name} is a file, not a folder")
+    for f in new:
+        t = final / f.name
+        if t.is_symlink() or (t.exists() and not t.is_file()):
+            raise IsADirectoryError(errno.EISDIR, f"{t.name} there is not a file")
+    final.mkdir(exist_ok=True)
+    old = earlier_outputs(final)
+    backup.mkdir()
+    moved_old, moved_new = [], []
+    try:
+        for f in old:
+            os.replace(f, backup / f.name)
+            moved_old.append(f.name)
+        for f in new:
+            os.replace(f, final / f.name)
+            moved_new.append(f.name)
+    except BaseException:
+        for n in moved_new:
+            with contextlib.suppress(OSError):
+                (final / n).unlink()
+        for n in moved_old:
+            with contextlib.suppress(OSError):
+                os.replace(backup / n, final / n)
+        raise
+    finally:
+        if not any((backup / n).exists() for n in moved_old) or len(moved_new) == len(new):
+            shutil.rmtree(backup, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged(out_root, name: str):
     """Write an image's outputs into a hidden folder, then move them into ``out_root/name``.
@@ -139,10 +238,12 @@ def staged(out_root, name: str):
         with staged(out_root, "kodim01") as folder:
             save(folder / "output.png", ...)
 
-    The files move into place (``summary.json`` last) only when the block ends normally; on any
+    The files move into place only when the block ends normally, and then all or nothing
+    (``_swap``: the earlier run's files are replaced as a set, none of them left stale); on any
     error the hidden folder is removed, ``out_root/name`` is left as it was, and an OSError
     becomes a one-line ``WriteError``."""
     out_root = Path(out_root)
+    clean_leftovers(out_root, name)
     stage = out_root / f".{name}.partial-{os.getpid()}"
     final = out_root / name
     created = not final.exists()
@@ -150,10 +251,7 @@ def staged(out_root, name: str):
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         yield stage
-        final.mkdir(exist_ok=True)
-        files = sorted(stage.iterdir(), key=lambda f: (f.name == FINISHED_MARK, f.name))
-        for f in files:
-            os.replace(f, final / f.name)
+        _swap(stage, final, out_root / f".{name}.old-{os.getpid()}")
     except OSError as e:
         if created:
             remove_if_empty([final])
@@ -161,3 +259,21 @@ def staged(out_root, name: str):
                                 "this image was kept") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """An exclusive advisory lock on ``path`` (created if missing) for the block: two runs on
+    one output folder update its summary tables one after the other.  Where ``fcntl`` is missing
+    (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,177 @@
+"""What is left on disk is the answer to what was asked (issue #25, classes 1-3): a rerun skips
+only the same question with every output still there, a refit leaves no stale file, two runs on
+one folder keep every row, outputs move into place all or nothing, long names are shortened,
+a killed write's leftovers are cleaned, and torchrun reports a bad input without a traceback."""
+import csv
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from tasks import get_task
+from utils.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--quick", "--quiet", "--channels", "8", "--iters", "4", "--log-every", "2"]
+
+
+def run(task, *argv):
+    """A task script in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(get_task(task), [*TINY, *argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def save(path, a):
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture
+def face(tmp_path):
+    return save(tmp_path / "face.png", data.astronaut()[150:214, 180:244])
+
+
+def digest(folder):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())
+            if f.is_file()}
+
+
+def rows(out):
+    with open(out / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_another_mask_of_the_same_name_is_another_question(tmp_path):
+    img = save(tmp_path / "cam.png", data.camera()[200:264, 200:264])
+    m = np.full((64, 64), 255, np.uint8)
+    m[20:40, 20:40] = 0
+    mask = save(tmp_path / "holes.png", m)
+    out = tmp_path / "out"
+    args = ("inpainting", "--image", str(img), "--mask", str(mask), "--out", str(out))
+    assert run(*args)[0] == 0
+    assert "already finished" in run(*args)[1]            # the same question: skipped
+    m[40:60, 40:60] = 0                                    # the same file name, other holes
+    save(mask, m)
+    status, text, _ = run(*args)
+    assert status == 0 and "already finished" not in text
+    rec = json.loads((out / "cam" / "summary.json").read_text())
+    assert rec["source"]["reads"] == [{"file": "holes.png",
+                                       "sha256": hashlib.sha256(mask.read_bytes()).hexdigest()}]
+
+
+def test_a_missing_output_is_fitted_again(face, tmp_path):
+    out = tmp_path / "out"
+    assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0
+    (out / "face" / "output.png").unlink()
+    status, text, _ = run("denoising", "--image", str(face), "--out", str(out))
+    assert status == 0 and "already finished" not in text
+    assert (out / "face" / "output.png").is_file()
+    assert "already finished" in run("denoising", "--image", str(face), "--out", str(out))[1]
+
+
+def test_a_refit_leaves_no_file_of_the_earlier_run(face, tmp_path):
+    out = tmp_path / "out"
+    assert run("denoising", "--image", str(face), "--out", str(out), "--restarts", "2")[0] == 0
+    assert (out / "face" / "uncertainty.png").is_file()
+    (out / "face" / "my_notes.txt").write_text("mine")    # not a file a run writes: kept
+    assert run("denoising", "--image", str(face), "--out", str(out), "--restarts", "1")[0] == 0
+    rec = json.loads((out / "face" / "summary.json").read_text())
+    files = {f.name for f in (out / "face").iterdir()}
+    assert "uncertainty.png" not in files and files == set(rec["outputs"]) | {"my_notes.txt"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".face.")]
+
+
+def test_two_runs_at_once_on_one_folder_keep_both_rows(tmp_path):
+    a = save(tmp_path / "a.png", data.astronaut()[150:214, 180:244])
+    b = save(tmp_path / "b.png", data.chelsea()[50:114, 100:164])
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "denoising.py", *TINY, "--image", str(p),
+                               "--out", str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in (a, b)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert sorted(r["image"] for r in rows(out)) == ["a", "b", "mean"]
+    assert "| a |" in (out / "summary.md").read_text() and "| b |" in (
+        out / "summary.md").read_text()
+    # a later run on one of them keeps the other's row
+    assert run("denoising", "--image", str(a), "--out", str(out), "--seed", "5")[0] == 0
+    assert sorted(r["image"] for r in rows(out)) == ["a", "b", "mean"]
+
+
+def test_a_failed_move_keeps_every_earlier_file(face, tmp_path):
+    out = tmp_path / "out"
+    assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0
+    folder = out / "face"
+    (folder / "output.png").unlink()
+    (folder / "output.png").mkdir()                         # a folder where a file must go
+    before = digest(folder)
+    status, _, err = run("denoising", "--image", str(face), "--out", str(out), "--seed", "7")
+    assert status == 1 and "nothing of this image was kept" in err
+    assert digest(folder) == before and (folder / "output.png").is_dir()
+    assert not [p for p in out.iterdir() if p.name.startswith(".face.")]
+    # nothing of this run was kept: the summary still shows the earlier result, on disk
+    first, rec = rows(out)[0], json.loads((folder / "summary.json").read_text())
+    assert first["status"] == "ok" and float(first["psnr"]) == pytest.approx(rec["psnr"])
+    assert rec["hyperparameters"]["seed"] == 0
+
+
+def test_a_long_name_is_shortened_and_written(tmp_path):
+    name = "n" * 250
+    img = save(tmp_path / f"{name}.png", data.astronaut()[150:214, 180:244])
+    out = tmp_path / "out"
+    status, text, _ = run("denoising", "--image", str(img), "--out", str(out))
+    assert status == 0 and "too long for a folder" in text
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folder.name.encode()) <= 200 and folder.name.startswith("nnnn")
+    assert (folder / "output.png").is_file() and (folder / "summary.json").is_file()
+
+
+def test_the_leftovers_of_a_killed_write_are_removed(face, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    out = tmp_path / "out"
+    out.mkdir()
+    for kind in ("partial", "old"):
+        d = out / f".face.{kind}-{dead}"
+        d.mkdir()
+        (d / "output.png").write_bytes(b"half")
+    alive = out / f".other.partial-{os.getppid()}"          # a live process's: left alone
+    alive.mkdir()
+    status, text, _ = run("denoising", "--image", str(face), "--out", str(out))
+    assert status == 0 and text.count("left by a write that was killed") == 2
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted(
+        [alive.name, ".summary-rows.json", ".summary.lock"])
+
+
+def test_torchrun_reports_a_bad_input_in_one_line(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for k in range(2):
+        save(imgs / f"im{k}.png", data.astronaut()[64 * k:64 * k + 64, 100:164])
+    (imgs / "broken.png").write_bytes(b"not a png")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={port}", "denoising.py", *TINY, "--image", str(imgs),
+                        "--out", str(tmp_path / "out")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("broken.png: not an image") == 1
+    assert [r["status"] for r in rows(tmp_path / "out")] == ["ok", "ok", "bad input", ""]

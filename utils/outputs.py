@@ -1,0 +1,216 @@
+"""What a run leaves on disk for each image and for the folder: the outputs, the record that
+says what question they answer, the rerun check, and the summary tables shared by every run.
+
+* ``write_outputs``: every output of a fitted image, and its ``summary.json``: the metrics, the
+  hyperparameters, the image's pixels and every other file read (``fingerprints``: a mask's
+  name and sha256), and the files written (``outputs``).
+* ``finished_row``: a rerun skips an image only when that record asks the same question and
+  every file it lists is still there.
+* ``write_summary``: ``summary.csv`` / ``summary.md`` over every run on the output folder,
+  merged under a lock (``merged_rows``), so that two runs at once keep both their rows.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.atomic import atomic_write_text
+from utils.config import recorded, recorded_as_read
+from utils.imageio import LoadedImage, save_image, to_array, to_tensor
+from utils.metrics import psnr
+from utils.outdir import locked
+from utils.plots import fbc_figure, montage, psnr_ratio_figure
+from utils.tables import cell, csv_text, fmt, markdown, strict_json
+from utils.task import (Task, course_metrics, member_metrics, oracle_free_metrics, runs_on, score,
+                        uncertainty_map)
+
+
+LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
+               "ratio")
+
+
+def write_montage(path, problem, output, metrics):
+    """The first input (the degraded image) | the output | the ground truth when known, each
+    with its PSNR to the ground truth (the output's is the scored ``metrics['psnr']``)."""
+    name, degraded = next(iter(problem.inputs.items()))
+    if problem.target is None:
+        montage([degraded, output], [name, "output"], path)
+        return
+    gt = problem.target[..., :problem.region[0], :problem.region[1]]
+    if degraded.shape[:2] == tuple(gt.shape[-2:]) and degraded.shape[2] == gt.shape[1]:
+        name += f" ({float(psnr(to_tensor(degraded), gt)[0]):.2f} dB)"
+    montage([degraded, output, to_array(gt)],
+            [name, f"output ({metrics['psnr']:.2f} dB)", "ground truth"], path)
+
+
+def write_log(path, history, members):
+    held = ("heldout",) if np.isfinite(history.get("heldout", np.nan)).any() else ()
+    columns = LOG_COLUMNS + held
+    rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in columns]
+            + ([m] if members > 1 else [])
+            for i in range(len(history["iteration"])) for m in range(members)]
+    header = ["iteration", *columns] + (["member"] if members > 1 else [])
+    atomic_write_text(path, csv_text(header, rows))
+
+
+def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem, res, config,
+                  reads=()):
+    """Every output of one fitted image into ``folder``; returns its summary row.  Its
+    summary.json records what the run answered: the hyperparameters, the image's pixels and
+    every other file it read (``reads``: names and sha256), and the files it wrote."""
+    like, protect = problem.like, [img.path] if img.path else []
+
+    def save(name, arr):
+        return save_image(folder / f"{name}.png", arr, like=like, protect=protect)
+
+    crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
+    final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
+    ema = crop(res.final("ema_output"))
+    for name, arr in problem.inputs.items():
+        save(name, arr)
+    save("output", final)
+    save("output_ema", ema)
+    extra = problem.finish(final, folder, save) if problem.finish else {}
+    members = res.output.shape[0]
+    write_log(folder / "log.csv", res.history, members)
+    first = res.chosen[0] if res.chosen else 0     # the chosen λ's first member
+    stop_it = res.stop_iteration[first]
+    if len(res.history["iteration"]):
+        fbc_figure(res.history, folder / "fbc.png", member=first,
+                   title=f"{task.name} · {img.name}: FBC to the observation")
+        psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
+                          member=first, title=f"{task.name} · {img.name}")
+    spread = uncertainty_map(res, problem.region)
+    if spread is not None:     # the restarts' per-pixel standard deviation
+        save_image(folder / "uncertainty.png", spread, protect=protect)
+    metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
+               **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
+               **extra}
+    if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
+        write_montage(folder / "montage.png", problem, final, metrics)
+    summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
+                   stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
+                   best_iteration=res.best_iteration[first], iterations=res.iterations,
+                   restores=res.restores[0] if members == 1 else str(res.restores),
+                   seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
+                   device=res.device)
+    each = [member_metrics(problem, res, m, runs_on(config))
+            for m in range(members)] if members > 1 else []
+    record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
+                  **({"members": each} if each else {}), hyperparameters=recorded(cfg),
+                  fit=asdict(config), torch=torch.__version__,
+                  cuda=torch.version.cuda,
+                  size=list(problem.region), inputs=list(problem.inputs),
+                  source=dict(path=str(img.path) if img.path else None,
+                              pixels_sha256=img.pixels_sha256, reads=list(reads)),
+                  outputs=sorted([f.name for f in folder.iterdir()] + ["summary.json"]))
+    atomic_write_text(folder / "summary.json", strict_json(record))
+    return summary
+
+
+ROWS_FILE = ".summary-rows.json"   # every run's rows on one output folder (typed, strict JSON)
+
+
+def rows_from_folders(out: Path) -> list[dict]:
+    """The rows of the finished or interrupted images whose folders are in ``out``."""
+    rows = []
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            rec = json.loads((d / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and "image" in rec:
+            rows.append({k: v for k, v in rec.items() if k not in RECORD_ONLY})
+    return rows
+
+
+def merged_rows(out: Path, rows: list[dict]) -> list[dict]:
+    """This run's rows merged into those of the earlier runs on the same folder (``ROWS_FILE``;
+    rebuilt from the image folders where it is missing or unreadable): one row per image name,
+    this run's replacing an earlier one; an earlier row of a fitted image is kept only while its
+    folder's summary.json is there."""
+    try:
+        earlier = json.loads((out / ROWS_FILE).read_text())
+        if not isinstance(earlier, list):
+            raise ValueError("not a list")
+    except (OSError, ValueError):
+        earlier = rows_from_folders(out)
+    mine = {r["image"] for r in rows}
+    kept = [r for r in earlier if isinstance(r, dict) and r.get("image") not in mine
+            and (r.get("status") not in ("ok", "interrupted")
+                 or (out / str(r.get("image")) / "summary.json").is_file())]
+    return kept + rows
+
+
+def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
+    """summary.csv and summary.md: one row per image, then their mean, over every run on this
+    output folder (``merged_rows``, under a lock: two runs at once keep both their rows)."""
+    with locked(out / ".summary.lock"):
+        rows = merged_rows(out, rows)
+        atomic_write_text(out / ROWS_FILE, strict_json(rows))
+        return _write_tables(out, task, rows, device, command)
+
+
+def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: str):
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    # the mean of each numeric column over the images that have it (failed images have none)
+    num = [k for k in keys if all(numeric(r[k]) for r in rows if r.get(k) is not None)
+           and any(numeric(r.get(k)) for r in rows)]
+    mean = {k: float(np.nanmean([r[k] for r in rows if numeric(r.get(k))]))
+            for k in num if k not in ("iterations",)}
+    mean["image"] = "mean"
+    table = rows + ([mean] if len(rows) > 1 else [])
+    atomic_write_text(out / "summary.csv",
+                      csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
+    md = [f"# {task}: summary", "", f"device: {device} · torch {torch.__version__} · "
+          f"last command: `{cell(command)}`", ""]
+    md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
+    atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
+    return table
+
+
+def fingerprints(paths) -> list[dict]:
+    """The other files a run reads (a mask): each one's name and sha256, so that a rerun with
+    another file of the same name is another question."""
+    from dataset.fetch import sha256_file
+    return [{"file": Path(p).name, "sha256": sha256_file(p)} for p in paths]
+
+
+RECORD_ONLY = ("warnings", "interrupted", "members", "hyperparameters", "fit", "torch", "cuda",
+               "size", "inputs", "source", "outputs")   # summary.json keys that are not its row
+
+
+def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
+    """The summary row of this image already fitted to the end asking the same question, or
+    None: same pixels, same hyperparameters, the same other files read (``reads``), and every
+    output it wrote still there (an interrupted fit is not finished; another image that had
+    the same name is fitted, and replaces it)."""
+    f = out / "summary.json"
+    if not f.exists():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    source = rec.get("source") or {}
+    if rec.get("status") != "ok" or source.get("pixels_sha256") != img.pixels_sha256 \
+            or source.get("reads", []) != list(reads):
+        return None
+    outputs = rec.get("outputs")
+    if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):
+        return None
+    same = recorded_as_read(cfg) == rec.get("hyperparameters")
+    return {k: v for k, v in rec.items() if k not in RECORD_ONLY} if same else None
+
+
+def failed_row(name, status: str, message: str) -> dict:
+    """The summary row of an image without outputs."""
+    return {"image": name, "status": status, "error": message}

@@ -32,7 +32,7 @@ from paper.tables import Group, csv_method, published_method, render
 from tasks import all_tasks
 from utils.classic import METHODS, available, bm3d
 from utils.config import resolve_config
-from utils.fit import cpu_model
+from utils.device import cpu_model
 from utils.atomic import atomic_write_text
 from utils.imageio import load_image
 from utils.tables import csv_number, csv_text, key_value

@@ -3,7 +3,9 @@
 Shi et al., IJCV 2022 (Sec. 5.2); Ulyanov et al., CVPR 2018 (Sec. 4).  The observation is a
 Pillow JPEG at quality q with the authors' settings (optimize, progressive), decoded back; the
 data term is ``‖f(z) − x_jpeg‖²``.  Colour images: the Y channel (BT.601) is compressed and
-restored, as deblocking papers do (``--color rgb`` restores all three channels).
+restored, as deblocking papers do (``--color rgb`` restores all three channels).  A real colour
+JPEG (``--observed``) comes back in colour: the net restores its Y, and the input's chroma
+(Cb, Cr) is put back (``Problem.present``: the outputs, the montage and ``restore()``).
 
     python deblocking.py                       # classic5 and LIVE1 at q = 10
     python deblocking.py --image photo.jpg --observed   # a real JPEG: not re-compressed
@@ -11,8 +13,10 @@ restored, as deblocking papers do (``--color rgb`` restores all three channels).
 import dataclasses
 import sys
 
-from utils.imageio import from_uint8, to_tensor, to_uint8
-from utils.metrics import psnr, psnr_b, rgb_to_y, ssim
+import numpy as np
+
+from utils.imageio import from_uint8, to_array, to_tensor, to_uint8
+from utils.metrics import psnr, psnr_b, rgb_to_y, rgb_to_ycbcr, ssim, ycbcr_to_rgb
 from utils.physics import IdentityTerm, jpeg_compress
 from utils.task import Problem, Task, prepare
 
@@ -57,9 +61,28 @@ def _metrics(tag, img, ref):
             f"psnr_b{tag}": float(psnr_b(a, r)[0])}
 
 
+def with_chroma(luma, colour):
+    """RGB (h, w, 3) of the restored Y (h, w, 1) and the chroma (Cb, Cr) of ``colour``, the
+    input's RGB (h, w, 3), clipped to [0, 1]."""
+    ycc = rgb_to_ycbcr(to_tensor(colour))
+    ycc[:, :1] = to_tensor(luma)
+    return np.clip(to_array(ycbcr_to_rgb(ycc)), 0, 1)
+
+
 def make_problem(img, cfg):
     clean, padded, region = prepare(img, cfg)
     h, w = region
+    if cfg["color"] == "y" and clean.shape[-1] == 3 and cfg["observed"]:
+        # a user's colour JPEG: the net restores Y (as below), the output keeps its chroma
+        colour = clean
+        luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
+        clean, padded = luma(clean), luma(padded)
+        y = to_tensor(padded)
+        return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": colour},
+                       like=img, observed=clean, present=lambda out: with_chroma(out, colour),
+                       notes=[f"{img.path or img.name}: colour JPEG: the net restores its Y "
+                              "channel and the output keeps the input's chroma (Cb, Cr); "
+                              "--color rgb restores all three channels"])
     if cfg["color"] == "y" and clean.shape[-1] == 3:
         # Y in [16, 235]/255 (BT.601 studio range), quantised to 8 bits like a decoded image
         luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa

@@ -9,12 +9,18 @@ paper's λ (Shi et al., IJCV 2022); DIP (Ulyanov et al., CVPR 2018) is the prior
     python deblurring.py                          # the 9 denoising images (or the embedded one)
     python deblurring.py --image photo.png --observed --blur-sigma 2   # a real blurred photo
 """
+import math
 import sys
 
-from utils.imageio import to_tensor
+from utils.imageio import ImageError, to_tensor
 from utils.metrics import psnr, ssim
-from utils.physics import BlurTerm, add_gaussian_noise, blur, gaussian_kernel
+from utils.physics import (BlurTerm, add_gaussian_noise, blur, gaussian_kernel, gaussian_radius,
+                           max_blur_sigma)
 from utils.task import Problem, Task, prepare
+
+# the largest --blur-sigma taken at all (a 301×301 kernel); the image bounds it further: the
+# kernel's radius ceil(3σ) must be smaller than the (padded) image's shorter side
+MAX_BLUR_SIGMA = 50.0
 
 # ---- hyperparameters: the paper's decoder and λ; the degradation chosen here ----
 config = dict(
@@ -52,7 +58,7 @@ quick = dict(crop=128, channels=64, iters=900, lr=0.002, log_every=10, stop_wind
 
 def make_problem(img, cfg):
     clean, padded, region = prepare(img, cfg)
-    kernel = gaussian_kernel(cfg["blur_sigma"])
+    kernel = _kernel(img, cfg["blur_sigma"], padded.shape[:2])
     if cfg["observed"]:
         y = to_tensor(padded)
         return Problem(BlurTerm(y, kernel), y.shape[-2:], region, inputs={"blurred": clean},
@@ -67,9 +73,24 @@ def make_problem(img, cfg):
                    inputs={"blurred": blurred}, observed=blurred)
 
 
+def _kernel(img, sigma, hw):
+    """The blur kernel, or an ImageError naming the image when the kernel is wider than the
+    padded image allows (refused, not clamped: a truncated kernel is another blur than the one
+    asked for)."""
+    top = max_blur_sigma(*hw)
+    if gaussian_radius(sigma) > min(hw) - 1:
+        where = img.path if img.path is not None else img.name
+        raise ImageError(where, f"--blur-sigma {sigma:g} needs a kernel of radius "
+                         f"{gaussian_radius(sigma)} px, wider than this {hw[1]}x{hw[0]} (padded) "
+                         f"image allows: at most --blur-sigma {math.floor(top * 100) / 100:g} "
+                         "for it")
+    return gaussian_kernel(sigma, max_radius=min(hw) - 1)
+
+
 def validate(cfg):
-    if not cfg["blur_sigma"] > 0:
-        return f"--blur-sigma must be > 0, got {cfg['blur_sigma']}"
+    if not 0 < cfg["blur_sigma"] <= MAX_BLUR_SIGMA:
+        return (f"--blur-sigma must be a number in (0, {MAX_BLUR_SIGMA:g}] (pixels), got "
+                f"{cfg['blur_sigma']}")
 
 
 TASK = Task("deblurring", config, make_problem, quick=quick, data_groups=("denoising",),

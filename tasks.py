@@ -115,6 +115,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else \
         dict(problem.baseline)
     metrics.update(oracle_free_metrics(problem, res))
+    if problem.present is not None:   # what the user gets (a colour JPEG's Y + its chroma)
+        arr = np.asarray(problem.present(arr), np.float32)
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[res.chosen[0] if res.chosen else 0],
                     history=res.history, fit=res,

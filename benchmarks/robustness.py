@@ -29,7 +29,7 @@ import torch
 
 from tasks import all_tasks, restore
 from utils.cli import build_parser, given_options
-from utils.fit import cpu_model
+from utils.device import cpu_model
 from utils.atomic import atomic_write_text
 from utils.imageio import to_tensor
 from utils.physics import enhance

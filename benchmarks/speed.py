@@ -40,7 +40,8 @@ import torch
 from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
-from utils.fit import FitConfig, cpu_model, fit
+from utils.device import cpu_model
+from utils.fit import FitConfig, fit
 from utils.physics import IdentityTerm
 from utils.tables import fmt
 
@@ -398,7 +399,7 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
         target = r.target
         if gpu and r.ms is not None and r.target.startswith("≤"):
             ms_lim = float(r.target.split()[1])
-            target += _check(r.ms, ms_lim)
+            target += f": ms{_check(r.ms, ms_lim)}"
             if "σ" in r.target:
                 target += f" / σ{_check(r.share, 0.10)} / mem{_check(r.peak / GB, 6.0)}"
         elif gpu and r.target.startswith("≥"):

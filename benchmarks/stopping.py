@@ -50,7 +50,7 @@ import torch
 from denoising import TASK
 from utils.atomic import atomic_write_text
 from utils.config import check_config, resolve_config
-from utils.fit import cpu_model
+from utils.device import cpu_model
 from utils.inmemory import from_memory
 from utils.metrics import psnr
 from utils.stopping import RatioStop, ValidationStop, VarianceStop

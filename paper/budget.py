@@ -70,9 +70,12 @@ def finished(folder: Path, hyperparameters: dict) -> dict | None:
 
 def kind(cfg: dict) -> tuple:
     """What sets the cost of an iteration besides its size: the net, how often the measures
-    run, the numeric mode."""
+    run, the numeric mode, and whether the convs are Lipschitz-controlled (σ_max of every conv
+    at every forward: on CUDA an eigendecomposition per 128×128 Gram matrix)."""
+    lam = cfg.get("ln_lambda")
+    controlled = lam == "auto" or bool(float(lam or 0))
     return (cfg.get("net", "decoder"), int(cfg.get("log_every", 1)), cfg.get("amp", "none"),
-            bool(cfg.get("compile")), bool(cfg.get("tf32", True)))
+            bool(cfg.get("compile")), bool(cfg.get("tf32", True)), controlled)
 
 
 def ran(rec: dict) -> float:
@@ -132,7 +135,7 @@ class Budget:
 
 
 def device_name() -> str:
-    """The name the fit records as ``device`` (``utils.fit.device_name``) for the default
+    """The name the fit records as ``device`` (``utils.device.device_name``) for the default
     device of the runs."""
-    from utils.fit import device_name as name, resolve_device
+    from utils.device import device_name as name, resolve_device
     return name(resolve_device("auto"))

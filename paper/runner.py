@@ -20,6 +20,7 @@ from paper.published import INPAINT_NAMES
 from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
 from utils.config import recorded_as_read, resolve_config
+from utils.device import fit_deadline
 
 MS_PER_IT = 4.0          # GPU cost assumed by --dry-run (decoder, 512×512, one member)
 FIG_IMAGE = "image_F16_512rgb"
@@ -162,7 +163,9 @@ def _execute_budgeted(run, ctx, budget, paths, after_call=None):
         n = n if budget.known(cfg) else 1
         t0 = time.monotonic()
         later = {p for p, _ in pending[n:]}
-        call = _call(run, ctx, None if paths is None else [p for p in paths if p not in later])
+        with fit_deadline(budget.deadline):   # an estimate that was short stops at the end
+            call = _call(run, ctx, None if paths is None else
+                         [p for p in paths if p not in later])
         seconds = time.monotonic() - t0
         done = [rec for _, stem in pending if (rec := finished(folder / stem, hyper))]
         status = max(status, call)

@@ -173,3 +173,24 @@ def test_fit_leaves_the_process_as_it_found_it():
     assert torch.backends.cudnn.benchmark == bench
     assert torch.backends.cudnn.allow_tf32 == tf32
     assert sys.modules.get("tasks") is tasks
+
+
+# ------------------------------------------------------------- extreme values (issue #25)
+@pytest.mark.parametrize("task,entry,value,ok", [
+    ("denoising", "sigma", 255, True), ("denoising", "sigma", 255.5, False),
+    ("denoising", "sigma", 1e9, False), ("deblurring", "sigma", 300, False),
+    ("denoising", "sigma", 0, True),
+    ("denoising", "restarts", 64, True), ("denoising", "restarts", 65, False),
+    ("inpainting", "restarts", 1000, False),
+    ("deblurring", "blur_sigma", 50, True), ("deblurring", "blur_sigma", 50.5, False),
+    ("deblurring", "blur_sigma", 1e9, False),
+])
+def test_extreme_values_are_refused_by_the_one_check(task, entry, value, ok):
+    from utils.config import check_config
+    cfg, _ = resolve_config(get_task(task), {entry: value}, "quick")
+    msg = check_config(get_task(task), cfg)
+    if ok:
+        assert msg is None
+    else:
+        flag = "--" + entry.replace("_", "-")
+        assert msg and msg.startswith(f"{flag} must be") and "\n" not in msg, msg

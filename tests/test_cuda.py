@@ -49,7 +49,13 @@ def test_decoder_forward_matches_the_cpu_in_strict_fp32():
 def test_gaussian_upsampling_matches_the_cpu():
     up = GaussianUpsample(4, 0.5)
     x = torch.rand(1, 4, 16, 16)
-    torch.testing.assert_close(up.cuda()(x.cuda()).cpu(), up(x), rtol=1e-5, atol=1e-6)
+    old = torch.backends.cudnn.allow_tf32   # strict fp32: TF32 rounds at 1e-3 relative
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        gpu = up.cuda()(x.cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+    torch.testing.assert_close(gpu, up(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])
@@ -71,10 +77,11 @@ def test_batched_members_on_cuda_are_independent():
     x = crop().cuda()
     other = torch.rand_like(x)
     codes = torch.cat([net_and_code(0)[1], net_and_code(1)[1]]).cuda()
-    cfg = FitConfig(iters=10, lr=0.001, quiet=True, stop="none", device="cuda")
+    cfg = FitConfig(iters=10, lr=0.001, quiet=True, stop="none", device="cuda", tf32=False)
     nets = lambda: [net_and_code(0)[0], net_and_code(1)[0]]   # noqa: E731
     a = fit(nets(), codes, IdentityTerm(torch.cat([x, x])), cfg)
     b = fit(nets(), codes, IdentityTerm(torch.cat([x, other])), cfg)
-    # cuDNN's autotuner may pick other kernels in the two fits: equal within their rounding
-    torch.testing.assert_close(a.last_output[0], b.last_output[0], rtol=0, atol=1e-5)
+    # cuDNN's autotuner may pick other kernels in the two fits, and some backward kernels
+    # accumulate atomically: equal within their rounding
+    torch.testing.assert_close(a.last_output[0], b.last_output[0], rtol=0, atol=1e-4)
     assert (a.last_output[1] - b.last_output[1]).abs().max() > 1e-3

@@ -261,3 +261,17 @@ def test_run_on_fits_past_the_stop_and_keeps_the_stops_output():
     assert not torch.equal(going.last_output, going.output)   # the fit went on
     assert going.best_iteration[0] > 3                         # the oracle saw past the stop
     assert float(psnr(going.last_output, x)[0]) > float(psnr(going.output, x)[0])
+
+
+def test_a_fit_past_the_deadline_stops_at_its_next_sync_and_is_marked_interrupted():
+    """reproduce --budget-s guards a lease's end: a fit whose time estimate was short stops."""
+    import time
+
+    from utils.device import fit_deadline
+    x = crop64()
+    with fit_deadline(time.monotonic() - 1):
+        res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=50, sync_every=10))
+    assert res.interrupted and res.iterations == 10
+    assert any("time limit" in w for w in res.warnings)
+    res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=20, sync_every=10))   # restored
+    assert not res.interrupted and res.iterations == 20

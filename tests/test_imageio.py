@@ -223,12 +223,88 @@ def test_save_refuses_to_overwrite_input(tmp_path):
     assert p.read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["icc.png", "icc16.png", "icc16.tif", "icc.jpg"])
+def _profile(space=b"RGB "):
+    """A real sRGB ICC profile, its colour-space field (header bytes 16-19) set to ``space``."""
+    from PIL import ImageCms
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return icc[:16] + space + icc[20:]
+
+
+@pytest.mark.parametrize("name", ["icc.png", "icc16.png", "icc16.tif", "icc.jpg", "icc.webp"])
 def test_icc_profile_kept(tmp_path, name):
-    fake_icc = b"not really an ICC profile, but carried as opaque bytes" * 3
+    icc = _profile()
     img = load_image(_png(tmp_path / "src.png"))
-    img.icc_profile, img.bit_depth = fake_icc, 16 if "16" in name else 8
-    assert load_image(save_image(tmp_path / name, img.array, like=img)).icc_profile == fake_icc
+    img.icc_profile, img.bit_depth = icc, 16 if "16" in name else 8
+    assert load_image(save_image(tmp_path / name, img.array, like=img)).icc_profile == icc
+
+
+@pytest.mark.parametrize("name", ["gray.png", "gray16.png", "gray16.tif", "gray.jpg"])
+def test_an_rgb_profile_is_not_put_on_a_gray_output(tmp_path, name):
+    img = load_image(_png(tmp_path / "src.png"))
+    img.icc_profile, img.bit_depth = _profile(), 16 if "16" in name else 8
+    out = save_image(tmp_path / name, img.array[..., :1], like=img)
+    with Image.open(out) as im:
+        assert im.mode in ("L", "I;16", "I;16B") and "icc_profile" not in im.info
+        im.load()   # a valid file: Pillow decodes it
+    assert load_image(out).icc_profile is None
+
+
+def test_a_gray_profile_stays_on_a_gray_output_and_leaves_an_rgb_one(tmp_path):
+    img = load_image(_png(tmp_path / "src.png"))
+    img.icc_profile = gray = _profile(b"GRAY")
+    assert load_image(save_image(tmp_path / "g.png", img.array[..., :1], like=img)).icc_profile == gray
+    assert load_image(save_image(tmp_path / "c.png", img.array, like=img)).icc_profile is None
+
+
+def test_a_cmyk_jpegs_profile_is_not_carried_to_its_rgb_pixels(tmp_path):
+    cmyk = Image.frombytes("CMYK", (32, 32), np.random.default_rng(1).integers(
+        0, 256, 32 * 32 * 4, dtype=np.uint8).tobytes())
+    src = tmp_path / "cmyk.jpg"
+    cmyk.save(src, icc_profile=_profile(b"CMYK"))
+    with Image.open(src) as im:
+        assert im.info["icc_profile"][16:20] == b"CMYK"       # the file does carry it
+    img = load_image(src)
+    assert img.channels == 3 and img.icc_profile is None
+    out = save_image(tmp_path / "out.png", img.array, like=img)
+    with Image.open(out) as im:
+        assert "icc_profile" not in im.info
+
+
+def test_a_folder_of_netpbm_files_is_listed(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "a.ppm")
+    Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(tmp_path / "b.PGM")
+    found = list_images(tmp_path)
+    assert [p.name for p in found] == ["a.ppm", "b.PGM"]
+    assert [load_image(p).channels for p in found] == [3, 1]
+    assert [p.name for p in list_images(str(tmp_path / "*.p?m"))] == ["a.ppm"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    """A FIFO with no writer blocks whoever opens it: loading one must not open it (run in a
+    child process with a timeout, so that a regression fails instead of hanging the suite)."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    code = ("import sys; from utils.imageio import load_image, load_mask, list_images, ImageError\n"
+            "for f in (load_image, lambda p: load_mask(p, (16, 16)), list_images):\n"
+            "    try:\n        f(sys.argv[1])\n    except ImageError as e:\n        print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True,
+                       timeout=60, cwd=Path(__file__).resolve().parents[1])
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(lines) == 3, r.stderr
+    assert all(ln == f"{fifo}: is a FIFO (named pipe), not a regular file: only regular files "
+                     "are read" for ln in lines)
+
+
+def test_a_character_device_is_refused(tmp_path):
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    link = tmp_path / "zero.png"
+    link.symlink_to("/dev/zero")     # a link to an endless stream: followed, then refused
+    expect_error(lambda: load_image(link), "zero.png", "character device")
 
 
 def test_error_pickles():

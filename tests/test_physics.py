@@ -168,3 +168,25 @@ def test_downsample_term_batched_and_to():
     assert t64.observation.dtype == torch.float64 and t64.kernel.dtype == torch.float64
     names = {n for n, _ in t.named_buffers()}
     assert {"observation", "kernel"} <= names
+
+
+# ----------------------------------------------------------------- blur kernel bounds
+def test_the_largest_blur_sigma_fits_the_reflect_padding():
+    from utils.physics import blur, gaussian_kernel, gaussian_radius, max_blur_sigma
+    for side in (16, 48, 64, 127, 128):
+        top = max_blur_sigma(side, side + 7)
+        assert gaussian_radius(top) <= side - 1 < gaussian_radius(top + 0.01)
+        k = gaussian_kernel(top)
+        x = torch.rand(1, 3, side, side + 7, generator=torch.Generator().manual_seed(side))
+        out = blur(x, k)        # reflect padding (not the replicate fallback) is possible
+        assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_a_huge_blur_sigma_is_refused_before_its_kernel_is_allocated():
+    from utils.physics import gaussian_kernel
+    with pytest.raises(ValueError, match="radius 3000000000, more than 63"):
+        gaussian_kernel(1e9, max_radius=63)          # 2.8e19 taps: would never be allocated
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number > 0"):
+            gaussian_kernel(bad)
+    assert gaussian_kernel(1.6).shape == (11, 11)      # the default kernel is unchanged

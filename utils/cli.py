@@ -33,7 +33,7 @@ import torch
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
                           network_options, number_or_auto, resolve_config)
-from utils.fit import resolve_device
+from utils.device import resolve_device
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from models import INPUTS, NETS, OPTION_CHOICES, OPTION_HELP, net_options
-from utils.fit import FIT_CHOICES, FitConfig, resolve_device
+from utils.device import resolve_device
+from utils.fit import FIT_CHOICES, FitConfig
 from utils.imageio import MIN_SIZE
 
 # entries of every task beside its block: (default, help)
@@ -138,20 +139,27 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto"):
 
 # The allowed values of the numeric options, checked for every task before any work (the command
 # line and restore() alike); a float must also be finite.  (test, what is allowed)
+MAX_RESTARTS = 64
 _POSITIVE_INT = (lambda v: v >= 1, "an integer >= 1")
 _NATURAL = (lambda v: v >= 0, "an integer >= 0")
 _POSITIVE = (lambda v: v > 0, "a number > 0")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 RANGES = {
-    **dict.fromkeys(("iters", "log_every", "restarts", "stop_window", "stop_patience",
+    **dict.fromkeys(("iters", "log_every", "stop_window", "stop_patience",
                      "sync_every", "channels", "channels_down", "channels_up", "input_channels",
                      "scales"), _POSITIVE_INT),
     **dict.fromkeys(("seed", "mask_seed", "channels_skip"), _NATURAL),
     "crop": (lambda v: v == 0 or v >= MIN_SIZE,
              f"0 (the whole image) or an integer >= {MIN_SIZE}"),
     **dict.fromkeys(("lr", "input_var", "stop_eps", "backtrack_db", "norm_lambda"), _POSITIVE),
-    **dict.fromkeys(("ln_lambda", "reg_noise_std", "sigma", "act_slope", "detail_gain"),
+    **dict.fromkeys(("ln_lambda", "reg_noise_std", "act_slope", "detail_gain"),
                     _NON_NEGATIVE),
+    # the noise level on the 0-255 scale: beyond 255 the clipped observation is binary noise
+    "sigma": (lambda v: 0 <= v <= 255, "a number in [0, 255] (the 0-255 scale)"),
+    # a hard cap (the members are one batch: 64 of the 128-channel decoder at 512² need about
+    # 137 GB); the memory the members need is checked against the device's once the image's
+    # size is known (utils.task.check_memory)
+    "restarts": (lambda v: 1 <= v <= MAX_RESTARTS, f"an integer in 1..{MAX_RESTARTS}"),
     "exp_weight": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "holdout": (lambda v: 0 < v < 0.5, "a fraction in (0, 0.5)"),
     "gaussian_sigmas": (lambda v: len(v) > 0 and all(x > 0 for x in v), "numbers > 0"),

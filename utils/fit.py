@@ -25,15 +25,15 @@ autotuner and TF32 switch are set for the fit only.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from utils.device import (DeadlineReached, cudnn_settings, device_name, past_deadline,
+                          resolve_device)
 from utils.members import MemberAdam, Members
 from utils.metrics import psnr
 from utils.spectral import frequency_band_correspondence
@@ -111,56 +111,6 @@ class FitResult:
         ``ema_output``): one fit, the average of restarts, or the chosen λ's restarts."""
         t = getattr(self, which)
         return (t if self.chosen is None else t[self.chosen]).mean(0, keepdim=True)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a CUDA
-    device this machine does not have, is a ``ValueError`` naming ``--device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device "
-                             "auto or cpu)")
-        if dev.index is not None and dev.index >= n:
-            raise ValueError(f"--device {device}: this machine has {n} CUDA device(s), "
-                             f"cuda:0..cuda:{n - 1}")
-    return dev
-
-
-def device_name(dev: torch.device) -> str:
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-
-
-def cpu_model() -> str:
-    """The processor's model name (for the tables' device lines)."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@contextlib.contextmanager
-def _cudnn_settings(dev: torch.device, tf32: bool):
-    """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
-    cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.allow_tf32
-    cudnn.benchmark = before[0] or dev.type == "cuda"
-    cudnn.allow_tf32 = before[1] and tf32   # True leaves PyTorch's setting; False: strict
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.allow_tf32 = before
 
 
 def _where(mask, a, b):
@@ -373,6 +323,8 @@ class Fit:
             self.pbar.update(i + 1 - self.pbar.n)
         for cb in () if final else self.callbacks:
             cb(i, self.good_out)
+        if not final and past_deadline():
+            raise DeadlineReached
         return not bool(self.active.any())
 
     # ------------------------------------------------------------------ the loops
@@ -384,12 +336,14 @@ class Fit:
             self.pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
         t0 = time.perf_counter()
         self.last_i, interrupted = -1, False
-        with _cudnn_settings(self.dev, cfg.tf32):
+        with cudnn_settings(self.dev, cfg.tf32):
             try:
                 self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
                 interrupted = True
-                self.warnings.append(f"interrupted by the user at iteration {self.last_i}")
+                who = ("stopped at the time limit of the invocation" if
+                       isinstance(e, DeadlineReached) else "interrupted by the user")
+                self.warnings.append(f"{who} at iteration {self.last_i}")
             self.sync(self.last_i, final=True)
             if self.dev.type == "cuda":
                 torch.cuda.synchronize()

@@ -1,17 +1,16 @@
 """The project's one image I/O module.
 
-Loading turns any image a user is likely to have (8/16-bit, gray/colour, with
-or without alpha, palette, EXIF-rotated JPEG, 16-bit TIFF) into a float32
-(H, W, C) array in [0, 1] with C = 1 or 3; alpha is kept aside and put back
-unchanged on save, at the input's bit depth. Every problem with an input file
-becomes an :class:`ImageError` whose message is one line naming the file, so
-task scripts can print ``error: <msg>`` and exit 2 instead of a traceback.
+Loading turns any image a user is likely to have (8/16-bit, gray/colour, with or without
+alpha, palette, EXIF-rotated JPEG, 16-bit TIFF) into a float32 (H, W, C) array in [0, 1] with
+C = 1 or 3; alpha is kept aside and put back unchanged on save, at the input's bit depth. Every
+problem with an input file (a FIFO or a device too, refused unopened) becomes an
+:class:`ImageError` whose message is one line naming the file, so task scripts can print
+``error: <msg>`` and exit 2 instead of a traceback.
 
-All writes (images here, the CSV/JSON/figure writers elsewhere) go through
-utils/atomic.py, so an interrupted run never leaves a half-written file behind.
-
-16-bit colour PNG, which Pillow cannot read or write at full depth, goes through
-the small codec in utils/png16.py; 16-bit colour TIFF through tifffile.
+All writes (images here, the CSV/JSON/figure writers elsewhere) go through utils/atomic.py, so
+an interrupted run never leaves a half-written file behind.  16-bit colour PNG, which Pillow
+cannot read or write at full depth, goes through the small codec in utils/png16.py; 16-bit
+colour TIFF through tifffile.
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ import functools
 import glob
 import hashlib
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -35,14 +35,15 @@ from utils import png16
 from utils.atomic import atomic_write
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask",
-    "save_image",
+    "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask", "save_image",
     "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
     "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8", "MIN_SIZE",
-    "pil_pixels", "from_pixels", "attach_alpha",
+    "pil_pixels", "from_pixels", "attach_alpha", "check_regular", "icc_matching",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# what a folder or a glob lists (Netpbm too); a single file is read whatever its name
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                    ".ppm", ".pgm", ".pbm", ".pnm")
 MIN_SIZE = 16   # the smallest image side the tasks take (files and arrays alike)
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
@@ -68,13 +69,11 @@ class ImageError(ValueError):
 @dataclass
 class LoadedImage:
     """An image as the network sees it, plus what is needed to save it back alike.
-
     ``array``: float32 (H, W, C) in [0, 1], C = 1 (gray) or 3 (RGB).
     ``alpha``: float32 (H, W) in [0, 1] or None; re-attached unchanged on save.
     ``mode``: the original PIL mode ('L', 'RGB', 'RGBA', 'P', 'I;16', 'LA', ...).
     ``bit_depth``: 8 or 16, the depth used when saving results.
     """
-
     array: np.ndarray
     alpha: np.ndarray | None = None
     mode: str = ""
@@ -121,14 +120,39 @@ def _strict_pillow():
         ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
-def _check_file(path: Path) -> bytes:
-    """Raise ImageError for a missing/unreadable/empty path; return the first bytes."""
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if path.is_dir():
-        raise ImageError(path, "is a directory, expected an image file")
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _irregular(path, mode: int) -> None:
+    """ImageError for a file that is not a regular one (a FIFO, a device, a socket)."""
+    if not stat.S_ISREG(mode):
+        what = next((w for test, w in _KINDS if test(mode)), "not a regular file")
+        raise ImageError(path, f"is {what}, not a regular file: only regular files are read")
+
+
+def check_regular(path) -> None:
+    """ImageError unless ``path`` is an existing regular file (links followed), from its
+    metadata only: a FIFO or a device, which would block a reader or never end, is not opened."""
     try:
-        with open(path, "rb") as f:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except OSError as e:
+        raise ImageError(path, f"cannot read file ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(path, "is a directory, expected an image file")
+    _irregular(path, st.st_mode)
+
+
+def _check_file(path: Path) -> bytes:
+    """Raise ImageError for a missing/unreadable/empty path or one that is not a regular file
+    (checked before opening, and on the descriptor, opened non-blocking so that a FIFO put in
+    its place meanwhile cannot hang the run); return the first bytes."""
+    check_regular(path)
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            _irregular(path, os.fstat(f.fileno()).st_mode)
             head = f.read(64)
     except OSError as e:
         raise ImageError(path, f"cannot read file ({e.strerror or e})") from None
@@ -144,17 +168,25 @@ def _check_pixel_limit(path, w: int, h: int) -> None:
         raise ImageError(path, "image exceeds Pillow's pixel limit (decompression bomb)")
 
 
+_ICC_SPACES = {1: b"GRAY", 3: b"RGB "}
+
+
+def icc_matching(icc: bytes | None, channels: int) -> bytes | None:
+    """``icc`` if its colour space (header bytes 16-19) is that of ``channels`` colour channels
+    (1: GRAY, 3: RGB), else None: another space's (RGB on a gray output, a CMYK JPEG's on its
+    RGB pixels) would make the file invalid or its colours wrong."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc if icc[16:20] == _ICC_SPACES.get(channels) else None
+
+
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     """Undo EXIF orientation on (H, W[, C]) exactly like ImageOps.exif_transpose."""
-    ops = {
-        2: lambda x: x[:, ::-1],                       # mirror horizontal
-        3: lambda x: x[::-1, ::-1],                    # rotate 180
-        4: lambda x: x[::-1],                          # mirror vertical
-        5: lambda x: x.swapaxes(0, 1),                 # transpose
-        6: lambda x: np.rot90(x, -1),                  # rotate 90 clockwise
-        7: lambda x: x[::-1, ::-1].swapaxes(0, 1),     # transverse
-        8: lambda x: np.rot90(x, 1),                   # rotate 90 counter-clockwise
-    }
+    # 2 mirror horizontal, 3 rotate 180, 4 mirror vertical, 5 transpose, 6 rotate 90 clockwise,
+    # 7 transverse, 8 rotate 90 counter-clockwise
+    ops = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+           5: lambda x: x.swapaxes(0, 1), 6: lambda x: np.rot90(x, -1),
+           7: lambda x: x[::-1, ::-1].swapaxes(0, 1), 8: lambda x: np.rot90(x, 1)}
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
@@ -168,9 +200,8 @@ def _exif_orientation(img: Image.Image) -> int:
 def _read_tiff16(path: Path) -> tuple[np.ndarray, int, bytes | None, int] | None:
     """(uint16 (H, W, C), orientation, icc, pages) for a multi-sample 16-bit TIFF, else None.
 
-    Pillow cannot open 16-bit gray+alpha TIFF and truncates 16-bit RGB, so these
-    go through tifffile; 16-bit gray TIFF is left to Pillow ('I;16').
-    """
+    Pillow cannot open 16-bit gray+alpha TIFF and truncates 16-bit RGB, so these go through
+    tifffile; 16-bit gray TIFF is left to Pillow ('I;16')."""
     import tifffile
     try:
         tif = tifffile.TiffFile(path)
@@ -275,6 +306,7 @@ def from_pixels(pixels: np.ndarray, maxval: float, mode: str, name: str, path=No
         raise ImageError(where, f"image is {w}x{h}, smaller than the minimum {min_size}x{min_size}")
     scaled = pixels.astype(np.float32) / np.float32(maxval)
     colour, alpha = (scaled[..., :-1], scaled[..., -1]) if c in (2, 4) else (scaled, None)
+    icc = icc_matching(icc, colour.shape[2])   # e.g. a CMYK profile of pixels now RGB: dropped
     return LoadedImage(array=np.ascontiguousarray(colour),
                        alpha=None if alpha is None else np.ascontiguousarray(alpha),
                        mode=mode, bit_depth=8 if maxval == 255 else 16,
@@ -284,9 +316,7 @@ def from_pixels(pixels: np.ndarray, maxval: float, mode: str, name: str, path=No
 
 def load_mask(path, shape_hw) -> np.ndarray:
     """Boolean (H, W) mask, True where the pixel is known (the brighter of two values).
-
-    Gray or RGB (equal channels) masks at any bit depth; alpha is ignored.
-    """
+    Gray or RGB (equal channels) masks at any bit depth; alpha is ignored."""
     img = load_image(path, min_size=1)
     a = img.array
     h, w = int(shape_hw[0]), int(shape_hw[1])
@@ -315,13 +345,12 @@ def _same_file(a: Path, b) -> bool:
 def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterable = ()) -> Path:
     """Save a float (H, W[, C]) array in [0, 1] (C = 1 or 3) atomically to ``path``.
 
-    The format comes from the extension (PNG if unknown). With ``like``, the
-    result gets its bit depth (16-bit for PNG/TIFF, otherwise 8), its alpha
-    (re-attached unchanged; resized if the result has another size, dropped for
-    JPEG/BMP) and its ICC profile; palette inputs come back as RGB(A). Values
-    are clipped and rounded. Refuses to overwrite ``like.path`` or any path in
-    ``protect`` (the inputs). Returns the path written.
-    """
+    The format comes from the extension (PNG if unknown). With ``like``, the result gets its
+    bit depth (16-bit for PNG/TIFF, otherwise 8), its alpha (re-attached unchanged; resized if
+    the result has another size, dropped for JPEG/BMP) and its ICC profile where the profile's
+    colour space is the output's (:func:`icc_matching`); palette inputs come back as RGB(A).
+    Values are clipped and rounded. Refuses to overwrite ``like.path`` or any path in
+    ``protect`` (the inputs). Returns the path written."""
     path = Path(path)
     if any(_same_file(path, p) for p in [getattr(like, "path", None), *protect]):
         raise ImageError(path, "refusing to overwrite an input image")
@@ -332,8 +361,9 @@ def save_image(path, array, like: LoadedImage | None = None, *, protect: Iterabl
         raise ValueError(f"save_image expects (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
     fmt = _FORMATS.get(path.suffix.lower(), "PNG")
     alpha = like.alpha if like is not None and fmt not in ("JPEG", "BMP") else None
+    colours = 3 if fmt == "WEBP" else a.shape[2]    # WebP has no gray: saved as RGB below
+    icc = icc_matching(like.icc_profile if like is not None else None, colours)
     a = attach_alpha(a, alpha)
-    icc = like.icc_profile if like is not None else None
     deep = like is not None and like.bit_depth == 16 and fmt in ("PNG", "TIFF")
     q = quantise(a, 65535 if deep else 255)
 
@@ -387,12 +417,10 @@ def to_array(tensor) -> np.ndarray:
 def pad_to_multiple(array, multiple: int = 32):
     """Pad (H, W[, C]) at the bottom and right to the next multiple; return (padded, (h, w)).
 
-    Bottom/right padding keeps every original pixel at its own index, so
-    ``crop_to(out, (h, w))`` undoes it exactly. Mirror padding avoids the hard
-    edges zero padding would add; numpy's 'reflect' reflects repeatedly when
-    the pad is larger than the image, and a 1-pixel axis (nothing to reflect)
-    falls back to 'edge'.
-    """
+    Bottom/right padding keeps every original pixel at its own index, so ``crop_to(out, (h,
+    w))`` undoes it exactly. Mirror padding avoids the hard edges zero padding would add;
+    numpy's 'reflect' reflects repeatedly when the pad is larger than the image, and a 1-pixel
+    axis (nothing to reflect) falls back to 'edge'."""
     a = np.asarray(array)
     h, w = a.shape[:2]
     ph, pw = -h % multiple, -w % multiple
@@ -409,9 +437,8 @@ def crop_to(array, size_hw):
 def center_crop_multiple(array, multiple: int = 32) -> np.ndarray:
     """Centre crop (H, W[, C]) to multiples of ``multiple``, exactly like the authors' crop_image.
 
-    Their box is (int((W - newW) / 2), int((H - newH) / 2), ...), i.e. the
-    odd extra pixel is cut on the right/bottom.
-    """
+    Their box is (int((W - newW) / 2), int((H - newH) / 2), ...), i.e. the odd extra pixel is
+    cut on the right/bottom."""
     a = np.asarray(array)
     h, w = a.shape[:2]
     nh, nw = h - h % multiple, w - w % multiple
@@ -433,6 +460,8 @@ def list_images(spec) -> list[Path]:
     p = Path(spec)
     if p.is_file():
         return [p]
+    if os.path.lexists(p) and not p.is_dir():   # a FIFO, a device, a dangling link
+        check_regular(p)
     if p.is_dir():
         found = sorted(q for q in p.iterdir() if q.is_file() and is_image_path(q)
                        and not q.name.startswith("."))

@@ -203,10 +203,10 @@ def _swap(stage: Path, final: Path, backup: Path) -> None:
     new = sorted(stage.iterdir(), key=lambda f: (f.name == FINISHED_MARK, f.name))
     if final.exists() and not final.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"{final.name} is a file, not a folder")
-    for f in new:
+    for f in new:   # a rename replaces a file or a link, but not a folder
         t = final / f.name
-        if t.is_symlink() or (t.exists() and not t.is_file()):
-            raise IsADirectoryError(errno.EISDIR, f"{t.name} there is not a file")
+        if t.is_dir() and not t.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, f"{t.name} there is a folder")
     final.mkdir(exist_ok=True)
     old = earlier_outputs(final)
     backup.mkdir()

@@ -70,10 +70,11 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
     final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
     ema = crop(res.final("ema_output"))
+    shown = problem.present or (lambda a: a)   # what the user gets (a colour JPEG's Y + chroma)
     for name, arr in problem.inputs.items():
         save(name, arr)
-    save("output", final)
-    save("output_ema", ema)
+    save("output", shown(final))
+    save("output_ema", shown(ema))
     extra = problem.finish(final, folder, save) if problem.finish else {}
     members = res.output.shape[0]
     write_log(folder / "log.csv", res.history, members)
@@ -91,7 +92,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
                **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
-        write_montage(folder / "montage.png", problem, final, metrics)
+        write_montage(folder / "montage.png", problem, shown(final), metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
                    best_iteration=res.best_iteration[first], iterations=res.iterations,

@@ -22,7 +22,7 @@ from .metrics import psnr
 
 __all__ = [
     "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "BlurTerm", "lanczos_kernel",
-    "downsample", "gaussian_kernel", "blur",
+    "downsample", "gaussian_kernel", "gaussian_radius", "max_blur_sigma", "blur",
     "add_gaussian_noise", "bernoulli_mask", "jpeg_compress", "pil_downscale", "bicubic_upscale",
     "enhance",
 ]
@@ -207,12 +207,28 @@ class DownsampleTerm(DataTerm):
         return _apply_kernel(x, self.kernel, self.factor)
 
 
-def gaussian_kernel(sigma, radius=None):
+def gaussian_radius(sigma):
+    """The radius of :func:`gaussian_kernel`'s default grid: ceil(3σ)."""
+    return int(math.ceil(3 * sigma))
+
+
+def max_blur_sigma(height, width):
+    """The largest σ whose kernel :func:`blur` can apply to an (height, width) image with its
+    reflect padding: radius ceil(3σ) ≤ min(height, width) − 1.  A wider kernel would reach
+    past the mirrored image (and a σ of hundreds builds a kernel of millions of taps)."""
+    return (min(int(height), int(width)) - 1) / 3
+
+
+def gaussian_kernel(sigma, radius=None, max_radius=None):
     """Normalised 2-D Gaussian ``k(i, j) ∝ exp(-(i² + j²) / (2σ²))`` on a (2r+1)² grid,
-    r = ceil(3σ) by default; sums to 1. float32 tensor."""
-    if sigma <= 0:
-        raise ValueError(f"blur sigma must be > 0, got {sigma}")
-    r = int(math.ceil(3 * sigma)) if radius is None else int(radius)
+    r = ceil(3σ) by default; sums to 1. float32 tensor.  max_radius: a ValueError, before
+    anything is allocated, for a larger r."""
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise ValueError(f"blur sigma must be a finite number > 0, got {sigma}")
+    r = gaussian_radius(sigma) if radius is None else int(radius)
+    if max_radius is not None and r > max_radius:
+        raise ValueError(f"blur sigma {sigma:g} needs a kernel of radius {r}, more than "
+                         f"{max_radius}")
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma ** 2))
     return (g / g.sum()).float()

@@ -34,10 +34,11 @@ def _ring_weights(h, w, bands, device):
         wr = w // 2 + 1
         dy, dx = axis_dist(h)[:, None], axis_dist(w)[None, :wr]
         d = torch.sqrt(dy ** 2 + dx ** 2).reshape(-1)  # float64 sqrt: same ring membership as numpy
-        mult = torch.full((wr,), 2.0, **f64)
-        mult[0] = 1.0
-        if w % 2 == 0:
-            mult[-1] = 1.0
+        # the columns rfft2 keeps once (0, and w/2 for an even width) count once, the others
+        # twice; built without element writes, which on CUDA can copy from the host
+        col = torch.arange(wr, device=device)
+        once = (col == 0) | ((col == wr - 1) & (w % 2 == 0))
+        mult = torch.full((wr,), 2.0, **f64).masked_fill_(once, 1.0)
         mult = mult.expand(h, wr).reshape(-1)
         radii = [-1.0] + [(w // 2) * float(s) for s in np.linspace(0.2, 1.0, bands)]
         rings = torch.stack([(d > lo) & (d <= hi) for lo, hi in zip(radii[:-1], radii[1:])])

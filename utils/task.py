@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,9 +21,10 @@ import torch
 
 from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
+from utils.device import resolve_device
 from utils.fit import fit
-from utils.imageio import (LoadedImage, center_crop_multiple, pad_to_multiple, to_array,
-                           to_tensor)
+from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
+                           to_array, to_tensor)
 from utils.metrics import psnr, ssim
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
@@ -39,6 +41,7 @@ class Problem:
     baseline: dict = field(default_factory=dict)   # metrics of the degraded input
     evaluate: Callable | None = None    # (H, W, C) output -> dict of metrics
     finish: Callable | None = None      # (output (H, W, C), out dir, save) -> extra metrics
+    present: Callable | None = None     # output as fitted (H, W, C) -> the image the user gets
     like: LoadedImage | None = None     # mode/bit depth/alpha to save outputs with
     observed: np.ndarray | None = None  # the degraded image, (h, w, C) unpadded (baselines)
     notes: list = field(default_factory=list)      # warnings for the user (one line each)
@@ -100,10 +103,17 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
     Returns (image, padded image, region (h, w))."""
     a = img.array
     c = int(cfg.get("crop") or 0)
-    if c and (a.shape[0] > c or a.shape[1] > c):
+    cropped = bool(c and (a.shape[0] > c or a.shape[1] > c))
+    if cropped:
         top, left = max((a.shape[0] - c) // 2, 0), max((a.shape[1] - c) // 2, 0)
         a = a[top:top + c, left:left + c]
     if cfg.get("crop32"):
+        if min(a.shape[:2]) < multiple:   # nothing would be left of it
+            h, w = a.shape[:2]
+            after = " after --crop" if cropped else ""
+            raise ImageError(_where(img), f"--crop32 needs an image at least {multiple}x"
+                             f"{multiple}, this one is {w}x{h}{after}; without --crop32 it is "
+                             "padded instead")
         a = center_crop_multiple(a, multiple)
     region = a.shape[:2]
     m = multiple
@@ -111,6 +121,87 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
         m = max(m, min_size)
     padded, _ = pad_to_multiple(a, m)
     return a, padded, region
+
+
+def _where(img) -> object:
+    """How an error names an image: its file, else its name."""
+    if img is None:
+        return "image"
+    return img.path if getattr(img, "path", None) is not None else getattr(img, "name", "image")
+
+
+# What one member (one net of one fit) costs in memory, per output pixel and per channel of the
+# net's width, at fp32: measured on the CPU (one thread) as the growth of the process's peak RSS
+# (ru_maxrss) over 3 iterations of fit_problem with the decoder on a 256² colour image, as
+# members were added: 2 -> 4 members at 64 channels, 222 MiB per member (55 bytes per pixel and
+# channel); 1 -> 2 members at 128 channels, 524 MiB (65).  Activations and their gradients
+# dominate, so the cost scales with pixels × width; the hourglass (128/128) used 38 % more in
+# all than the decoder for one member and is counted at the same rate (a lower bound there).
+MEMBER_BYTES_PER_PIXEL_CHANNEL = 64
+
+
+def net_width(cfg: dict) -> int:
+    """The widest layer of the configured net: the largest of its channel options."""
+    widths = []
+    for k in ("channels", "channels_down", "channels_up", "channels_skip"):
+        v = net_kwargs(cfg).get(k) if "net" in cfg else cfg.get(k)
+        widths += [int(x) for x in (v if isinstance(v, (tuple, list)) else [v])
+                   if isinstance(x, (int, float))]
+    return max(widths, default=128)
+
+
+def memory_estimate(cfg: dict, out_hw) -> int:
+    """Bytes the members of one fit need (``MEMBER_BYTES_PER_PIXEL_CHANNEL`` × output pixels ×
+    the net's width × restarts × the λs of ``--lambda auto``)."""
+    members = max(int(cfg.get("restarts", 1)), 1) * len(lambdas(cfg))
+    return (members * int(out_hw[0]) * int(out_hw[1]) * net_width(cfg)
+            * MEMBER_BYTES_PER_PIXEL_CHANNEL)
+
+
+def available_memory(device) -> tuple[int | None, str]:
+    """(bytes free for a fit on ``device``, what they are): the device's free memory on CUDA,
+    the RAM available (MemAvailable) on the CPU; None where it cannot be told."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            # free on the device, plus what this process's allocator holds but does not use
+            # (an earlier image's fit): both are this fit's to take
+            cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+            return int(torch.cuda.mem_get_info(dev)[0] + cached), f"free on {dev}"
+        except Exception:   # no driver answer: nothing to compare with
+            return None, str(dev)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "RAM available"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "RAM available"
+    except (ValueError, OSError, AttributeError):
+        return None, "RAM"
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def check_memory(problem: Problem, cfg: dict) -> None:
+    """An ImageError naming the image when its fit would not fit in memory
+    (:func:`memory_estimate` against :func:`available_memory`), before any net is built."""
+    need = memory_estimate(cfg, problem.out_hw)
+    have, what = available_memory(resolve_device(cfg.get("device", "auto")))
+    if have is None or need <= have:
+        return
+    restarts, groups = max(int(cfg.get("restarts", 1)), 1), len(lambdas(cfg))
+    h, w = problem.out_hw
+    members = f"{restarts} restart(s)" + (f" × {groups} λs of --lambda auto" if groups > 1
+                                          else "")
+    raise ImageError(_where(problem.like), f"the fit needs about {_gb(need)} ({members} × "
+                     f"{w}x{h} px × {net_width(cfg)} channels × "
+                     f"{MEMBER_BYTES_PER_PIXEL_CHANNEL} bytes), more than the {_gb(have)} "
+                     f"{what}: use fewer --restarts, --crop N or fewer --channels")
 
 
 def lambdas(cfg: dict) -> list:
@@ -153,7 +244,9 @@ def _nets(cfg, kw, restarts, out_channels, out_hw):
 def fit_problem(problem: Problem, cfg: dict, observers=(), **fit_overrides):
     """Fit ``restarts`` independent nets (for each λ of ``--lambda auto``) to the problem as one
     batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers: see
-    ``utils.fit.Fit``."""
+    ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
+    in memory (:func:`check_memory`)."""
+    check_memory(problem, cfg)
     nets, codes = make_nets(cfg, problem.data_term.observation.shape[1], problem.out_hw)
     n = len(nets)
     # a copy, so that the fit (which moves its term to the device) leaves the problem's alone;

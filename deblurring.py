@@ -79,12 +79,11 @@ def _kernel(img, sigma, hw):
     asked for)."""
     top = max_blur_sigma(*hw)
     if gaussian_radius(sigma) > min(hw) - 1:
-        where = img.path if img.path is not None else img.name
-        raise ImageError(where, f"--blur-sigma {sigma:g} needs a kernel of radius "
+        raise ImageError(img.path or img.name, f"--blur-sigma {sigma:g} needs a kernel of radius "
                          f"{gaussian_radius(sigma)} px, wider than this {hw[1]}x{hw[0]} (padded) "
                          f"image allows: at most --blur-sigma {math.floor(top * 100) / 100:g} "
                          "for it")
-    return gaussian_kernel(sigma, max_radius=min(hw) - 1)
+    return gaussian_kernel(sigma)
 
 
 def validate(cfg):

@@ -42,7 +42,8 @@ from paper.figures import make_figures, pictures
 from paper.pack import PackError, write_pack
 from paper.unpack import unpack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
-from paper.tables import make_table, read_record
+from paper.tables import make_table
+from utils.outdir import read_record
 from tasks import all_tasks
 
 

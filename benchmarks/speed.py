@@ -48,6 +48,7 @@ from utils.tables import fmt
 METHODS = ("svdvals", "eigvalsh")
 AUTHORS_CPU_MS = {128: 430.0, 256: 1800.0}  # the authors' code on this project's 2-core CPU
 GB = 1024 ** 3
+BATCH = 8             # independent fits of the batch case
 
 
 @dataclass
@@ -302,16 +303,17 @@ def benchmark(dev: torch.device, st: Settings):
         _progress(row)
     f32 = precision("none", True, dev)
     sigma["rel_trained"] = max_rel_diff([trained], dev) if trained is not None else None
-    rows += batch_rows(base, st, dev, method, f32)
+    batched, seq = batch_rows(base, st, dev, method, f32, M=BATCH)
+    rows += [batched, seq]
     row = Row("hourglass", f"{st.hourglass}²", 1, f32, "eager")
     rows.append(row)
     if not past_cap(row, st):
         run_case(row, "hourglass", st.hourglass, base, st, dev, method)
         _progress(row)
-    return rows, sigma, batch_info(rows)
+    return rows, sigma, batch_info(batched, seq)
 
 
-def batch_rows(base, st, dev, method, f32, M=8):
+def batch_rows(base, st, dev, method, f32, M):
     """8 independent fits at the small size: one vmapped batch vs 8 sequential fits
     (throughput = images·its/s); the two rows (not measured past the time cap)."""
     batched = Row(f"batch of {M} (vmap)", f"{M}×{st.s1}²", 1, f32, "eager",
@@ -340,11 +342,9 @@ def batch_rows(base, st, dev, method, f32, M=8):
     return [batched, seq]
 
 
-def batch_info(rows):
+def batch_info(batched: Row, seq: Row, M: int = BATCH):
     """The batch comparison from its two rows: M, images·it/s of each and their ratio (None
     entries when it was not measured)."""
-    batched, seq = (next(r for r in rows if r.case.startswith(k)) for k in ("batch of", "8 seq"))
-    M = 8
     if batched.its is None or seq.its is None:
         return {"M": M, "img_its_batched": None, "img_its_seq": None, "ratio": None}
     return {"M": M, "img_its_batched": M * batched.its, "img_its_seq": M * seq.its,

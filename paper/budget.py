@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from paper.tables import read_record
+from utils.outdir import read_record
 
 PRIOR_MS = {"decoder": 4.0, "hourglass": 5.0, "convnet": 40.0}  # ms/it, one member at 512²
 UNIT = 512 * 512

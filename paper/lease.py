@@ -95,6 +95,7 @@ class Lease:
         self.pending: list[dict] = []
         self.speed_table: list[str] = []
         self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.meta = environment(args.device)
         self.paper_out = Path(args.paper_out) if args.paper_out else (
             Path(tempfile.mkdtemp(prefix="lease-paper-")) if args.toy else ROOT / "results/paper")
 
@@ -123,10 +124,9 @@ class Lease:
 
     def report(self):
         from utils.atomic import atomic_write_text
-        meta = environment(self.args.device)
         record = {"started": self.started.isoformat(timespec="seconds"), "command": command(),
                   "seconds": self.args.seconds, "toy": self.args.toy, "mode": self.args.mode,
-                  "reproduce_argv": selection(self.args), **meta, "steps": self.steps,
+                  "reproduce_argv": selection(self.args), **self.meta, "steps": self.steps,
                   "contact": self.contact, "speed_table": self.speed_table,
                   "pending": self.pending}
         atomic_write_text(self.out / "lease.json", json.dumps(record, indent=1) + "\n")
@@ -196,6 +196,7 @@ def contact_fits(lease, cap):
     """A short fit of every registered task on the device, through its script's own main."""
     from tasks import all_tasks
     from utils.cli import main as task_main
+    from utils.outdir import read_record
     deadline = time.monotonic() + cap
     cases = [(name, task, ()) for name, task in all_tasks().items()]
     cases.insert(1, ("denoising, 2 restarts", cases[0][1],
@@ -215,7 +216,7 @@ def contact_fits(lease, cap):
                 status = task_main(task, argv)
             row["seconds"] = round(time.monotonic() - t, 1)
             summary = next((folder / "out").glob("*/summary.json"), None)
-            rec = json.loads(summary.read_text()) if summary else {}
+            rec = (read_record(summary.parent) if summary else None) or {}
             row.update(status="ok" if status == 0 else f"exit {status}",
                        iterations=rec.get("iterations"), its_per_sec=rec.get("its_per_sec"),
                        device=rec.get("device"), psnr_in=rec.get("psnr_in"),
@@ -277,11 +278,10 @@ def pending_runs(lease) -> list[dict]:
     """Every run with images still to fit, and a bound of their GPU-minutes (no early stop):
     the budget's estimate, from this device's finished records where they exist."""
     import reproduce
-    from paper.budget import Budget, device_name, finished, work
+    from paper.budget import Budget, device_name, work
     from paper.experiments import all_runs
-    from paper.runner import Context, run_config
+    from paper.runner import Context, pending_images, run_config
     from tasks import all_tasks
-    from utils.config import recorded_as_read
     tasks = all_tasks()
     parts = [*tasks, "figures"]
     argv = reproduce_argv(lease)
@@ -294,14 +294,11 @@ def pending_runs(lease) -> list[dict]:
         if paths == []:
             continue
         cfg = run_config(run, ctx)
-        hyper = recorded_as_read(cfg)
-        stems = [p.stem for p in paths] if paths is not None else list(
-            tasks[run.script].defaults)
-        todo = [p for p, s in zip(paths or [None] * len(stems), stems)
-                if not finished(ctx.out / "runs" / run.name / s, hyper)]
+        todo = pending_images(run, ctx, paths, cfg)
         if todo:
-            minutes = sum(budget.estimate(cfg, work(p, cfg)) for p in todo) / 60
-            out.append({"run": run.name, "pending": len(todo), "of": len(stems),
+            n = len(paths) if paths is not None else len(tasks[run.script].defaults)
+            minutes = sum(budget.estimate(cfg, work(p, cfg)) for p, _ in todo) / 60
+            out.append({"run": run.name, "pending": len(todo), "of": n,
                         "gpu_minutes": round(minutes, 1)})
     return out
 

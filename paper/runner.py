@@ -143,14 +143,10 @@ def _execute_budgeted(run, ctx, budget, paths, after_call=None):
     are passed too, so that the run's summary lists them); ``after_call()`` follows every call
     that finished an image."""
     cfg = run_config(run, ctx)
-    hyper = recorded_as_read(cfg)
-    folder = ctx.out / "runs" / run.name
-    # the embedded images (no data folder) are fitted by one call: all of them or none
-    items = ([(p, p.stem) for p in paths] if paths is not None else
-             [(None, n) for n in get_task(run.script).defaults])
+    hyper, folder = recorded_as_read(cfg), ctx.out / "runs" / run.name
     status = 0
     while True:
-        pending = [(p, stem) for p, stem in items if not finished(folder / stem, hyper)]
+        pending = pending_images(run, ctx, paths, cfg)
         if not pending:
             return status
         costs = [work(p, cfg) for p, _ in pending]
@@ -174,6 +170,16 @@ def _execute_budgeted(run, ctx, budget, paths, after_call=None):
         budget.measure(cfg, seconds, sum(ran(r) for r in done))
         if after_call is not None:
             after_call()
+
+
+def pending_images(run, ctx, paths, cfg) -> list[tuple]:
+    """(path, name) of the run's images without a finished record of this configuration
+    (``paths`` None: the script's embedded images, fitted by one call, all or none)."""
+    hyper = recorded_as_read(cfg)
+    folder = ctx.out / "runs" / run.name
+    items = ([(p, p.stem) for p in paths] if paths is not None else
+             [(None, n) for n in get_task(run.script).defaults])
+    return [(p, stem) for p, stem in items if not finished(folder / stem, hyper)]
 
 
 def run_config(run, ctx) -> dict:

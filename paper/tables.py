@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import csv
 import datetime
-import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from paper.experiments import task_runs
 from paper.published import DISPLAY, MEANS, PER_IMAGE, setting_key
 from utils.classic import METHODS
 from utils.atomic import atomic_write_bytes, atomic_write_text
+from utils.outdir import read_record
 from utils.tables import MISSING as DASH, csv_number, csv_text, fmt, key_value, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,14 +188,6 @@ def write(out_dir, stem, header: list[str], groups: list[Group], footer=()):
 
 
 # ----------------------------------------------------------------------------- run records
-def read_record(folder: Path) -> dict | None:
-    """The summary.json of an image folder, or None (missing or unreadable)."""
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def record(ctx, run, image):
     """A run's summary.json for an image, or None."""
     return read_record(ctx.out / "runs" / run.name / image)

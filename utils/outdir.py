@@ -23,6 +23,7 @@ import contextlib
 import errno
 import glob
 import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -151,6 +152,15 @@ def remove_if_empty(folders) -> None:
             d.rmdir()
 
 
+def read_record(folder) -> dict | None:
+    """The summary.json of an image folder, or None (missing, unreadable or not an object)."""
+    try:
+        rec = json.loads((Path(folder) / FINISHED_MARK).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False     # this process's own leftover (an earlier image of the same name)
@@ -158,7 +168,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:      # another user's process: alive
         return True
     return True
 
@@ -184,11 +194,7 @@ def earlier_outputs(final: Path) -> list[Path]:
     (a record from before the list) every file of the kinds a run writes."""
     if not final.is_dir():
         return []
-    try:
-        import json
-        listed = json.loads((final / FINISHED_MARK).read_text()).get("outputs")
-    except (OSError, ValueError, AttributeError):
-        listed = None
+    listed = (read_record(final) or {}).get("outputs")
     files = [f for f in final.iterdir() if f.is_file() and not f.is_symlink()]
     if isinstance(listed, list):
         names = {str(n) for n in listed} | {FINISHED_MARK}
@@ -225,10 +231,10 @@ def _swap(stage: Path, final: Path, backup: Path) -> None:
         for n in moved_old:
             with contextlib.suppress(OSError):
                 os.replace(backup / n, final / n)
+        with contextlib.suppress(OSError):
+            backup.rmdir()      # kept (for the next run's clean-up) if a file could not go back
         raise
-    finally:
-        if not any((backup / n).exists() for n in moved_old) or len(moved_new) == len(new):
-            shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 @contextlib.contextmanager

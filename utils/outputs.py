@@ -22,7 +22,7 @@ from utils.atomic import atomic_write_text
 from utils.config import recorded, recorded_as_read
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
-from utils.outdir import locked
+from utils.outdir import locked, read_record
 from utils.plots import fbc_figure, montage, psnr_ratio_figure
 from utils.tables import cell, csv_text, fmt, markdown, strict_json
 from utils.task import (Task, course_metrics, member_metrics, oracle_free_metrics, runs_on, score,
@@ -73,7 +73,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     shown = problem.present or (lambda a: a)   # what the user gets (a colour JPEG's Y + chroma)
     for name, arr in problem.inputs.items():
         save(name, arr)
-    save("output", shown(final))
+    save("output", shown_final := shown(final))
     save("output_ema", shown(ema))
     extra = problem.finish(final, folder, save) if problem.finish else {}
     members = res.output.shape[0]
@@ -92,7 +92,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
                **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
-        write_montage(folder / "montage.png", problem, shown(final), metrics)
+        write_montage(folder / "montage.png", problem, shown_final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
                    stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
                    best_iteration=res.best_iteration[first], iterations=res.iterations,
@@ -118,15 +118,9 @@ ROWS_FILE = ".summary-rows.json"   # every run's rows on one output folder (type
 
 def rows_from_folders(out: Path) -> list[dict]:
     """The rows of the finished or interrupted images whose folders are in ``out``."""
-    rows = []
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            rec = json.loads((d / "summary.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict) and "image" in rec:
-            rows.append({k: v for k, v in rec.items() if k not in RECORD_ONLY})
-    return rows
+    recs = (read_record(d) for d in sorted(out.iterdir())
+            if d.is_dir() and not d.name.startswith("."))
+    return [row_of(rec) for rec in recs if rec is not None and "image" in rec]
 
 
 def merged_rows(out: Path, rows: list[dict]) -> list[dict]:
@@ -189,17 +183,18 @@ RECORD_ONLY = ("warnings", "interrupted", "members", "hyperparameters", "fit", "
                "size", "inputs", "source", "outputs")   # summary.json keys that are not its row
 
 
+def row_of(rec: dict) -> dict:
+    """The summary row of a summary.json record."""
+    return {k: v for k, v in rec.items() if k not in RECORD_ONLY}
+
+
 def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     """The summary row of this image already fitted to the end asking the same question, or
     None: same pixels, same hyperparameters, the same other files read (``reads``), and every
     output it wrote still there (an interrupted fit is not finished; another image that had
     the same name is fitted, and replaces it)."""
-    f = out / "summary.json"
-    if not f.exists():
-        return None
-    try:
-        rec = json.loads(f.read_text())
-    except (OSError, ValueError):
+    rec = read_record(out)
+    if rec is None:
         return None
     source = rec.get("source") or {}
     if rec.get("status") != "ok" or source.get("pixels_sha256") != img.pixels_sha256 \
@@ -209,7 +204,7 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):
         return None
     same = recorded_as_read(cfg) == rec.get("hyperparameters")
-    return {k: v for k, v in rec.items() if k not in RECORD_ONLY} if same else None
+    return row_of(rec) if same else None
 
 
 def failed_row(name, status: str, message: str) -> dict:

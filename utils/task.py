@@ -125,9 +125,7 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
 
 def _where(img) -> object:
     """How an error names an image: its file, else its name."""
-    if img is None:
-        return "image"
-    return img.path if getattr(img, "path", None) is not None else getattr(img, "name", "image")
+    return "image" if img is None else (img.path or img.name)
 
 
 # What one member (one net of one fit) costs in memory, per output pixel and per channel of the

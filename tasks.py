@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.config import check_config, options, resolve_config
+from utils.estimate import fitted_pixels, printer
 from utils.imageio import to_array
 from utils.inmemory import from_memory, to_memory
 from utils.task import Task, fit_problem, oracle_free_metrics, score
@@ -66,27 +67,14 @@ class Restored:
     history: dict          # per-iteration measures (see utils.fit.FitResult.history)
     fit: object            # the full utils.fit.FitResult
     observed: np.ndarray | None = None   # the degraded image the fit saw (after any crop)
+    config: dict | None = None   # the configuration resolved (amp: the mode used, never auto)
 
 
-def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
-            quiet: bool = True, full: bool | None = None, **hyperparameters) -> Restored:
-    """Restore ``image`` with ``task`` (a name or a ``Task``).
-
-    observed=True: the image is the degraded observation (a real noisy photo, JPEG,
-    low-resolution image, or with ``mask`` holes); observed=False: apply the task's synthetic
-    degradation and report PSNR/SSIM.  preset: ``auto`` (the script's CPU quick preset without
-    a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration).
-    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
-    checked like the command line's options; ``full=True`` is the older spelling of
-    ``preset="full"``.
-
-    The image: a path, PIL image, numpy array or torch tensor; the restored image comes back in
-    the same type, dtype, layout and range (utils/inmemory.py has the rules: uint8 by 255,
-    uint16 by 65535, floats in [0, 1], other integers by their range; anything else is a
-    TypeError or ValueError, never a white or black image).
-    """
-    if full is not None:
-        preset = "full" if full else preset
+def prepare_problem(image, task, observed: bool = True, mask=None, preset: str = "auto",
+                    quiet: bool = True, **hyperparameters):
+    """What ``restore`` fits, before the fit: ``(Problem, resolved cfg, like, LoadedImage)``,
+    the options checked as the command line's (a ValueError or TypeError names the problem).
+    benchmarks/robustness.py scores the classic baselines on the very same degraded image."""
     spec = task if isinstance(task, Task) else get_task(task)
     unknown = set(hyperparameters) - set(options(spec))
     if unknown:
@@ -99,15 +87,46 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
             raise TypeError(f"mask= takes the path of a mask image (white = known pixel), got "
                             f"{type(mask).__name__}")
         given["mask"] = str(mask)
-    cfg, _ = resolve_config(spec, given, preset)
+    cfg, notice = resolve_config(spec, given, preset, whole=True)
     err = check_config(spec, cfg)
     if err:
         raise ValueError(err)
+    if notice and not quiet:
+        print(notice)
     img, like = from_memory(image)
-    problem = spec.make_problem(img, cfg)
+    return spec.make_problem(img, cfg), cfg, like, img
+
+
+def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
+            quiet: bool = True, full: bool | None = None, **hyperparameters) -> Restored:
+    """Restore ``image`` with ``task`` (a name or a ``Task``).
+
+    observed=True: the image is the degraded observation (a real noisy photo, JPEG,
+    low-resolution image, or with ``mask`` holes); observed=False: apply the task's synthetic
+    degradation and report PSNR/SSIM.  preset: ``auto`` (the script's CPU quick preset without
+    a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration); the
+    quick preset restores the image whole, at its own size (its centre crop is the command
+    line's quick check of the demo and paper images: give ``crop=N`` for the centre only).
+    quiet=False: the notices, the estimate line and the progress bar.
+    Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
+    checked like the command line's options; ``full=True`` is the older spelling of
+    ``preset="full"``.
+
+    The image: a path, PIL image, numpy array or torch tensor; the restored image comes back in
+    the same type, dtype, layout and range (utils/inmemory.py has the rules: uint8 by 255,
+    uint16 by 65535, floats in [0, 1], other integers by their range; anything else is a
+    TypeError or ValueError, never a white or black image).
+    """
+    if full is not None:
+        preset = "full" if full else preset
+    spec = task if isinstance(task, Task) else get_task(task)
+    problem, cfg, like, img = prepare_problem(image, spec, observed, mask, preset, quiet,
+                                              **hyperparameters)
     for note in img.notes + problem.notes:
         warnings.warn(note, stacklevel=2)
-    res, _ = fit_problem(problem, cfg)
+    on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
+                                                                           cfg))
+    res, _ = fit_problem(problem, cfg, on_rate=on_rate)
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt
     h, w = problem.region
@@ -120,7 +139,7 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[res.chosen[0] if res.chosen else 0],
                     history=res.history, fit=res,
-                    observed=problem.observed)
+                    observed=problem.observed, config=cfg)
 
 
-__all__ = ["restore", "Restored", "all_tasks", "get_task", "task_names"]
+__all__ = ["restore", "prepare_problem", "Restored", "all_tasks", "get_task", "task_names"]

@@ -34,6 +34,7 @@ import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
                           network_options, number_or_auto, resolve_config)
 from utils.device import resolve_device
+from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)
@@ -155,6 +156,18 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
     return _embedded(task), [], notice
 
 
+def names_files(image) -> bool:
+    """Whether ``--image`` names the user's own files (a path, folder or glob: restored whole by
+    the quick preset), not a paper image by name (the preset's quick check of its centre)."""
+    if not image:
+        return False
+    try:
+        list_images(image)
+    except ImageError:
+        return False
+    return True
+
+
 def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
     """The task's other inputs of each image (a mask), checked before any work:
     (usable images, ImageErrors, for each usable image every path its run reads)."""
@@ -175,15 +188,20 @@ def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
     return [good[k] for k in keep], bad, [reads[k] for k in keep]
 
 
-def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), **fit_overrides):
+def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), rest=(),
+            **fit_overrides):
     """Fit one image and write its outputs to ``out_root/<name>/`` (all of them or, on a write
     error, none: ``utils.outdir.staged``); ``reads``: the fingerprints of the other files it
-    reads (``fingerprints``); returns (summary row, FitResult)."""
+    reads (``fingerprints``); ``rest``: the images still to fit after it, for the estimate line
+    (printed unless ``quiet``); returns (summary row, FitResult)."""
     problem = task.make_problem(img, cfg)
     problem.like = problem.like or img
     for note in problem.notes:
         print(f"warning: {note}", file=sys.stderr)
-    res, config = fit_problem(problem, cfg, **fit_overrides)
+    on_rate = None if fit_overrides.get("quiet", cfg.get("quiet")) else printer(
+        cfg.get("stop", "none") != "none", fitted_pixels(img.array.shape, cfg),
+        sum(fitted_pixels(o.array.shape, cfg) for o in rest), len(rest))
+    res, config = fit_problem(problem, cfg, on_rate=on_rate, **fit_overrides)
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     return summary, res
@@ -201,10 +219,10 @@ def _distributed():
     return dist.get_rank(), world
 
 
-def _fit_one(task, img, cfg, out_root, quiet, reads=()):
+def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     """(row, exit status, device or None, stop now) of one image; prints its line."""
     try:
-        summary, res = run_one(task, img, cfg, out_root, reads, quiet=quiet)
+        summary, res = run_one(task, img, cfg, out_root, reads, rest, quiet=quiet)
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return failed_row(img.name, "not written", e.problem), 1, None, False
@@ -250,7 +268,8 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
             rows[idx] = done
             print(f"{img.name}: already finished, skipped")
             continue
-        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads)
+        rest = images[idx + world::world]
+        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads, rest)
         status, device = max(status, code), dev or device
         if stop:
             break
@@ -332,7 +351,8 @@ def main(task: Task, argv=None) -> int:
 def _run(task: Task, args, argv) -> int:
     try:
         cfg, notice = resolve_config(task, given_options(args),
-                                     "full" if args.full else "quick" if args.quick else "auto")
+                                     "full" if args.full else "quick" if args.quick else "auto",
+                                     whole=names_files(args.image))
         problem = check_config(task, cfg)
     except ValueError as e:
         problem = str(e)

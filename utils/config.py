@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models import INPUTS, NETS, OPTION_CHOICES, OPTION_HELP, net_options
-from utils.device import resolve_device
+from utils.device import native_bf16, resolve_amp, resolve_device
 from utils.fit import FIT_CHOICES, FitConfig
 from utils.imageio import MIN_SIZE
 
@@ -43,6 +43,11 @@ ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the co
 AUTO = ("ln_lambda", "sigma")
 NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
+# the tasks whose bf16 fits were measured as good as fp32 on a CPU with native bf16
+# (``python -m benchmarks.cpu_modes``: mean |ΔPSNR| ≤ 0.1 dB, worst ≤ 0.3 dB over its grid):
+# ``--amp auto`` chooses bf16 there (utils.device.resolve_amp).  None yet: the machines of the
+# sessions that could run it had AVX2 only (results/cpu_modes.md).
+BF16_PARITY: dict = {}
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,16 @@ def options(task) -> dict:
     return out
 
 
-def resolve_config(task, given: dict | None = None, preset: str = "auto"):
-    """The configuration of one run: ``(cfg, notice)``, notice a line about the quick preset.
+def resolve_config(task, given: dict | None = None, preset: str = "auto", whole: bool = False):
+    """The configuration of one run: ``(cfg, notice)``, notice the lines about the quick preset
+    and the numeric mode (or None).
 
     given: the entries the user set (command line or keyword arguments); preset: ``auto``
-    (the quick preset without a GPU), ``quick`` or ``full`` (the block's values on any device).
+    (the quick preset without a GPU), ``quick`` or ``full`` (the block's values on any device);
+    whole: the images are the user's own (``--image PATH``, ``restore()``), restored whole by the
+    quick preset too: its centre crop is for the embedded demo and the paper images' quick check
+    only (a ``crop`` the user gives still applies).  ``amp='auto'`` becomes the mode used
+    (``utils.device.resolve_amp``), so that the record names it.
     """
     if preset not in PRESET_CHOICES:
         raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}, got {preset!r}")
@@ -123,17 +133,34 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto"):
     device = given.get("device", cfg.get("device", "auto"))
     cpu = resolve_device(device).type == "cpu"
     if preset == "quick" or (preset == "auto" and cpu and task.quick):
-        cfg.update(task.quick)
+        quick = dict(task.quick)
+        crop = quick.pop("crop", 0) if whole else None
+        cfg.update(quick)
         why = ("--quick" if preset == "quick" else
                "no GPU found" if device == "auto" else "CPU device")
-        values = ", ".join(f"{k}={v}" for k, v in task.quick.items())
-        notice = (f"{why}: using the CPU quick preset ({values}); --full for the paper's "
-                  "configuration")
+        values = ", ".join(f"{k}={v}" for k, v in quick.items())
+        if whole:
+            where = ("" if not crop or "crop" in given else
+                     f" on your whole image (--crop {crop} for its {crop}×{crop} centre only)")
+        else:
+            c = quick.get("crop")
+            where = (f": each image's {c}×{c} centre, a quick check (--image PATH restores "
+                     "your own image whole)" if c and "crop" not in given else "")
+        notice = (f"{why}: using the CPU quick preset ({values}){where}; --full for the "
+                  "paper's configuration")
     cfg.update(given)
     for k, v in net_options(cfg.get("net", "decoder")).items():
         cfg.setdefault(k, v)
     for k, (v, _) in fit_options().items():
         cfg.setdefault(k, v)
+    if cfg.get("amp") == "auto":
+        amp, channels_last, why = resolve_amp("auto", resolve_device(device),
+                                              verified=task.name in BF16_PARITY)
+        cfg["amp"] = amp
+        if channels_last is not None and "channels_last" not in given:
+            cfg["channels_last"] = channels_last
+        if cpu and native_bf16():     # elsewhere nothing changed: no line about it
+            notice = "\n".join(filter(None, [notice, f"--amp auto: {why}"]))
     return cfg, notice
 
 

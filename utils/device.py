@@ -1,10 +1,13 @@
 """Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), cuDNN's
 settings for the length of one fit (``cudnn_settings``), and a process-wide deadline for fits
-(``fit_deadline``), which ``reproduce.py --budget-s`` sets at the end of a GPU lease.
+(``fit_deadline``), which ``reproduce.py --budget-s`` sets at the end of a GPU lease, and the
+numeric mode ``--amp auto`` means on this machine (``resolve_amp``: native bf16 on a CPU that has
+it, measured by ``cpu_mode_probe``).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import time
 
@@ -86,3 +89,89 @@ def past_deadline() -> bool:
     return _DEADLINE[0] is not None and time.monotonic() > _DEADLINE[0]
 
 
+
+
+# ---------------------------------------------------------------- the numeric mode on a CPU
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): ATen's own checks
+    where this torch has them, else the flags of /proc/cpuinfo.  Elsewhere oneDNN emulates bf16
+    (an earlier AVX2-only machine ran the speed table's bf16 case about 150× slower than fp32)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                              "_is_amx_tile_supported")]
+    if all(callable(c) for c in checks):
+        return any(bool(c()) for c in checks)
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+PROBE = dict(channels=64, size=96, repeats=3)   # one conv layer of the quick presets' width
+
+
+def _time_conv(amp: bool, channels_last: bool) -> float:
+    """Seconds of one 3×3 conv's forward and backward in a mode (the best of ``repeats``)."""
+    c, s = PROBE["channels"], PROBE["size"]
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(c, c, 3, padding=1)
+    x = torch.randn(1, c, s, s, generator=g)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), \
+            x.contiguous(memory_format=torch.channels_last)
+    best = math.inf
+    for _ in range(PROBE["repeats"] + 1):        # the first one warms oneDNN's kernel cache
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = conv(x)
+        y.float().square().mean().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+_PROBED: dict = {}
+
+
+def cpu_mode_probe() -> dict:
+    """``{(amp, channels_last): seconds}`` of one conv layer in each mode on this CPU (measured
+    once per process, in about a second; only where :func:`native_bf16` holds)."""
+    if not _PROBED:
+        with torch.random.fork_rng(devices=[]):
+            for amp in ("none", "bf16"):
+                for cl in (False, True):
+                    _PROBED[amp, cl] = _time_conv(amp == "bf16", cl)
+    return dict(_PROBED)
+
+
+FASTER = 0.9   # a mode replaces fp32 only when it takes less than this fraction of its time
+
+
+def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str, bool | None, str]:
+    """The numeric mode ``--amp`` means on ``dev``: ``(amp used, channels-last or None for the
+    configured one, why)``; never ``auto``.
+
+    ``auto``: on CUDA fp32 (with cuDNN's TF32, as before); on a CPU without native bf16, fp32
+    exactly as before; on one with it, bf16 convolutions (channels-last where that is faster)
+    when :func:`cpu_mode_probe` finds them faster than fp32 and the task's parity with fp32 is
+    ``verified`` (``benchmarks/cpu_modes.py``: mean |ΔPSNR| ≤ 0.1 dB, worst ≤ 0.3 dB), else fp32.
+    The loss, σ_max, the measures and the stop rules stay fp32 in every mode (utils/fit.py)."""
+    if amp != "auto":
+        return amp, None, f"--amp {amp}"
+    if dev.type != "cpu":
+        return "none", None, "fp32 on CUDA (cuDNN's TF32 unless --no-tf32)"
+    if not native_bf16():
+        return "none", None, "fp32: this CPU has no native bf16"
+    if not verified:
+        return "none", None, ("fp32: this CPU has native bf16, but its parity with fp32 is not "
+                               "measured for this task (python -m benchmarks.cpu_modes); "
+                               "--amp bf16 uses it")
+    t = cpu_mode_probe()
+    mode = min(t, key=t.get)
+    if mode[0] == "none" or t[mode] > FASTER * t["none", False]:
+        return "none", None, "fp32: bf16 convolutions are not faster on this CPU"
+    layout = ", channels-last" if mode[1] else ""
+    return "bf16", mode[1], (f"bf16 convolutions{layout} (this CPU's native bf16, "
+                             f"{t['none', False] / t[mode]:.1f}× fp32 in one conv); --amp none "
+                             "for fp32")

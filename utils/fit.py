@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from utils.device import (DeadlineReached, cudnn_settings, device_name, past_deadline,
-                          resolve_device)
+                          resolve_amp, resolve_device)
 from utils.members import MemberAdam, Members
 from utils.metrics import psnr
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 
+RATE_ITERS, RATE_SECONDS = 10, 3.0   # the rate for on_rate: after this many iterations (or s)
 COLLAPSE = 0.5      # saturated fraction of A f(z) that counts as a collapse (see backtrack)
-FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("none", "bf16")}
+FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("auto", "none", "bf16")}
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio", "heldout")
 
@@ -80,7 +81,9 @@ class FitConfig:
                                "truth: for figures only)")
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
     quiet: bool = _opt(False, "no progress bar")
-    amp: str = _opt("none", "none | bf16 (convolutions in bf16; loss, σ and measures in fp32)")
+    amp: str = _opt("auto", "auto | none | bf16: convolutions in bf16 (loss, σ and measures in "
+                            "fp32); auto: bf16 on a CPU with native bf16 where measured as "
+                            "good as fp32, else fp32 (utils.device.resolve_amp)")
     tf32: bool = _opt(True, "cuDNN's TF32 convolutions on CUDA (PyTorch's); --no-tf32: strict fp32")
     compile: bool = _opt(False, "torch.compile the network")
     channels_last: bool = _opt(False, "channels-last memory format")
@@ -128,14 +131,22 @@ class Fit:
         output unless ``config.oracle``.
     region: (h, w) of the true image when the output is padded; measures use this crop.
     callbacks: callables ``cb(iteration, output)`` run at each host sync (e.g. snapshots).
+    on_rate: ``cb(seconds per iteration, iterations)``, called once after the first iterations
+        (``RATE_ITERS``, or ``RATE_SECONDS`` on a CPU) with their measured rate: the estimate
+        line of the command line.
     observers: callables ``ob(iteration, output, ema, ratio, heldout)`` run at every measure,
         on device (benchmarks/stopping.py replays stop rules on one trajectory with them).
     """
 
     def __init__(self, nets, net_input, data_term, config: FitConfig | None = None,
-                 target=None, region=None, callbacks=(), observers=()):
-        cfg = self.cfg = config or FitConfig()
+                 target=None, region=None, callbacks=(), observers=(), on_rate=None):
+        cfg = config or FitConfig()
         dev = self.dev = resolve_device(cfg.device)
+        if cfg.amp == "auto":   # the task layer resolves it with the task's parity verdict
+            amp, cl, _ = resolve_amp(cfg.amp, dev, verified=False)
+            cfg = replace(cfg, amp=amp, channels_last=cfg.channels_last if cl is None else cl)
+        self.cfg = cfg
+        self.on_rate, self.rate_start = on_rate, None
         self.members = Members(nets, dev, cfg.channels_last, cfg.compile)
         M = self.M = self.members.count
         if M > 1 and cfg.optimizer != "adam":
@@ -327,6 +338,28 @@ class Fit:
             raise DeadlineReached
         return not bool(self.active.any())
 
+    def tick(self, i):
+        """After iteration ``i``: the progress bar on a CPU (whose loop never waits for a device,
+        so the bar's remaining time follows every iteration) and, once, ``on_rate`` with the
+        rate of iterations 1.. (iteration 0 allocates and warms the kernels up)."""
+        if self.pbar is not None and self.dev.type == "cpu":
+            self.pbar.update(i + 1 - self.pbar.n)
+        if self.on_rate is None:
+            return
+        cpu = self.dev.type == "cpu"
+        if self.rate_start is None:
+            if not cpu:
+                torch.cuda.synchronize(self.dev)
+            self.rate_start = time.perf_counter()
+            return
+        elapsed = time.perf_counter() - self.rate_start
+        if i >= RATE_ITERS or (cpu and elapsed >= RATE_SECONDS) or i + 1 == self.cfg.iters:
+            if not cpu:
+                torch.cuda.synchronize(self.dev)
+                elapsed = time.perf_counter() - self.rate_start
+            report, self.on_rate = self.on_rate, None
+            report(elapsed / i, self.cfg.iters)
+
     # ------------------------------------------------------------------ the loops
     def run(self) -> FitResult:
         """Run the fit (Ctrl-C returns what was done) and return its result."""
@@ -362,6 +395,7 @@ class Fit:
             self.adam.step()
             if self.restore is not None or self.M > 1:
                 self.hold()
+            self.tick(i)
             if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
                 if self.sync(i):
                     break
@@ -376,6 +410,7 @@ class Fit:
             self.step(i)
             self.adam.step()
             self.hold()
+            self.tick(i)
         lbfgs = torch.optim.LBFGS([self.members.flat], lr=cfg.lr,
                                   max_iter=max(cfg.iters - warm, 1), tolerance_grad=-1,
                                   tolerance_change=-1)
@@ -390,6 +425,7 @@ class Fit:
                 raise _Done
             loss = self.step(i)
             self.last_i = i
+            self.tick(i)
             if (i + 1) % cfg.sync_every == 0 and self.sync(i):
                 raise _Done
             return loss
@@ -449,6 +485,7 @@ class Fit:
 
 
 def fit(nets, net_input, data_term, config: FitConfig | None = None, target=None,
-        region=None, callbacks=(), observers=()) -> FitResult:
+        region=None, callbacks=(), observers=(), on_rate=None) -> FitResult:
     """``Fit(...).run()``: fit ``nets`` to ``data_term`` and return the result (see Fit)."""
-    return Fit(nets, net_input, data_term, config, target, region, callbacks, observers).run()
+    return Fit(nets, net_input, data_term, config, target, region, callbacks, observers,
+               on_rate).run()

@@ -239,9 +239,9 @@ def _nets(cfg, kw, restarts, out_channels, out_hw):
     return nets, torch.cat(codes)
 
 
-def fit_problem(problem: Problem, cfg: dict, observers=(), **fit_overrides):
+def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_overrides):
     """Fit ``restarts`` independent nets (for each λ of ``--lambda auto``) to the problem as one
-    batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers: see
+    batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers, on_rate: see
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
     in memory (:func:`check_memory`)."""
     check_memory(problem, cfg)
@@ -259,7 +259,7 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), **fit_overrides):
         fit_overrides = dict(fit_overrides, track_heldout=True)
     config = fit_config(cfg, **fit_overrides)
     res = fit(nets if n > 1 else nets[0], codes, term, config, target=target,
-              region=problem.region, observers=observers)
+              region=problem.region, observers=observers, on_rate=on_rate)
     if len(groups) > 1:
         choose_lambda(res, groups, config.stop_window)
     return res, config

@@ -1,0 +1,221 @@
+"""A CPU user's path (#26): the numeric mode chosen per CPU and recorded as used, their own image
+restored whole, the estimate line, and the classic baselines beside the quick presets."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import utils.config as config
+import utils.device as device
+from denoising import TASK as DENOISING
+from utils.config import resolve_config
+from utils.device import resolve_amp
+from utils.estimate import duration, estimate_line, fitted_pixels
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+TINY = dict(channels=8, iters=12, log_every=2)
+
+
+def fake_cpu(monkeypatch, native, probe=None):
+    """This CPU as another: native bf16 or not, and the probe's seconds per mode."""
+    monkeypatch.setattr(device, "native_bf16", lambda: native)
+    monkeypatch.setattr(config, "native_bf16", lambda: native)
+    if probe is not None:
+        monkeypatch.setattr(device, "cpu_mode_probe", lambda: dict(probe))
+
+
+def tiny_net():
+    """A 4-channel decoder and its code for a 64×64 output."""
+    from models import build_net, code_shape, make_input
+    net = build_net("decoder", 4, 1, channels=4)
+    return net, make_input("noise", 4, *code_shape(net, 64, 64))
+
+
+# ---------------------------------------------------------------- the mode, per CPU
+def test_an_explicit_mode_is_kept_on_every_device():
+    assert resolve_amp("none", CPU)[:2] == ("none", None)
+    assert resolve_amp("bf16", CUDA)[:2] == ("bf16", None)
+
+
+def test_auto_on_cuda_is_fp32_with_tf32_as_before(monkeypatch):
+    fake_cpu(monkeypatch, True, {("none", False): 1, ("bf16", False): 0.1,
+                                 ("none", True): 1, ("bf16", True): 0.1})
+    amp, cl, why = resolve_amp("auto", CUDA)
+    assert (amp, cl) == ("none", None) and "TF32" in why
+
+
+def test_auto_on_an_emulated_bf16_cpu_changes_nothing(monkeypatch):
+    fake_cpu(monkeypatch, False)
+    monkeypatch.setattr(device, "cpu_mode_probe", lambda: pytest.fail("probed on AVX2"))
+    assert resolve_amp("auto", CPU)[:2] == ("none", None)
+    cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
+    assert cfg["amp"] == "none" and cfg["channels_last"] is False
+    assert "--amp" not in (notice or "")          # nothing changed: nothing said
+
+
+def test_auto_on_a_native_bf16_cpu(monkeypatch):
+    probe = {("none", False): 1.0, ("none", True): 0.9, ("bf16", False): 0.6,
+             ("bf16", True): 0.5}
+    fake_cpu(monkeypatch, True, probe)
+    assert resolve_amp("auto", CPU, verified=True)[:2] == ("bf16", True)
+    probe[("bf16", False)] = 0.4                   # the contiguous layout is faster
+    assert resolve_amp("auto", CPU, verified=True)[:2] == ("bf16", False)
+    # not verified for the task: fp32, and it says how to use bf16 anyway
+    amp, cl, why = resolve_amp("auto", CPU, verified=False)
+    assert (amp, cl) == ("none", None) and "--amp bf16" in why
+    # bf16 barely faster: fp32
+    fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
+                                 ("bf16", False): 0.95, ("bf16", True): 0.97})
+    assert resolve_amp("auto", CPU, verified=True)[0] == "none"
+
+
+def test_the_configuration_records_the_mode_used_never_auto(monkeypatch):
+    fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
+                                 ("bf16", False): 0.7, ("bf16", True): 0.5})
+    monkeypatch.setattr(config, "BF16_PARITY", {"denoising": "test"})
+    cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
+    assert (cfg["amp"], cfg["channels_last"]) == ("bf16", True)
+    assert "--amp auto: bf16 convolutions, channels-last" in notice
+    cfg, _ = resolve_config(DENOISING, {"device": "cpu", "channels_last": False})
+    assert (cfg["amp"], cfg["channels_last"]) == ("bf16", False)   # the user's layout stays
+    monkeypatch.setattr(config, "BF16_PARITY", {})
+    cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
+    assert cfg["amp"] == "none" and "not measured for this task" in notice
+
+
+def test_the_probe_times_every_mode_once():
+    device._PROBED.clear()
+    old = dict(device.PROBE)
+    device.PROBE.update(channels=4, size=16, repeats=1)
+    try:
+        t = device.cpu_mode_probe()
+        assert set(t) == {(a, c) for a in ("none", "bf16") for c in (False, True)}
+        assert all(v > 0 for v in t.values()) and device.cpu_mode_probe() == t
+    finally:
+        device.PROBE.update(old)
+        device._PROBED.clear()
+
+
+def test_a_fit_given_auto_directly_resolves_it():
+    from utils.fit import Fit, FitConfig
+    from utils.physics import IdentityTerm
+    net, z = tiny_net()
+    f = Fit(net, z, IdentityTerm(torch.rand(1, 1, 64, 64)), FitConfig(iters=1, device="cpu",
+                                                                     quiet=True))
+    assert f.cfg.amp in ("none", "bf16")
+
+
+# ---------------------------------------------------------------- the whole image
+def test_restore_gives_back_a_whole_image_at_its_size():
+    from tasks import restore
+    big = np.tile(data.camera()[100:190, 50:210], (2, 1))  # 160×180: past the quick crop of 128
+    r = restore(big, task="denoising", observed=False, **TINY)
+    assert r.array.shape == (180, 160, 1) and r.image.shape == big.shape
+    assert r.config["crop"] == 0 and r.config["amp"] in ("none", "bf16")
+    c = restore(data.astronaut(), task="denoising", observed=False, crop=64, **TINY)
+    assert c.array.shape == (64, 64, 3)                   # a crop the user gives applies
+
+
+def run_script(*args, quiet=True):
+    e = dict(os.environ, PYTHONPATH=str(ROOT))
+    e.pop("DIP_DATA_DIR", None)
+    flags = ["--quiet"] if quiet else []
+    return subprocess.run([sys.executable, str(ROOT / "denoising.py"), *flags,
+                           "--channels", "8", "--iters", "12", "--log-every", "2", *args],
+                          capture_output=True, text=True, cwd=ROOT, env=e, timeout=600)
+
+
+def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(data.astronaut()[:150, :200]).save(src / "wide.png")
+    Image.fromarray(data.camera()[:140, :130]).save(src / "gray.png")
+    r = run_script("--image", str(src), "--out", str(tmp_path / "own"), quiet=False)
+    assert r.returncode == 0, r.stderr
+    assert "on your whole image" in r.stdout
+    for name, size in (("wide", (200, 150)), ("gray", (130, 140))):
+        with Image.open(tmp_path / "own" / name / "output.png") as im:
+            assert im.size == size
+        rec = json.loads((tmp_path / "own" / name / "summary.json").read_text())
+        assert rec["fit"]["amp"] in ("none", "bf16") and rec["hyperparameters"]["amp"] != "auto"
+        assert isinstance(rec["fit"]["channels_last"], bool)
+    # the estimate line, on stderr above the bar: the first image's, with the folder's total
+    lines = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "estimate:" in ln]
+    assert len(lines) == 2, r.stderr
+    assert "for this image's 12 iterations" in lines[0] and "the 1 image after it" in lines[0]
+    assert "after it" not in lines[1]
+    demo = run_script("--out", str(tmp_path / "demo"))
+    assert demo.returncode == 0, demo.stderr
+    assert "128×128 centre, a quick check" in demo.stdout
+    with Image.open(tmp_path / "demo" / "astronaut" / "output.png") as im:
+        assert im.size == (128, 128)
+
+
+# ---------------------------------------------------------------- the estimate line
+def test_durations_and_the_estimate_line():
+    assert [duration(s) for s in (0.4, 42, 185, 7620)] == ["0 s", "42 s", "3 min 05 s",
+                                                          "2 h 07 min"]
+    line = estimate_line(0.16, 600, 128 * 128)
+    assert "at most 1 min 36 s for this image's 600 iterations" in line
+    assert "shorter" not in line
+    total = estimate_line(0.16, 600, 100, rest_pixels=300, rest_images=3, stops=False)
+    assert "6 min 24 s for it and the 3 images after it" in total and "at most" not in total
+    long = estimate_line(2.0, 600, 100)                     # 20 minutes
+    assert "--crop N" in long and "--iters N" in long and "GPU" in long
+    assert fitted_pixels((300, 200, 3), {"crop": 128}) == 128 * 128
+    assert fitted_pixels((300, 100, 3), {"crop": 128}) == 128 * 100
+    assert fitted_pixels((300, 200), {"crop": 0}) == 60000
+
+
+def test_the_fit_reports_its_rate_once_after_its_first_iterations():
+    from utils.fit import FitConfig, fit
+    from utils.physics import IdentityTerm
+    got = []
+    net, z = tiny_net()
+    fit(net, z, IdentityTerm(torch.rand(1, 1, 64, 64)),
+        FitConfig(iters=15, device="cpu", quiet=True, stop="none"),
+        on_rate=lambda rate, iters: got.append((rate, iters)))
+    assert len(got) == 1 and got[0][0] > 0 and got[0][1] == 15
+
+
+# ---------------------------------------------------------------- the classic baselines
+def test_the_classic_method_sees_the_runs_degraded_image():
+    from benchmarks import robustness
+    from tasks import all_tasks, prepare_problem, restore
+    task = all_tasks()["deblurring"]
+    label, value = robustness.classic(task, "camera", 1)
+    r = restore(robustness.image("camera"), task="deblurring", observed=False, preset="quick",
+                **robustness.settings(task, 1), iters=2)
+    problem, _, _, _ = prepare_problem(robustness.image("camera"), task, observed=False,
+                                       preset="quick", **robustness.settings(task, 1))
+    assert label == "Richardson-Lucy" and np.isfinite(value)
+    assert np.array_equal(problem.observed, r.observed)       # the same degraded image
+    assert value > problem.baseline["psnr_in"]                 # RL deblurs
+
+
+def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
+    """Without native bf16 the benchmark checks that auto is fp32 bit for bit; with it (faked:
+    bf16 emulated, tiny nets) it compares the two modes and gives a verdict per task."""
+    from benchmarks import cpu_modes
+    monkeypatch.setattr(cpu_modes, "CHECK_ITERS", 3)
+    fake_cpu(monkeypatch, False)
+    monkeypatch.setattr(cpu_modes, "native_bf16", lambda: False)
+    out = tmp_path / "modes.md"
+    rows = cpu_modes.main(["--tasks", "denoising", "--images", "moon", "--out", str(out)])
+    assert rows == [["denoising", "moon", "yes", "0"]]
+    assert "`--amp auto` is fp32" in out.read_text()
+    rows = cpu_modes.parity([DENOISING], ["moon"], [0], "bf16", False, log=lambda *a, **k: None,
+                            channels=4, iters=3, crop=32, log_every=1)
+    assert len(rows) == 1 and rows[0][:3] == ["denoising", "moon", 0]
+    assert np.isfinite(rows[0][3:]).all() and rows[0][5] == rows[0][4] - rows[0][3]
+    verdict = cpu_modes.verdicts([["t", "a", 0, 30.0, 30.05, 0.05, 1.0, 0.5, 2.0],
+                                  ["t", "b", 0, 30.0, 29.8, -0.2, 1.0, 0.5, 2.0]])
+    assert verdict[0][5] == "NO" and verdict[0][3] == "0.200"   # mean |Δ| 0.125 > 0.1

@@ -1,0 +1,63 @@
+"""The line a run prints before its long work: how long the fit (and the rest of a folder) will
+take, from the rate of its first iterations (``utils.fit.Fit``'s ``on_rate``), and how to make a
+long one shorter.
+
+    estimate: 0.16 s per iteration, at most 1 min 36 s for this image's 600 iterations; ...
+
+The rest of a folder is priced at this image's rate per pixel (its size after ``--crop``): the
+same task and net cost about the same per pixel and iteration.  "At most": a stop rule may end
+a fit sooner.
+"""
+from __future__ import annotations
+
+import sys
+
+LONG_S = 15 * 60    # an estimate past this says how to make the run shorter
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def fitted_pixels(shape, cfg: dict) -> int:
+    """The pixels of an image (h, w, ...) after the ``crop`` entry's centre crop."""
+    h, w = shape[:2]
+    c = int(cfg.get("crop") or 0)
+    return (min(h, c) * min(w, c)) if c else h * w
+
+
+def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
+                  rest_images: int = 0, stops: bool = True) -> str:
+    """The line: ``rate`` seconds per iteration of this image (``pixels`` fitted), ``iters``
+    iterations; ``rest_images`` more images of ``rest_pixels`` pixels in all after it."""
+    mine = rate * iters
+    bound = "at most " if stops else ""
+    line = (f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for this image's "
+            f"{iters} iterations")
+    total = mine
+    if rest_images:
+        total += mine * rest_pixels / max(pixels, 1)
+        line += (f"; about {duration(total)} for it and the {rest_images} image"
+                 f"{'s' if rest_images > 1 else ''} after it")
+    if total > LONG_S:
+        line += ("; to make it shorter: --crop N (the centre only), --iters N, or a GPU "
+                 "(--device cuda)")
+    return line
+
+
+def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
+            stream=None):
+    """An ``on_rate`` callback that prints :func:`estimate_line` to stderr, above the progress
+    bar (``tqdm.write``), where stdout keeps the results."""
+    from tqdm import tqdm
+
+    def report(rate, iters):
+        tqdm.write(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop),
+                   file=stream or sys.stderr)
+    return report

@@ -15,12 +15,12 @@ CUDA and the peak RSS of the process on the CPU (VmHWM, reset per case through
 
 Sizes: 256² / 512² (hourglass 512²) on CUDA, where the issue's targets apply; 128² / 256²
 (hourglass 256²) on the CPU, where the authors' code takes 0.43 s/it at 128² and 1.8 s/it at
-256² on this project's 2-core machine; ``--quick``: 64², 16 channels, 3 iterations, no compile.
-
-A GPU lease (``paper.lease``) runs it with ``--no-compile --max-seconds 90``: the cases run in
-order of the targets they check (decoder 512² tf32 / strict fp32 with measures every iteration
-and every 10, bf16, the batch of 8 against sequential fits), and a case that would start past
-the cap is listed as skipped, so the table always comes back whole.
+256² on this project's 2-core machine, and where every task's quick preset is also timed in fp32
+and in the mode ``--amp auto`` chooses (``benchmarks.cpu_modes.speed_section``); ``--quick``:
+64², 16 channels, 3 iterations, no compile.  A GPU lease (``paper.lease``) runs it with
+``--no-compile --max-seconds 90``: the cases in the order of the targets they check (decoder 512²
+tf32 / strict fp32 with measures every iteration and every 10, bf16, the batch of 8 against
+sequential fits); a case that would start past the cap is listed as skipped.
 """
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
+from utils.atomic import atomic_write_text
 from utils.device import cpu_model
 from utils.fit import FitConfig, fit
 from utils.physics import IdentityTerm
@@ -369,9 +371,7 @@ def device_name(dev):
 
 
 def _check(value, limit, le=True):
-    if value is None:
-        return ""
-    return " ✓" if (value <= limit if le else value >= limit) else " ✗"
+    return "" if value is None else " ✓" if (value <= limit if le else value >= limit) else " ✗"
 
 
 def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str:
@@ -461,9 +461,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny sizes, 3 iterations (tests)")
     p.add_argument("--iters", type=int, default=None,
                    help="timed iterations per case (default 5 on CPU, 100 on CUDA, 3 quick)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: 1 with --quick, else torch's default or 1, "
-                        "whichever a probe conv finds faster)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 with "
+                   "--quick, else torch's or 1, whichever a probe conv finds faster)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile cases "
                    "(a GPU lease: compiling takes minutes)")
     p.add_argument("--max-seconds", type=float, default=None, help="start no case after this "
@@ -486,13 +485,14 @@ def main(argv=None):
         rows, sigma, batch = benchmark(dev, st)
         command = "python -m benchmarks.speed" + "".join(f" {a}" for a in argv)
         text = report(rows, sigma, batch, dev, st, command, time.perf_counter() - t0, why)
+        if dev.type == "cpu" and not args.quick:   # the numeric modes of the tasks' fits
+            from benchmarks.cpu_modes import speed_section
+            text += speed_section()
     finally:
         torch.set_num_threads(old_threads)
     print(text)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        atomic_write_text(Path(args.out), text)
     return text
 
 

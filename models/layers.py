@@ -106,8 +106,38 @@ class LipschitzConv2d(nn.Conv2d):
         if self.padding_mode == "reflect" and p and min(x.shape[-2:]) <= p:
             # a map too small to reflect (the 1×1 code of a 32×32 image): replicate instead
             x = F.pad(x, (p, p, p, p), mode="replicate")
-            return F.conv2d(x, w, self.bias, self.stride)
-        return self._conv_forward(x, w, self.bias)
+            y = F.conv2d(x, w, self.bias, self.stride)
+        else:
+            y = self._conv_forward(x, w, self.bias)
+        return keep_precision(y, x)
+
+
+def keep_precision(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A layer's output ``y`` in the precision of its input ``x``.
+
+    Under bf16 autocast only the convolutions run in bf16 (every conv of the nets ends with
+    this): what follows goes on in fp32, so that the mean-only norm's ``x − mean(x)`` does not
+    cancel in bf16 (a smooth image's maps are their mean plus little, which bf16's 8 bits of
+    mantissa lose; measured on the CPU: some fits of the quick preset derailed 2-3 dB below
+    fp32 when the whole net ran in bf16), and the elementwise layers run in fp32, which a CPU
+    also does faster than bf16."""
+    return y.to(x.dtype) if y.dtype != x.dtype else y
+
+
+class OutputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (the nets' uncontrolled 1×1 output conv) whose output keeps the input's
+    precision (:func:`keep_precision`)."""
+
+    def forward(self, x):
+        return keep_precision(super().forward(x), x)
+
+
+class TransposedConv2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (the learned ``deconv`` upsampling) whose output keeps the input's
+    precision (:func:`keep_precision`)."""
+
+    def forward(self, x, output_size=None):
+        return keep_precision(super().forward(x, output_size), x)
 
 
 class GaussianUpsample(nn.Module):
@@ -131,8 +161,29 @@ class GaussianUpsample(nn.Module):
         self.register_buffer("kernel", k.float().expand(channels, 1, 5, 5).clone())
 
     def forward(self, x):
-        return F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=2, padding=2,
-                                  output_padding=1, groups=x.shape[1])
+        return keep_precision(F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=2, padding=2,
+                                                 output_padding=1, groups=x.shape[1]), x)
+
+
+class _Centre(torch.autograd.Function):
+    """``x − mean_{H,W}(x)`` with its backward ``g − mean_{H,W}(g)`` as one operation.
+
+    The same function as the two-term expression, whose backward autograd would assemble from
+    two gradients of x (the subtraction's and the mean's, broadcast) added into one: on a CPU
+    that broadcast addition into a channels-last map was a tenth of a fit's time."""
+    generate_vmap_rule = True     # batched members (utils/members.py) vmap the nets
+
+    @staticmethod
+    def forward(x):
+        return x - x.mean(dim=(2, 3), keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g - g.mean(dim=(2, 3), keepdim=True)
 
 
 class MeanOnlyNorm(nn.Module):
@@ -147,7 +198,7 @@ class MeanOnlyNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):
-        return x - x.mean(dim=(2, 3), keepdim=True) + self.bias.view(1, -1, 1, 1)
+        return _Centre.apply(x) + self.bias.view(1, -1, 1, 1)
 
 
 class SampleBatchNorm2d(nn.Module):
@@ -211,7 +262,7 @@ def make_upsample(kind: str, channels: int, sigma: float = 0.5, gain: str = "fai
     if kind == "gaussian":
         return GaussianUpsample(channels, sigma, gain)
     if kind == "deconv":
-        return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
+        return TransposedConv2d(channels, channels, 4, stride=2, padding=1)
     raise ValueError(f"unknown upsample {kind!r} ({' | '.join(UPSAMPLES)})")
 
 

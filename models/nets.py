@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from .layers import (GAINS, NORMS, PADS, SIGMA_METHODS, UPSAMPLES, LipschitzConv2d,
-                     grouped_sigmas, kaiming_init_, lipschitz_convs, make_norm, make_upsample)
+                     OutputConv2d, grouped_sigmas, kaiming_init_, lipschitz_convs, make_norm,
+                     make_upsample)
 
 PAPER_SIGMAS = (0.1, 0.1, 0.1, 0.5, 0.5)  # Gaussian σ per upsampling stage, coarse to fine
 
@@ -90,7 +91,7 @@ def _block(cin, cout, o, stride=1):
 
 def _head(cin, cout, o):
     """The uncontrolled 1×1 output conv (and sigmoid)."""
-    head = nn.Conv2d(cin, cout, 1, bias=o["bias"])
+    head = OutputConv2d(cin, cout, 1, bias=o["bias"])
     if o["init"] == "kaiming":
         kaiming_init_(head)
     return [head] + ([nn.Sigmoid()] if o["need_sigmoid"] else [])

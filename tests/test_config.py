@@ -92,7 +92,9 @@ def test_presets_are_data():
         cfg, notice = resolve_config(task, {}, "quick")
         assert all(cfg[k] == v for k, v in task.quick.items()) and "quick preset" in notice
         full, notice = resolve_config(task, {}, "full")
-        assert notice is None and full["iters"] == task.config["iters"]
+        # no preset line; a CPU with native bf16 names the numeric mode --amp auto chose
+        assert full["iters"] == task.config["iters"]
+        assert notice is None or notice.startswith("--amp auto:") and "\n" not in notice
 
 
 def test_help_shows_the_defaults_of_the_tasks_own_net():

@@ -91,10 +91,36 @@ def test_the_configuration_records_the_mode_used_never_auto(monkeypatch):
     assert cfg["amp"] == "none" and "not measured for this task" in notice
 
 
+def test_a_bf16_cpu_fit_takes_the_bf16_quick_preset(monkeypatch):
+    """quick_bf16 replaces the quick preset's values where the fit runs in bf16 on a CPU (auto on
+    a native-bf16 CPU, or --amp bf16), and nowhere else; what the user gives still wins."""
+    from dataclasses import replace
+    task = replace(DENOISING, quick_bf16={"iters": 700, "ema_warmup": True})
+    fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
+                                 ("bf16", False): 0.7, ("bf16", True): 0.5})
+    monkeypatch.setattr(config, "BF16_PARITY", {"denoising": "test"})
+    cfg, notice = resolve_config(task, {"device": "cpu"})
+    assert (cfg["amp"], cfg["iters"], cfg["ema_warmup"]) == ("bf16", 700, True)
+    assert "quick preset (bf16)" in notice and "iters=700" in notice
+    assert resolve_config(task, {"device": "cpu", "iters": 9})[0]["iters"] == 9
+    def today(cfg, notice):
+        assert cfg["amp"] == "none" and cfg["iters"] == DENOISING.quick["iters"]
+        assert not cfg["ema_warmup"] and "(bf16)" not in notice
+    today(*resolve_config(task, {"device": "cpu", "amp": "none"}))   # fp32 asked for
+    monkeypatch.setattr(config, "BF16_PARITY", {})
+    today(*resolve_config(task, {"device": "cpu"}))                  # parity not measured
+    cfg, _ = resolve_config(task, {"device": "cpu", "amp": "bf16"})  # asked for, any CPU
+    assert cfg["iters"] == 700
+    fake_cpu(monkeypatch, False)                                     # emulated bf16: unchanged
+    monkeypatch.setattr(config, "BF16_PARITY", {"denoising": "test"})
+    cfg, _ = resolve_config(task, {"device": "cpu"})
+    assert cfg["amp"] == "none" and cfg["iters"] == DENOISING.quick["iters"]
+
+
 def test_the_probe_times_every_mode_once():
     device._PROBED.clear()
     old = dict(device.PROBE)
-    device.PROBE.update(channels=4, size=16, repeats=1)
+    device.PROBE.update(channels=4, size=32, repeats=1, rounds=1)
     try:
         t = device.cpu_mode_probe()
         assert set(t) == {(a, c) for a in ("none", "bf16") for c in (False, True)}
@@ -213,9 +239,32 @@ def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
     assert rows == [["denoising", "moon", "yes", "0"]]
     assert "`--amp auto` is fp32" in out.read_text()
     rows = cpu_modes.parity([DENOISING], ["moon"], [0], "bf16", False, log=lambda *a, **k: None,
-                            channels=4, iters=3, crop=32, log_every=1)
+                            null=True, channels=4, iters=3, crop=32, log_every=1)
     assert len(rows) == 1 and rows[0][:3] == ["denoising", "moon", 0]
     assert np.isfinite(rows[0][3:]).all() and rows[0][5] == rows[0][4] - rows[0][3]
-    verdict = cpu_modes.verdicts([["t", "a", 0, 30.0, 30.05, 0.05, 1.0, 0.5, 2.0],
-                                  ["t", "b", 0, 30.0, 29.8, -0.2, 1.0, 0.5, 2.0]])
-    assert verdict[0][5] == "NO" and verdict[0][3] == "0.200"   # mean |Δ| 0.125 > 0.1
+    assert rows[0][10] == rows[0][9] - rows[0][3]
+    nan = float("nan")
+
+    def case(task, delta, null=nan):
+        return [task, "a", 0, 30.0, 30.0 + delta, delta, 1.0, 0.5, 2.0, 30.0 + null, null]
+    verdict = {v[0]: v for v in cpu_modes.verdicts([
+        case("ok", 0.05, 0.1), case("ok", -0.2, -0.2),      # loses 0.075 on average, 0.2 at worst
+        case("worst", 0.3), case("worst", -0.35),           # a run loses 0.35
+        case("mean", -0.15), case("mean", -0.15)])}         # loses 0.15 on average
+    assert verdict["ok"][6] == verdict["ok"][7] == "yes" and verdict["ok"][2] == "+0.200"
+    assert verdict["ok"][4] == "0.150 / 0.200" and verdict["worst"][4] == "—"
+    assert verdict["worst"][6] == "NO" and verdict["mean"][6] == "NO"
+    slow = case("slow", 0.0)
+    slow[8] = 1.05                                           # parity, but no faster than fp32
+    assert cpu_modes.verdicts([slow])[0][6:8] == ["yes", "no"]
+    # resumed: the rows in the CSV are kept, only what is missing runs
+    csv = tmp_path / "modes.csv"
+    from utils.tables import csv_text
+    csv.write_text(csv_text(cpu_modes.HEADER, [case("denoising", 0.1)]))
+    done = cpu_modes.read_rows(csv)
+    assert list(done) == [("denoising", "a", 0)] and np.isnan(done["denoising", "a", 0][9])
+    monkeypatch.setattr(cpu_modes, "run", lambda *a, **k: pytest.fail("refitted a kept case"))
+    monkeypatch.setattr(cpu_modes, "null_run", lambda *a, **k: 29.5)
+    rows = cpu_modes.parity([DENOISING], ["a"], [0], "bf16", False, log=lambda *a, **k: None,
+                            done=done, null=True)
+    assert rows[0][9:] == [29.5, -0.5]

@@ -66,6 +66,21 @@ def test_ema_with_zero_weight_is_the_last_output():
     assert not torch.equal(res.ema_output, res.last_output)
 
 
+def test_the_warmed_up_average_forgets_the_first_outputs():
+    """ema_warmup: weight min(w, (1+t)/(10+t)); the average of a fit then holds the unfitted
+    first outputs at a far smaller weight, so it is nearer the late outputs (here: the clean
+    image the net is fitted to) than DIP's average from the first output."""
+    from utils.fit import ema_weight
+    c = cfg(exp_weight=0.99, ema_warmup=True)
+    assert ema_weight(c, 0) == pytest.approx(0.1) and ema_weight(c, 90) == pytest.approx(0.91)
+    assert ema_weight(c, 5000) == 0.99 and ema_weight(cfg(exp_weight=0.99), 0) == 0.99
+    x = crop64()
+    plain = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=120))
+    warm = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=120, ema_warmup=True))
+    assert torch.equal(plain.last_output, warm.last_output)     # the fit itself is the same
+    assert float(psnr(warm.ema_output, x)[0]) > float(psnr(plain.ema_output, x)[0]) + 1
+
+
 class SpikeTerm(IdentityTerm):
     """Reports a 10 dB PSNR drop (or a NaN loss) at chosen measure calls."""
 

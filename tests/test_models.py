@@ -231,3 +231,52 @@ def test_sigma_auto_and_autocast():
         assert torch.allclose(sigma_max(w, "eigvalsh"), ref, rtol=1e-5)
     with pytest.raises(ValueError, match="power"):
         sigma_max(w, "power")
+
+
+@pytest.mark.parametrize("name,kw", [("decoder", {}), ("decoder", {"upsample": "gaussian"}),
+                                     ("decoder", {"upsample": "deconv"}), ("hourglass", {})])
+def test_under_bf16_autocast_only_the_convolutions_run_in_bf16(name, kw):
+    """Every conv's output (and the net's) keeps its fp32 input's precision, so that the
+    mean-only norm and the elementwise layers run in fp32; the convolutions themselves in bf16
+    (the output differs from the fp32 net's, by bf16's rounding only)."""
+    torch.manual_seed(0)
+    net = tiny(name, **kw)
+    z = make_input("noise", 4, *code_shape(net, 32, 32))
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, o.dtype)))
+             for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d,
+                                                      GaussianUpsample, MeanOnlyNorm))]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(z)
+    for h in hooks:
+        h.remove()
+    assert out.dtype == torch.float32 and seen
+    assert all(dtype == torch.float32 for _, dtype in seen), seen
+    ref = net(z)
+    assert 0 < (out - ref).abs().max() < 0.05
+
+
+def test_mean_only_norm_centres_with_the_two_term_gradient():
+    """The one-operation centring has the value and the gradient of x − mean(x), also per member
+    under vmap (the batched fits)."""
+    from torch.func import functional_call, stack_module_state, vmap
+    torch.manual_seed(0)
+    norm = MeanOnlyNorm(3).double()
+    norm.bias.data.normal_()
+    x = torch.randn(2, 3, 5, 4, dtype=torch.double, requires_grad=True)
+    y = norm(x)
+    ref = x - x.mean(dim=(2, 3), keepdim=True) + norm.bias.view(1, -1, 1, 1)
+    assert torch.allclose(y, ref)
+    g = torch.randn_like(y)
+    got, = torch.autograd.grad(y, x, g)
+    want, = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(got, want)
+    assert torch.autograd.gradcheck(norm, (x,))
+    nets = [MeanOnlyNorm(3).double() for _ in range(2)]
+    for n in nets:
+        n.bias.data.normal_()
+    params, buffers = stack_module_state(nets)
+    batched = vmap(lambda p, b, v: functional_call(nets[0], (p, b), (v[None],))[0])
+    out = batched(params, buffers, x)
+    for m, n in enumerate(nets):
+        assert torch.allclose(out[m], n(x[m:m + 1])[0])

@@ -190,3 +190,60 @@ def test_a_huge_blur_sigma_is_refused_before_its_kernel_is_allocated():
         with pytest.raises(ValueError, match="finite number > 0"):
             gaussian_kernel(bad)
     assert gaussian_kernel(1.6).shape == (11, 11)      # the default kernel is unchanged
+
+
+# ----------------------------------------------------------------- the spectral objective
+def _direct_dft_modulus_mean(r):
+    """mean |F r| with the unitary DFT written out as matrices (no torch.fft)."""
+    h, w = r.shape[-2:]
+    def dft(n):
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.exp(-2j * torch.pi * torch.outer(k, k) / n) / n ** 0.5
+    spec = dft(h) @ r.to(torch.complex128) @ dft(w).T
+    return spec.abs().flatten(1).mean(1)
+
+
+def test_spectral_loss_is_the_mean_modulus_of_the_residual_spectrum():
+    g = torch.Generator().manual_seed(5)
+    # values exact in fp32 (a term stores its observation so), the terms moved to fp64
+    y = torch.rand(2, 3, 10, 12, generator=g).double()
+    x = torch.rand(2, 3, 10, 12, generator=g, dtype=torch.float64)
+    t = IdentityTerm(y).to(torch.float64).with_objective("spectral")
+    assert t.objective == "spectral" and IdentityTerm(y).objective == "mse"
+    assert torch.allclose(t.loss(x), _direct_dft_modulus_mean(x - y), rtol=1e-10)
+    # the masked and the downsampled terms compare A x with y, the mask before the transform
+    mask = torch.from_numpy(bernoulli_mask(10, 12, 0.5, seed=3))[None].double()
+    tm = MaskedTerm(y, mask).to(torch.float64).with_objective("spectral")
+    assert torch.allclose(tm.loss(x), _direct_dft_modulus_mean((x - y) * mask), rtol=1e-10)
+    hr = torch.rand(2, 3, 32, 24, generator=g, dtype=torch.float64)
+    ys = downsample(torch.rand(2, 3, 32, 24, generator=g), 4).double()
+    td = DownsampleTerm(ys, 4).to(torch.float64).with_objective("spectral")
+    assert torch.allclose(td.loss(hr), _direct_dft_modulus_mean(downsample(hr, 4) - ys),
+                          rtol=1e-10)
+    # squared and summed it would be the pixel MSE (Parseval): the objective is not that
+    assert not torch.allclose(t.loss(x), IdentityTerm(y).loss(x))
+    assert torch.allclose((torch.fft.fft2(x - y, norm="ortho").abs() ** 2).flatten(1).mean(1),
+                          IdentityTerm(y).loss(x))
+    with pytest.raises(ValueError, match="unknown loss"):
+        IdentityTerm(y).with_objective("l1")
+
+
+def test_spectral_loss_gradient_by_finite_differences():
+    g = torch.Generator().manual_seed(6)
+    y = torch.rand(1, 2, 6, 8, generator=g).double()
+    x = torch.rand(1, 2, 6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.from_numpy(bernoulli_mask(6, 8, 0.5, seed=1))[None].double()
+    for term in (IdentityTerm(y), MaskedTerm(y, mask)):
+        t = term.to(torch.float64).with_objective("spectral")
+        assert torch.autograd.gradcheck(lambda v: t.loss(v), (x,), eps=1e-6, atol=1e-7)
+
+
+def test_the_objective_survives_a_holdout_and_counts_only_fitted_pixels():
+    g = torch.Generator().manual_seed(7)
+    y = torch.rand(1, 3, 16, 16, generator=g)
+    t = IdentityTerm(y).with_objective("spectral").with_holdout(0.25, seed=0)
+    assert t.objective == "spectral"
+    x = torch.rand(1, 3, 16, 16, generator=g, requires_grad=True)
+    t.loss(x).sum().backward()
+    held = t.holdout.expand_as(x).bool()
+    assert torch.all(x.grad[held] == 0) and torch.any(x.grad[~held] != 0)

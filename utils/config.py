@@ -43,11 +43,18 @@ ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the co
 AUTO = ("ln_lambda", "sigma")
 NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
-# the tasks whose bf16 fits were measured as good as fp32 on a CPU with native bf16
-# (``python -m benchmarks.cpu_modes``: mean |ΔPSNR| ≤ 0.1 dB, worst ≤ 0.3 dB over its grid):
-# ``--amp auto`` chooses bf16 there (utils.device.resolve_amp).  None yet: the machines of the
-# sessions that could run it had AVX2 only (results/cpu_modes.md).
-BF16_PARITY: dict = {}
+# the tasks whose bf16 fits were measured as good as fp32 and faster on a CPU with native bf16
+# (``python -m benchmarks.cpu_modes``: a loss of at most 0.1 dB on average and 0.3 dB in the
+# worst run over its grid, ≤ 0.9× fp32's time per iteration): ``--amp auto`` chooses bf16 there
+# (utils.device.resolve_amp).  task -> what was measured (results/cpu_modes.md, AMD EPYC with
+# avx512_bf16, 2026-12-05: brick and retina × seeds 0, 1; Δ = bf16 − fp32).  Left out:
+# super-resolution (its hourglass ran 0.76-0.86× as fast in bf16), enhancement (a run lost
+# 1.80 dB) and deblurring (a run lost 2.15 dB).
+BF16_PARITY: dict = {
+    "denoising": "mean Δ +0.13 dB, worst −0.12, 1.52× faster",
+    "deblocking": "mean Δ +0.04 dB, worst −0.15, 1.47× faster",
+    "inpainting": "mean Δ −0.04 dB, worst −0.23, 1.53× faster",
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
     whole: the images are the user's own (``--image PATH``, ``restore()``), restored whole by the
     quick preset too: its centre crop is for the embedded demo and the paper images' quick check
     only (a ``crop`` the user gives still applies).  ``amp='auto'`` becomes the mode used
-    (``utils.device.resolve_amp``), so that the record names it.
+    (``utils.device.resolve_amp``), so that the record names it; a CPU fit in bf16 takes the
+    quick preset's ``quick_bf16`` values too (the faster convolutions spent on quality).
     """
     if preset not in PRESET_CHOICES:
         raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}, got {preset!r}")
@@ -131,9 +139,16 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             cfg.update(p.values)
     notice = None
     device = given.get("device", cfg.get("device", "auto"))
-    cpu = resolve_device(device).type == "cpu"
+    dev = resolve_device(device)
+    cpu = dev.type == "cpu"
+    # the numeric mode first: the quick preset depends on it (quick_bf16)
+    amp, channels_last, amp_why = given.get("amp", cfg.get("amp", "auto")), None, None
+    if amp == "auto":
+        amp, channels_last, amp_why = resolve_amp("auto", dev, verified=task.name in BF16_PARITY)
     if preset == "quick" or (preset == "auto" and cpu and task.quick):
         quick = dict(task.quick)
+        if cpu and amp == "bf16":
+            quick.update(task.quick_bf16)
         crop = quick.pop("crop", 0) if whole else None
         cfg.update(quick)
         why = ("--quick" if preset == "quick" else
@@ -146,7 +161,8 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             c = quick.get("crop")
             where = (f": each image's {c}×{c} centre, a quick check (--image PATH restores "
                      "your own image whole)" if c and "crop" not in given else "")
-        notice = (f"{why}: using the CPU quick preset ({values}){where}; --full for the "
+        kind = " (bf16)" if cpu and amp == "bf16" and task.quick_bf16 else ""
+        notice = (f"{why}: using the CPU quick preset{kind} ({values}){where}; --full for the "
                   "paper's configuration")
     cfg.update(given)
     for k, v in net_options(cfg.get("net", "decoder")).items():
@@ -154,13 +170,11 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
     for k, (v, _) in fit_options().items():
         cfg.setdefault(k, v)
     if cfg.get("amp") == "auto":
-        amp, channels_last, why = resolve_amp("auto", resolve_device(device),
-                                              verified=task.name in BF16_PARITY)
         cfg["amp"] = amp
         if channels_last is not None and "channels_last" not in given:
             cfg["channels_last"] = channels_last
         if cpu and native_bf16():     # elsewhere nothing changed: no line about it
-            notice = "\n".join(filter(None, [notice, f"--amp auto: {why}"]))
+            notice = "\n".join(filter(None, [notice, f"--amp auto: {amp_why}"]))
     return cfg, notice
 
 

@@ -15,14 +15,12 @@ One iteration: ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` 
 their checkpoint), all on the device; ``Fit.sync`` copies the logs to the host once per
 ``sync_every`` iterations and decides whether every member has stopped.
 
-Batched independent fits: pass a list of nets (same architecture, independent weights) and a
-code per member; they are fitted together with ``torch.func`` (the weights as one (M, N) buffer,
-``vmap`` over its rows: utils/members.py), every member with its own loss, stop rule,
-backtracking and step size, giving the numbers of separate fits.
+Batched independent fits: a list of nets (same architecture) and a code per member, fitted
+together with ``torch.func`` (the weights as one (M, N) buffer, ``vmap`` over its rows:
+utils/members.py), each with its own loss, stop rule, backtracking and step size.
 
-Nothing here changes process-wide state: the input perturbation has its own generator; cuDNN's
-autotuner and TF32 switch are set for the fit only.
-"""
+Nothing here changes process-wide state (the input perturbation has its own generator; cuDNN's
+autotuner and TF32 switch are set for the fit only)."""
 from __future__ import annotations
 
 import math
@@ -36,12 +34,14 @@ from utils.device import (DeadlineReached, cudnn_settings, device_name, past_dea
                           resolve_amp, resolve_device)
 from utils.members import MemberAdam, Members
 from utils.metrics import psnr
+from utils.physics import OBJECTIVES
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import STOP_RULES, blur_sharpness_ratio, make_stop_rule
 
 RATE_ITERS, RATE_SECONDS = 10, 3.0   # the rate for on_rate: after this many iterations (or s)
 COLLAPSE = 0.5      # saturated fraction of A f(z) that counts as a collapse (see backtrack)
-FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("auto", "none", "bf16")}
+FIT_CHOICES = {"optimizer": ("adam", "lbfgs"), "stop": STOP_RULES, "amp": ("auto", "none", "bf16"),
+               "loss": OBJECTIVES}
 MEASURES = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3", "fbc4", "fbc5",
             "ratio", "heldout")
 
@@ -57,10 +57,14 @@ class FitConfig:
     iters: int = _opt(10000, "iterations")
     lr: float = _opt(0.001, "learning rate")
     optimizer: str = _opt("adam", "adam | lbfgs (DIP's option: 100 Adam steps, then L-BFGS)")
+    loss: str = _opt("mse", "mse (DIP's) | spectral: the residual's Fourier coefficients, unsquared "
+                            "(Deep Spectral Prior's idea; utils.physics.DataTerm.spectral_loss)")
     seed: int = _opt(0, "seed of the input perturbation")
     device: str = _opt("auto", "auto | cpu | cuda (auto: CUDA when present)")
     reg_noise_std: float = _opt(0.0, "DIP's input perturbation: z + N(0, std) each iteration")
     exp_weight: float = _opt(0.99, "weight of the exponential moving average of outputs")
+    ema_warmup: bool = _opt(False, "the average's weight at iteration t is min(exp_weight, "
+                                   "(1+t)/(10+t)): the unfitted first outputs leave it early")
     backtrack: bool = _opt(True, "restore the weights when the PSNR to the observation drops "
                                  "by more than backtrack_db (DIP)")
     backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
@@ -116,6 +120,14 @@ class FitResult:
         return (t if self.chosen is None else t[self.chosen]).mean(0, keepdim=True)
 
 
+def ema_weight(cfg: FitConfig, i: int) -> float:
+    """The moving average's weight at iteration ``i``: ``exp_weight`` (DIP's), or with
+    ``ema_warmup`` ``min(exp_weight, (1+i)/(10+i))`` (TensorFlow's ExponentialMovingAverage with
+    ``num_updates``), so that the unfitted first outputs weigh little once the fit is good (DIP's
+    average holds the first output at 0.99³⁰⁰ = 5 % after 300 iterations)."""
+    return min(cfg.exp_weight, (1 + i) / (10 + i)) if cfg.ema_warmup else cfg.exp_weight
+
+
 def _where(mask, a, b):
     """Per-member choice between two (M, ...) tensors."""
     return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
@@ -160,7 +172,7 @@ class Fit:
         if self.z0.shape[0] != M:
             raise ValueError(f"net_input has batch {self.z0.shape[0]} but there are {M} nets")
         self.noise = torch.Generator(device=dev).manual_seed(cfg.seed)
-        self.term = data_term.to(dev)
+        self.term = data_term.to(dev).with_objective(cfg.loss)
         self.gt = target.to(dev) if target is not None else None
         if cfg.oracle and self.gt is None:
             raise ValueError("oracle output needs a ground truth target")
@@ -174,8 +186,7 @@ class Fit:
         self.ckpt = self.adam.state()
         full = lambda v, dtype=None: torch.full((M,), v, dtype=dtype, device=dev)  # noqa: E731
         self.active = full(True, torch.bool)
-        self.last_psnr, self.best_psnr = full(-math.inf), full(-math.inf)
-        self.best_obs = full(-math.inf)
+        self.last_psnr, self.best_psnr, self.best_obs = (full(-math.inf) for _ in range(3))
         self.bad_count, self.restores = full(0, torch.int32), full(0, torch.int32)
         self.best_it = full(-1, torch.long)
         self.saturated_y = self.term.saturation(self.term.observation)
@@ -224,7 +235,7 @@ class Fit:
         loss = torch.where(self.active, per, torch.zeros_like(per)).sum()
         loss.backward()
         o = out.detach()
-        w = cfg.exp_weight
+        w = ema_weight(cfg, i)
         if self.ema is None:
             self.ema = o.clone()
         elif self.stop_rule is None:
@@ -414,9 +425,7 @@ class Fit:
         lbfgs = torch.optim.LBFGS([self.members.flat], lr=cfg.lr,
                                   max_iter=max(cfg.iters - warm, 1), tolerance_grad=-1,
                                   tolerance_change=-1)
-
-        class _Done(Exception):
-            pass
+        _Done = type("_Done", (Exception,), {})      # the closure's way out of L-BFGS
 
         def closure():
             lbfgs.zero_grad(set_to_none=True)

@@ -68,6 +68,9 @@ class Task:
     config: dict
     make_problem: Callable              # (LoadedImage, cfg dict) -> Problem
     quick: dict = field(default_factory=dict)
+    # the quick preset's values that replace ``quick``'s when a CPU fit runs in bf16 (a native-bf16
+    # CPU's faster convolutions spent on quality: benchmarks/cpu_preset.py)
+    quick_bf16: dict = field(default_factory=dict)
     presets: tuple = ()                 # conditional Presets (utils.config.Preset)
     data_groups: tuple = ()
     defaults: tuple = ("astronaut",)    # embedded skimage.data images when no data is found

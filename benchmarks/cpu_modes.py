@@ -7,7 +7,7 @@ The candidate is the mode ``--amp auto`` would choose for a task whose parity is
 (``utils.device.resolve_amp``: bf16 convolutions, channels-last where the probe finds it faster,
 on a CPU with native bf16).  Each task's quick preset (with its ``quick_bf16`` values, in both
 modes) runs on crops no preset was tuned on (``benchmarks.robustness.settings``: the preset's
-centre crop of a gray and a colour ``skimage.data`` image, brick and retina, each seed) twice,
+centre crop of ``IMAGES``, two gray and two colour ``skimage.data`` images, each seed) twice,
 in fp32 and in the candidate, the two in alternating order from case to case (so that a
 machine's drift is shared); per run the task's measure (PSNR; super-resolution Y-PSNR;
 enhancement: the PSNR of the fit to its input) and the seconds per iteration.  ``--null`` fits
@@ -17,7 +17,10 @@ does to it.  The CSV is rewritten after every case, so ``--resume`` goes on afte
 Verdict per task: the candidate may be the default where it loses at most 0.1 dB on average
 (fp32 − candidate over the task's runs) and at most 0.3 dB in its worst run, and takes at most
 ``utils.device.FASTER`` (0.9) of fp32's time per iteration; it then goes into
-``utils.config.BF16_PARITY``.  (Until 2026-12-05 this file read the two bounds on |Δ|, before
+``utils.config.BF16_PARITY``.  (The first verdicts, on brick and retina only, passed denoising,
+deblocking and inpainting; the grid's other two images then cost deblocking 0.88 dB and
+inpainting 1.72 dB in a run, and the denoising demo image 1.86 dB: four runs per task were too
+few, the grid is now 8 runs for those tasks.)  (Until 2026-12-05 this file read the two bounds on |Δ|, before
 any run on a native-bf16 CPU.  The first such run showed what that reading measures: a fit
 amplifies any rounding, and the same fp32 fit with 1 thread instead of 2 moved single denoising
 runs by up to 0.20 dB, mean |Δ| 0.105, so that reading would refuse fp32 against itself.  It
@@ -47,8 +50,9 @@ from utils.imageio import to_tensor
 from utils.metrics import psnr
 from utils.tables import csv_text, markdown
 
-# a gray and a colour image no preset was tuned on (of benchmarks.cpu_preset's unseen set)
-IMAGES, SEEDS = ("brick", "retina"), (0, 1)
+# benchmarks.cpu_preset's unseen set: images no preset was tuned on, gray (brick, cell) and
+# colour (retina, hubble_deep_field)
+IMAGES, SEEDS = ("brick", "retina", "cell", "hubble_deep_field"), (0, 1)
 MEAN_DB, WORST_DB = 0.1, 0.3     # the most the candidate may lose: on average, in its worst run
 CHECK_ITERS = 20                 # the identity check's fits on a CPU without native bf16
 
@@ -235,9 +239,14 @@ def main(argv=None):
     else:
         csv_path = out.with_suffix(".csv")
         done = read_rows(csv_path) if args.resume else {}
-        rows = parity(chosen, args.images, args.seeds, amp, channels_last, done=done,
-                      null=args.null, on_row=lambda rows: atomic_write_text(
-                          csv_path, csv_text(HEADER, rows)))
+        # the CSV keeps the earlier cases outside this grid (other tasks, images, seeds)
+        grid = {(t.name, n, s) for t in chosen for n in args.images for s in args.seeds}
+        others = [r for k, r in done.items() if k not in grid]
+        order = {n: k for k, n in enumerate(tasks)}
+        merged = lambda rows: sorted(rows + others, key=lambda r: order[r[0]])  # noqa: E731
+        rows = merged(parity(chosen, args.images, args.seeds, amp, channels_last, done=done,
+                             null=args.null, on_row=lambda rows: atomic_write_text(
+                                 csv_path, csv_text(HEADER, merged(rows)))))
         md += ["## Verdict per task", "",
                f"Δ = the candidate's measure − fp32's, per run (the same preset, seed and "
                f"image). The candidate may be the default where it loses at most {MEAN_DB} dB "
@@ -247,7 +256,7 @@ def main(argv=None):
                "sensitivity to any rounding. Speed-up: fp32's seconds per iteration over the "
                "candidate's (median over the task's runs, start-up and measures included); the "
                f"candidate is the default where parity is kept and it takes ≤ {FASTER} of "
-               "fp32's time (as the one-conv probe requires).", ""]
+               "fp32's time (as the probe requires).", ""]
         md += markdown(["task", "mean Δ (dB)", "worst loss", "mean |Δ|", "null |Δ| mean / worst",
                         "speed-up", "parity kept", "default (parity, and faster)",
                         "in BF16_PARITY"], verdicts(rows))

@@ -128,12 +128,31 @@ def figure_runs(toy):
     return fig, lam, sig, arch
 
 
+def decay_runs(toy):
+    """benchmarks/decay.py's remedies at paper scale on the figure image (the script's decoder,
+    10 000 it., no stop): those the figure runs have already (no control, λ 1 and 1.4, the
+    Gaussian upsampling at λ 1.8) and the others; in toy mode two of them."""
+    d, lam0 = "denoising", ("--lambda", "0")
+    runs = {"lambda_1.2": Run("decay_lambda1.2", d, ("--lambda", "1.2") + NO_STOP, None,
+                              "decoder, λ 1.2"),
+            "lambda_1.8": Run("decay_lambda1.8", d, ("--lambda", "1.8") + NO_STOP, None,
+                              "decoder, λ 1.8"),
+            "input_noise": Run("decay_input_noise", d, lam0 + ("--reg-noise-std", "0.0333")
+                               + NO_STOP, None, "decoder, no control, input noise 1/30"),
+            "ema": Run("decay_ema", d, lam0 + ("--use-ema",) + NO_STOP, None,
+                       "decoder, no control, the moving average of outputs as the result"),
+            "spectral": Run("decay_spectral", d, lam0 + ("--loss", "spectral") + NO_STOP, None,
+                            "decoder, no control, the spectral objective (Deep Spectral Prior "
+                            "style)")}
+    return {k: runs[k] for k in ("ema", "spectral")} if toy else runs
+
+
 def all_runs(tasks, only, seeds, toy) -> list[Run]:
     """The runs of the selected parts (task names and/or 'figures') in priority order, without
     duplicates."""
     runs = [r for name, task in tasks.items() if name in only for r in task_runs(task, seeds)]
     if "figures" in only:
-        for d in figure_runs(toy):
+        for d in (*figure_runs(toy), decay_runs(toy)):
             runs += d.values()
     return prioritised(list({r.name: r for r in runs}.values()))
 
@@ -142,11 +161,13 @@ def all_runs(tasks, only, seeds, toy) -> list[Run]:
 # command): first the central claim (the figure runs of DIP's hourglass, the decoder without
 # control and with λ 1.4: PSNR over 10 000 iterations on the figure image), then the 9-image
 # denoising table as a single run with the paper's ratio stop, DIP's 1800 iterations, the
-# validation stop, the batched 2 restarts, the other seed; then the other figure runs,
+# validation stop, the batched 2 restarts, the other seed; then the decay remedies
+# (benchmarks/decay.py at paper scale) and the other figure runs,
 # inpainting, SR ×4 then ×8 (Set5 before Set14), deblocking classic5 then LIVE1, enhancement,
 # and last the variants and the tasks the papers do not have.
 PRIORITY = (r"fig_dip$", r"fig_lambda0$", r"fig_ours$", r"ours_seed0$", r"dip_1800$",
-            r"ours_validation$", r"ours_2restarts$", r"ours_seed\d+$", r"fig_", r"inpainting",
+            r"ours_validation$", r"ours_2restarts$", r"ours_seed\d+$", r"decay_", r"fig_",
+            r"inpainting",
             r"sr_x4_Set5", r"sr_x4_Set14", r"sr_x8_Set5", r"sr_x8_Set14",
             r"deblocking_classic5", r"deblocking_LIVE1", r"enhancement")
 

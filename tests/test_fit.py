@@ -176,6 +176,21 @@ def test_batched_stop_freezes_the_stopped_member():
             assert torch.allclose(nets[m](codes[m:m + 1])[0], res.output[m], atol=1e-6)
 
 
+def test_the_spectral_objective_denoises_and_is_the_fit_s_loss():
+    x = crop64()
+    y = add_gaussian_noise(x, 25, seed=0)
+    res = fit(tiny_net(channels=32), code(), IdentityTerm(y), cfg(lr=0.002, loss="spectral"),
+              target=x)
+    assert float(psnr(res.output, x)[0]) >= float(psnr(y, x)[0]) + 2
+    # the logged loss is the spectral objective of the output, not its MSE
+    last = res.last_output
+    spectral = IdentityTerm(y).with_objective("spectral").loss(last)
+    assert res.history["loss"][-1, 0] == pytest.approx(float(spectral[0]), rel=0.05)
+    assert abs(res.history["loss"][-1, 0] - float(IdentityTerm(y).loss(last)[0])) > 0.01
+    with pytest.raises(ValueError, match="unknown loss"):
+        fit(tiny_net(), code(), IdentityTerm(y), cfg(iters=1, loss="l1"))
+
+
 def test_inpainting_beats_mean_fill_by_3db():
     x = crop64(gray=True)
     known = torch.from_numpy(bernoulli_mask(64, 64, 0.5, 100)).float()[None]

@@ -79,6 +79,45 @@ def test_validation_stop_finds_the_minimum_of_the_smoothed_loss():
         ValidationStop().update(0, out)
 
 
+def test_the_centred_window_keeps_the_output_at_the_minimum_not_after_it():
+    its = np.arange(0, 400, 10)
+    loss = (its - 120.0) ** 2 / 1e4 + 1          # minimum at 120
+    for window, lag in ((3, 10), (5, 20), (6, 20)):   # the trailing window's lag: ⌊(w−1)/2⌋
+        got = {}
+        for centred in (False, True):
+            rule = ValidationStop(window=window, patience=60, centred=centred)
+            for it, v in zip(its, loss):
+                rule.update(int(it), torch.full((1, 1, 2, 2), float(it)),
+                            heldout=torch.tensor([v]))
+            got[centred] = int(rule.stop_iteration[0])
+            assert float(rule.output[0, 0, 0, 0]) == got[centred]   # the output given then
+        # (an even window's trailing mean ties at 140 and 150, the first kept)
+        assert got[True] == 120 and got[False] == 120 + lag
+
+
+def test_both_candidates_keep_the_one_with_the_lower_held_out_loss():
+    its = np.arange(0, 500, 10)
+    average = (its - 200.0) ** 2 / 1e4 + 1.0     # the moving average: later and lower minimum
+    raw = (its - 60.0) ** 2 / 1e4 + 1.2          # the raw output: early, higher
+    for raw_offset, expect_raw in ((0.0, False), (-0.5, True)):
+        rule = ValidationStop(window=3, patience=200, both=True)
+        for it, a, r in zip(its, average, raw + raw_offset):
+            rule.update(int(it), torch.full((1, 1, 2, 2), -float(it)), heldout=torch.tensor([a]),
+                        candidate=torch.full((1, 1, 2, 2), float(it)),
+                        heldout_output=torch.tensor([r]))
+        assert bool(rule.stopped[0]) and int(rule.kept[0]) == int(expect_raw)
+        stop = int(rule.stop_iteration[0])
+        assert stop == (70 if expect_raw else 210)     # (the trailing window lags by 10)
+        # the raw output is kept as itself (negated here), the average as the candidate
+        assert float(rule.output[0, 0, 0, 0]) == (-stop if expect_raw else stop)
+    # without the raw output's loss the rule is the plain one
+    plain, one = ValidationStop(window=3, patience=50), ValidationStop(3, 50, both=True)
+    for it, a in zip(its, average):
+        for rule in (plain, one):
+            rule.update(int(it), torch.zeros(1, 1, 2, 2), heldout=torch.tensor([a]))
+    assert int(plain.stop_iteration[0]) == int(one.stop_iteration[0])
+
+
 def test_fit_with_the_validation_stop_keeps_the_average_at_its_stop():
     x = crop64()
     y = add_gaussian_noise(x, 25, seed=0)
@@ -225,11 +264,17 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
                    "--parts", "rules", "lambda"])
     rows = (tmp_path / "s.csv").read_text().splitlines()
     assert rows[0] == "rule,mean_gap_db,max_gap_db,mean_iterations"
-    assert [r.split(",")[0] for r in rows[1:]] == ["ratio", "variance", "validation", "last",
-                                                  "lambda auto"]
+    assert [r.split(",")[0] for r in rows[1:]] == [
+        "ratio", "variance", "validation", "validation_centred", "validation_both",
+        "validation_centred_both", "last", "lambda auto"]
     for r in (r for r in recs if r["part"] == "rules"):
         assert all(r[k]["gap"] >= -1e-9 for k in b.RULES)    # nothing beats the oracle
         assert r["last"]["iteration"] == r["_its"][-1]
+        assert len(r["_held_raw"]) == len(r["_held"]) == len(r["_its"])
+        for k in b.RULES:    # the PSNR of what the rule kept: the raw output's or the average's
+            row = b.row_of(np.array(r["_its"]), r[k]["iteration"])
+            assert r[k]["psnr"] == (r["_p_it"] if r[k]["raw"] else r["_p_ema"])[row]
+        assert not r["validation"]["raw"] and not r["validation_centred"]["raw"]
     text = (tmp_path / "s.md").read_text()
     assert "## Targets" in text and "lambda auto" in text
     # a second call resumes from the cache: nothing is fitted again
@@ -246,3 +291,43 @@ def test_validation_stop_and_heldout_loss_on_cuda():
     r = restore(x, observed=False, device="cuda", iters=30, channels=8, log_every=2,
                 stop="validation", stop_window=2, stop_patience=4, restarts=1)
     assert r.metrics["heldout_loss"] > 0 and r.metrics["psnr"] > 0
+
+
+def data_crop(name, size):
+    a = getattr(data, name)()
+    top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+    return np.ascontiguousarray(a[top:top + size, left:left + size])
+
+
+def test_decay_benchmark_at_toy_scale(tmp_path, monkeypatch):
+    import benchmarks.decay as d
+    monkeypatch.setattr(d, "ITERS", 30)
+    monkeypatch.setattr(d, "WINDOW", 2)
+    monkeypatch.setattr(d, "PATIENCE", 6)
+    monkeypatch.setattr(d, "GRAY", ("camera",))
+    monkeypatch.setattr(d, "COLOUR", ("astronaut",))
+    monkeypatch.setattr(d, "SIGMAS", (50.0,))
+    monkeypatch.setattr(d, "SETTINGS", {**d.SETTINGS, "iters": 30, "channels": 8, "log_every": 2,
+                                        "crop": 64})
+    monkeypatch.setattr(d, "crop", lambda name: data_crop(name, 64))
+    out = tmp_path / "decay.md"
+    # one shard stops after 3 fits: the report says that no case is complete yet
+    d.main(["--cache", str(tmp_path / "c"), "--out", str(out), "--max-fits", "3"])
+    assert "No case is complete yet" in out.read_text()
+    recs = d.main(["--cache", str(tmp_path / "c"), "--out", str(out)])
+    assert len(recs) == 2 * len(d.REMEDIES)
+    for r in recs.values():
+        assert len(r["_its"]) == len(r["_p_it"]) == len(r["_held"]) == len(r["_held_raw"]) == 15
+    text = out.read_text()
+    assert "**2 of 2 cases**" in text and "## Stop rules on the best remedy" in text
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == list(d.REMEDIES)
+    for r in rows[1:]:       # the peak is at least the end: decay ≥ 0
+        peak, end, decay = (float(v) for v in r.split(",")[1:4])
+        assert peak >= end and decay == pytest.approx(peak - end, abs=1e-3)
+    # the remedies differ in what they fit: the spectral objective's course is not the MSE's
+    a, b = recs["camera", 50.0, "none"], recs["camera", 50.0, "spectral"]
+    assert a["_p_it"] != b["_p_it"]
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(d, "run_fit", lambda *a, **k: pytest.fail("refitted"))
+    d.main(["--cache", str(tmp_path / "c"), "--out", str(out)])

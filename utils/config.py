@@ -46,15 +46,13 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # the tasks whose bf16 fits were measured as good as fp32 and faster on a CPU with native bf16
 # (``python -m benchmarks.cpu_modes``: a loss of at most 0.1 dB on average and 0.3 dB in the
 # worst run over its grid, ≤ 0.9× fp32's time per iteration): ``--amp auto`` chooses bf16 there
-# (utils.device.resolve_amp).  task -> what was measured (results/cpu_modes.md, AMD EPYC with
-# avx512_bf16, 2026-12-05: brick and retina × seeds 0, 1; Δ = bf16 − fp32).  Left out:
-# super-resolution (its hourglass ran 0.76-0.86× as fast in bf16), enhancement (a run lost
-# 1.80 dB) and deblurring (a run lost 2.15 dB).
-BF16_PARITY: dict = {
-    "denoising": "mean Δ +0.13 dB, worst −0.12, 1.52× faster",
-    "deblocking": "mean Δ +0.04 dB, worst −0.15, 1.47× faster",
-    "inpainting": "mean Δ −0.04 dB, worst −0.23, 1.53× faster",
-}
+# (utils.device.resolve_amp), task -> what was measured.  **None today** (results/cpu_modes.md,
+# AMD EPYC with avx512_bf16, 2026-12-05, 0.63-0.65× fp32's time per iteration): on brick, retina,
+# cell and hubble_deep_field × 2 seeds single bf16 runs lost up to 0.12 dB (denoising; but 1.86
+# dB on the demo image, astronaut seed 0), 0.88 dB (deblocking, hubble) and 1.72 dB (inpainting,
+# cell, a 52 dB fit whose output bf16 cannot resolve); super-resolution ran slower in bf16,
+# enhancement and deblurring lost 1.80 and 2.15 dB on brick and retina.  ``--amp bf16`` uses it.
+BF16_PARITY: dict = {}
 
 
 @dataclass(frozen=True)

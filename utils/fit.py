@@ -263,8 +263,9 @@ class Fit:
         ratio = blur_sharpness_ratio(oc)
         # the output a stop keeps: the moving average with use_ema (its held-out loss then)
         cand = self.ema if self.cfg.use_ema else o
-        held = nan if self.term.holdout is None else \
-            self.term.heldout_loss(self.term(cand) if self.cfg.use_ema else a_o)
+        held_o = nan if self.term.holdout is None else self.term.heldout_loss(a_o)
+        held = self.term.heldout_loss(self.term(cand)) if self.cfg.use_ema and held_o is not nan \
+            else held_o
         self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio, held], 1))
         self.its_logged.append(i)
         for observe in self.observers:
@@ -273,7 +274,8 @@ class Fit:
         if gt is not None:
             self.track_best(i, p_gt, o)
         if self.stop_rule is not None:
-            stopped = self.stop_rule.update(i, o, ratio=ratio, heldout=held, candidate=cand)
+            stopped = self.stop_rule.update(i, o, ratio=ratio, heldout=held, candidate=cand,
+                                            heldout_output=held_o)
             self.active = self.active if self.cfg.run_on else self.active & ~stopped
 
     def backtrack(self, per, p_obs, a_o, o):
@@ -337,10 +339,8 @@ class Fit:
             self.nan_stopped = gone if self.nan_stopped is None else gone | self.nan_stopped
         if self.pbar is not None and self.host_rows:
             last = self.host_rows[-1][-1]
-            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}",
-                    "psnr": f"{np.nanmean(last[:, 1]):.2f}"}
-            if self.gt is not None:
-                post["psnr_gt"] = f"{np.nanmean(last[:, 2]):.2f}"
+            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}", "psnr": f"{np.nanmean(last[:, 1]):.2f}",
+                    **({} if self.gt is None else {"psnr_gt": f"{np.nanmean(last[:, 2]):.2f}"})}
             self.pbar.set_postfix(post, refresh=False)
             self.pbar.update(i + 1 - self.pbar.n)
         for cb in () if final else self.callbacks:

@@ -23,7 +23,8 @@ from .metrics import psnr
 OBJECTIVES = ("mse", "spectral")   # DataTerm.loss: DIP's pixel MSE, or spectral_loss
 
 __all__ = [
-    "OBJECTIVES", "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "BlurTerm", "lanczos_kernel",
+    "OBJECTIVES", "DataTerm", "IdentityTerm", "MaskedTerm", "DownsampleTerm", "BlurTerm",
+    "lanczos_kernel",
     "downsample", "gaussian_kernel", "gaussian_radius", "max_blur_sigma", "blur",
     "add_gaussian_noise", "bernoulli_mask", "jpeg_compress", "pil_downscale", "bicubic_upscale",
     "enhance",

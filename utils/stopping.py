@@ -11,12 +11,14 @@ host in the per-iteration path (no ``.item()``, no control flow on tensor values
 loop can call it every iteration; only ``should_stop()`` syncs.
 
 Every rule has one interface: ``update(iteration, output, ratio=None, heldout=None,
-candidate=None) -> stopped`` (B,) bool, with ``output`` the fit's outputs (B, C, H, W), ``ratio``
-their blur/sharpness ratios when the caller has them already, ``heldout`` the loss on held-out
-pixels (the validation rule's signal) and ``candidate`` what a stop keeps when it is not the
-output itself (the moving average of outputs); after a member stops, ``stop_iteration`` and ``output`` hold the
-iteration and output the rule chose for it.
+candidate=None, heldout_output=None) -> stopped`` (B,) bool, with ``output`` the fit's outputs
+(B, C, H, W), ``ratio`` their blur/sharpness ratios when the caller has them already,
+``heldout`` the loss on held-out pixels (the validation rule's signal) of ``candidate``, what a
+stop keeps when it is not the output itself (the moving average of outputs), and
+``heldout_output`` that of ``output`` (the validation rule may keep either); after a member
+stops, ``stop_iteration`` and ``output`` hold the iteration and output the rule chose for it.
 """
+import collections
 import math
 
 import torch
@@ -138,13 +140,16 @@ class _PatientMinimum(_Rule):
         self.min_iteration = self.stop_iteration.clone()
         self.minimum = torch.full((b,), math.inf, device=dev, dtype=_acc(dev))
 
-    def _track(self, value, iteration, out=None):
-        """One value (B,) with the output given with it (or None); returns ``stopped``."""
+    def _track(self, value, iteration, out=None, at=None):
+        """One value (B,) with the output given with it (or None); returns ``stopped``.  at: the
+        iteration the value and output belong to when it is not ``iteration`` (a centred
+        window's); the patience counts from there to ``iteration``."""
         ok = torch.isfinite(value) & ~self.stopped
         better = ok & (value < self.minimum)
         it = _iteration(iteration, value.device)
+        at = it if at is None else _iteration(at, value.device)
         self.minimum = torch.where(better, value, self.minimum)
-        self.min_iteration = torch.where(better, it, self.min_iteration)
+        self.min_iteration = torch.where(better, at, self.min_iteration)
         if out is not None:
             self.output = torch.where(better.view(-1, *([1] * (out.dim() - 1))), out,
                                       self.output)
@@ -177,7 +182,8 @@ class RatioStop(_Rule):
         self.count = 0
         self.buf = self.stopped = self.stop_iteration = self.output = self.ratio = None
 
-    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None):
+    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None,
+               heldout_output=None):
         """Record one evaluation; returns ``stopped`` (B,) bool, on device.
 
         output: the outputs (B, C, H, W) or (C, H, W); ratio: their ratios (B,) (or a scalar for
@@ -250,7 +256,8 @@ class VarianceStop(_PatientMinimum):
             self.s1 += x
             self.s2 += x * x
 
-    def update(self, iteration, output, ratio=None, heldout=None, candidate=None):
+    def update(self, iteration, output, ratio=None, heldout=None, candidate=None,
+               heldout_output=None):
         """Record one output batch (B, C, H, W) or (C, H, W); returns ``stopped`` (B,) bool.
         (``ratio`` and ``heldout`` are not used: the rule looks at the outputs themselves.)
         candidate: what to keep at the minimum instead of ``output`` (the moving average)."""
@@ -301,47 +308,80 @@ class ValidationStop(_PatientMinimum):
     oracle's peak without the ground truth.  Smoothing: the mean of the last ``window``
     evaluations, L_t; the rule tracks the minimum of L_t and the output given with it, and a
     member stops, for good, once that minimum has not improved for ``patience`` iterations.
-    A NaN/inf loss makes no decision.  The trailing mean lags: its minimum comes about
-    (window − 1)/2 evaluations after the loss's own, and the output kept is the one given then
-    (the measured gaps of benchmarks/stopping.py include this).
+    A NaN/inf loss makes no decision.
+
+    As Li et al. describe it (``centred=False, both=False``) the trailing mean lags: its minimum
+    comes (window − 1)/2 evaluations after the loss's own, and the output kept is the one given
+    then; with the moving average of outputs as the candidate, that average lags the fit by
+    about 1/(1 − 0.99) iterations more.  Where the fit peaks early (σ 50: within 40–170
+    iterations) the two lags cost up to 1.4 dB (benchmarks/stopping.py).  Two remedies:
+
+    - ``centred``: L_t is attributed to the middle of its window, evaluation t − h with
+      h = ⌊(window − 1)/2⌋, and the output kept with it is the one given then (the last h + 1
+      outputs are kept on the device); the patience counts from that iteration.
+    - ``both``: the raw output and the candidate (the moving average) are both candidates, each
+      with its own held-out loss (``heldout_output``, ``heldout``) and smoothed series; the
+      tracked value is the lower of the two and the output kept the one it belongs to
+      (``kept``: 1 where the raw output was kept, 0 the candidate).  The held-out loss measures
+      both on the same pixels the fit never saw, so the choice needs no ground truth.
 
     Attributes as ``VarianceStop``: ``stopped``, ``stop_iteration`` (iteration of the minimum),
-    ``output`` (the output at the minimum), ``smoothed`` (latest L_t), ``min_loss``,
-    ``min_iteration``.
+    ``output`` (the output at the minimum), ``smoothed`` (latest L_t, the lower of the two with
+    ``both``), ``min_loss``, ``min_iteration``, and ``kept``.
     """
 
-    def __init__(self, window=10, patience=1000):
+    def __init__(self, window=10, patience=1000, centred=False, both=False):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window, self.patience = int(window), patience
+        self.centred, self.both = bool(centred), bool(both)
         self.count = 0
+        self.recent = collections.deque(maxlen=(self.window - 1) // 2 + 1 if centred else 1)
         self.buf = self.stopped = self.stop_iteration = self.output = self.smoothed = None
+        self.kept = None
 
-    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None):
+    def update(self, iteration, output=None, ratio=None, heldout=None, candidate=None,
+               heldout_output=None):
         """Record one held-out loss (B,) with its outputs (B, C, H, W) (or None: then only the
         iterations are tracked); returns ``stopped`` (B,) bool.  candidate: what to keep at the
-        minimum instead of ``output`` (the moving average, whose held-out loss is then given)."""
+        minimum instead of ``output`` (the moving average, whose held-out loss is then given);
+        heldout_output: with ``both``, the held-out loss of ``output`` itself."""
         if heldout is None:
             raise ValueError("the validation rule needs the held-out loss (a data term with "
                              "held-out pixels: DataTerm.with_holdout)")
-        value = torch.as_tensor(heldout).detach().reshape(-1)
-        dev, b = value.device, value.numel()
+        two = self.both and heldout_output is not None
+        values = [heldout, heldout_output] if two else [heldout]
+        value = torch.stack([torch.as_tensor(v).detach().reshape(-1) for v in values])  # (K, B)
+        dev, b = value.device, value.shape[1]
         if self.buf is None:
-            self.buf = torch.full((self.window, b), math.nan, device=dev, dtype=_acc(dev))
+            self.buf = torch.full((self.window, *value.shape), math.nan, device=dev,
+                                  dtype=_acc(dev))
+            self.kept = torch.zeros(b, dtype=torch.long, device=dev)
             self._start(b, dev)
         self.buf[self.count % self.window] = value
         self.count += 1
+        outs = [candidate if candidate is not None else output] + ([output] if two else [])
+        outs = [o for o in outs if o is not None]
         out = None
-        output = output if candidate is None else candidate
-        if output is not None:
-            out = output.detach()
-            out = out.unsqueeze(0) if out.dim() == 3 else out
+        if len(outs) == len(values):
+            out = torch.stack([o.detach().unsqueeze(0) if o.dim() == 3 else o.detach()
+                               for o in outs])                              # (K, B, C, H, W)
             if self.output is None:
-                self.output = out.clone()
+                self.output = out[0].clone()
+        self.recent.append((iteration, out))
         if self.count < self.window:
             return self.stopped
-        self.smoothed = self.buf.mean(0)
-        return self._track(self.smoothed, iteration, out)
+        smoothed = self.buf.mean(0)                                          # (K, B)
+        k = torch.nan_to_num(smoothed, nan=math.inf).argmin(0)               # (B,)
+        self.smoothed = smoothed.gather(0, k[None])[0]
+        at, past = self.recent[0]
+        if past is not None:
+            pick = k.view(1, -1, *([1] * (past.dim() - 2))).expand(1, *past.shape[1:])
+            past = past.gather(0, pick)[0]
+        before = self.minimum.clone()
+        stopped = self._track(self.smoothed, iteration, past, at=at)
+        self.kept = torch.where(self.minimum < before, k, self.kept)
+        return stopped
 
     @property
     def min_loss(self):

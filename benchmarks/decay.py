@@ -39,18 +39,17 @@ figure image in ``paper/experiments.py`` (``decay_runs``).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.stopping import COLOUR, GRAY, VarianceWatch, crop, replay, row_of
+from benchmarks.stopping import (COLOUR, GRAY, VarianceWatch, crop, open_cache, replay, row_of,
+                                 sharded_parser)
 from denoising import TASK
 from utils.atomic import atomic_write_text
 from utils.config import check_config, resolve_config
@@ -202,7 +201,7 @@ def report(recs, argv, out: Path):
     md += ["## Per remedy", "",
            "peak = the best PSNR of the remedy's result along the fit, end = at iteration "
            f"{ITERS}, decay = peak − end (mean and worst over the cases); seconds per fit.", ""]
-    md += markdown(["remedy", "peak (dB)", f"end (dB)", "decay (dB)", "worst decay", "s / fit"],
+    md += markdown(["remedy", "peak (dB)", "end (dB)", "decay (dB)", "worst decay", "s / fit"],
                    [[r[0], f2(r[1]), f2(r[2]), f2(r[3]), f2(r[4]), f"{r[5]:.0f}"]
                     for r in rows])
     none = rows[0]
@@ -232,20 +231,10 @@ def report(recs, argv, out: Path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results/decay.md")
-    p.add_argument("--cache", default="results/decay_runs",
-                   help="one JSON per finished fit (resume, shards)")
-    p.add_argument("--shard", default="0/1", help="k/n: run every n-th fit from the k-th")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p = sharded_parser(__doc__, "results/decay.md", "fit")
     p.add_argument("--max-fits", type=int, help="stop after this many new fits")
-    p.add_argument("--report-only", action="store_true", help="write the report from the cache")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    k, n = (int(v) for v in args.shard.split("/"))
+    cache, k, n = open_cache(args)
     if not args.report_only:
         new = 0
         for case in cases()[k::n]:

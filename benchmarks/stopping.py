@@ -374,22 +374,35 @@ def write_report(recs, out: Path, argv):
          for r in rules]))
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results/stopping.md")
-    p.add_argument("--cache", default="results/stopping_runs",
-                   help="one JSON per finished case (resume, shards)")
-    p.add_argument("--shard", default="0/1", help="k/n: run every n-th case from the k-th")
-    p.add_argument("--parts", nargs="+", default=["rules", "pair", "lambda", "spread"])
+def sharded_parser(doc: str, out: str, unit: str) -> argparse.ArgumentParser:
+    """The options of a cached, sharded benchmark (this one and benchmarks/decay.py): --out, a
+    --cache of one JSON per finished ``unit``, --shard k/n, --threads, --report-only."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", default=out)
+    p.add_argument("--cache", default=str(Path(out).with_suffix("")) + "_runs",
+                   help=f"one JSON per finished {unit} (resume, shards)")
+    p.add_argument("--shard", default="0/1", help=f"k/n: run every n-th {unit} from the k-th")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--report-only", action="store_true", help="write the report from the cache")
-    args = p.parse_args(argv)
+    return p
+
+
+def open_cache(args) -> tuple[Path, int, int]:
+    """Set the threads, make the cache; (cache, k, n) of ``--shard k/n``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     k, n = (int(v) for v in args.shard.split("/"))
+    return cache, k, n
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = sharded_parser(__doc__, "results/stopping.md", "case")
+    p.add_argument("--parts", nargs="+", default=["rules", "pair", "lambda", "spread"])
+    args = p.parse_args(argv)
+    cache, k, n = open_cache(args)
     todo = [c for c in cases() if c[0] in args.parts]
     if not args.report_only:
         for case in todo[k::n]:

@@ -389,6 +389,10 @@ class ValidationStop(_PatientMinimum):
 
 
 STOP_RULES = ("ratio", "variance", "validation", "none")
+# the validation rule of --stop validation: centred window, the raw output and the moving average
+# both candidates (ValidationStop; chosen by the replays of benchmarks/stopping.py, 2026-12-05:
+# results/stopping_rules.md)
+VALIDATION_OPTIONS = dict(centred=True, both=True)
 
 
 def make_stop_rule(name, window=100, eps=0.01, patience=1000):
@@ -398,7 +402,7 @@ def make_stop_rule(name, window=100, eps=0.01, patience=1000):
     if name == "variance":
         return VarianceStop(window, patience)
     if name == "validation":
-        return ValidationStop(window, patience)
+        return ValidationStop(window, patience, **VALIDATION_OPTIONS)
     if name == "none":
         return None
     raise ValueError(f"unknown stop rule {name!r} ({' | '.join(STOP_RULES)})")

@@ -261,11 +261,11 @@ class Fit:
         p_ema = psnr(self.crop_out(self.ema), gt) if gt is not None else nan
         fbc = frequency_band_correspondence(self.crop_obs(a_o), self.y_obs)
         ratio = blur_sharpness_ratio(oc)
-        # the output a stop keeps: the moving average with use_ema (its held-out loss then)
-        cand = self.ema if self.cfg.use_ema else o
-        held_o = nan if self.term.holdout is None else self.term.heldout_loss(a_o)
-        held = self.term.heldout_loss(self.term(cand)) if self.cfg.use_ema and held_o is not nan \
-            else held_o
+        # the output a stop keeps: the moving average with use_ema (its held-out loss then; the
+        # raw output's too, the validation rule's other candidate)
+        cand, out_held = (self.ema if self.cfg.use_ema else o), self.term.holdout is not None
+        held_o = self.term.heldout_loss(a_o) if out_held else nan
+        held = self.term.heldout_loss(self.term(cand)) if out_held and self.cfg.use_ema else held_o
         self.rows.append(torch.stack([per, p_obs, p_gt, p_ema, *fbc.T, ratio, held], 1))
         self.its_logged.append(i)
         for observe in self.observers:

@@ -142,7 +142,7 @@ def rule_choice(rule, rec) -> tuple[float, int]:
     """(PSNR of what ``rule`` keeps, iterations it needed) on one logged fit."""
     its, p = np.asarray(rec["_its"]), course(rec)
     if rule == "ratio":
-        row, decided = replay(RatioStop(WINDOW, EPS), its, ratio=np.asarray(rec["_ratio"]))
+        row, decided = replay(RatioStop(WINDOW, EPS), its, ITERS, ratio=np.asarray(rec["_ratio"]))
         return float(p[row]), decided
     if rule == "variance":
         if rec["variance"] is None:
@@ -150,7 +150,7 @@ def rule_choice(rule, rec) -> tuple[float, int]:
         return float(p[row_of(its, rec["variance"][0])]), rec["variance"][1]
     v = ValidationStop(WINDOW, PATIENCE, **RULES[rule])
     extra = dict(heldout_output=np.asarray(rec["_held_raw"])) if rec["remedy"] == "ema" else {}
-    row, decided = replay(v, its, heldout=np.asarray(rec["_held"]), **extra)
+    row, decided = replay(v, its, ITERS, heldout=np.asarray(rec["_held"]), **extra)
     raw = v.stopped is not None and bool(v.stopped[0] & (v.kept[0] == 1))
     return float((np.asarray(rec["_p_it"]) if raw else p)[row]), decided
 
@@ -205,6 +205,7 @@ def report(recs, argv, out: Path):
                    [[r[0], f2(r[1]), f2(r[2]), f2(r[3]), f2(r[4]), f"{r[5]:.0f}"]
                     for r in rows])
     none = rows[0]
+    md.append("")
     for s in sorted({s for _, s in done}):
         d = [np.nanmax(course(recs[(n, t, "none")])) - course(recs[(n, t, "none")])[-1]
              for n, t in done if t == s]

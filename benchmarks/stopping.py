@@ -102,14 +102,14 @@ def row_of(its, iteration) -> int:
     return int(np.searchsorted(its, iteration))
 
 
-def replay(rule, its, **series) -> tuple[int, int]:
+def replay(rule, its, horizon=None, **series) -> tuple[int, int]:
     """Feed a rule a logged series; (row it chose, iteration it decided at), the last row and
-    ``ITERS`` when it never decides."""
+    the fit's length (``horizon``, default ``ITERS``) when it never decides."""
     for k, it in enumerate(its):
         stopped = rule.update(int(it), **{key: torch.tensor([v[k]]) for key, v in series.items()})
         if bool(stopped[0]):
             return row_of(its, int(rule.stop_iteration[0])), int(it)
-    return len(its) - 1, ITERS
+    return len(its) - 1, ITERS if horizon is None else horizon
 
 
 class VarianceWatch:

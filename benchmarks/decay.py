@@ -95,7 +95,7 @@ def run_fit(name, sigma, remedy) -> dict:
     err = check_config(TASK, cfg)
     if err:
         raise ValueError(err)
-    img, _ = from_memory(crop(name))
+    img, _ = from_memory(crop(name, SETTINGS["crop"]))
     problem = TASK.make_problem(img, cfg)
     watch = VarianceWatch(problem.data_term.with_holdout(cfg["holdout"], cfg["seed"],
                                                          problem.region))
@@ -191,7 +191,8 @@ def report(recs, argv, out: Path):
           f"{sum(r['seconds'] for r in recs.values()) / 60:.0f} min of fitting in {len(recs)} "
           f"fits; **{len(done)} of {len(names) * len(SIGMAS)} cases** complete for every remedy "
           f"({', '.join(f'{n} σ {s:g}' for n, s in done) or 'none'})",
-          f"- denoising, 128×128 centre crops, 64-channel decoder, lr 0.005, fp32, {ITERS} "
+          f"- denoising, {SETTINGS['crop']}² centre crops, {SETTINGS['channels']}-channel "
+          f"decoder, lr {SETTINGS['lr']:g}, fp32, {ITERS} "
           f"iterations, measures every {LOG_EVERY}, 5 % of the pixels held out "
           "(benchmarks/decay.py says why)", ""]
     if not done:

@@ -71,12 +71,12 @@ VALIDATION = {"validation": {}, "validation_centred": dict(centred=True),
 RULES = ("ratio", "variance", *VALIDATION, "last")
 
 
-def crop(name: str) -> np.ndarray:
-    """The 128×128 centre of a ``skimage.data`` image, uint8."""
+def crop(name: str, size: int = 128) -> np.ndarray:
+    """The size×size centre of a ``skimage.data`` image, uint8."""
     from skimage import data
     a = getattr(data, name)()
-    top, left = (a.shape[0] - 128) // 2, (a.shape[1] - 128) // 2
-    return np.ascontiguousarray(a[top:top + 128, left:left + 128])
+    top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+    return np.ascontiguousarray(a[top:top + size, left:left + size])
 
 
 def cases() -> list[tuple]:
@@ -94,7 +94,7 @@ def setup(name, sigma, **given):
     err = check_config(TASK, cfg)
     if err:
         raise ValueError(err)
-    img, _ = from_memory(crop(name))
+    img, _ = from_memory(crop(name, SETTINGS["crop"]))
     return cfg, TASK.make_problem(img, cfg)
 
 
@@ -256,8 +256,9 @@ def report(recs, argv) -> list[str]:
              if "--report-only" in argv else ""),
           f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
           f"{sum(r['wall'] for r in recs) / 60:.0f} min of fitting in {len(recs)} cases",
-          "- denoising, 128×128 centre crops of skimage.data, 64-channel decoder without "
-          f"Lipschitz control (λ = 0), lr 0.005, {ITERS} iterations, measures every {LOG_EVERY}; "
+          f"- denoising, {SETTINGS['crop']}² centre crops of skimage.data, "
+          f"{SETTINGS['channels']}-channel decoder without Lipschitz control (λ = 0), "
+          f"lr {SETTINGS['lr']:g}, {ITERS} iterations, measures every {LOG_EVERY}; "
           "the output is the moving average of outputs at the chosen iteration (the `_both` "
           "variants of the validation rule may keep the raw output instead); windows "
           f"{WINDOW * LOG_EVERY} iterations, ε {EPS}, patience {PATIENCE} iterations "

@@ -250,16 +250,19 @@ def test_uncertainty_map_is_the_members_deviation():
 
 
 # ------------------------------------------------------------------ the benchmark
+def toy_scale(bench, monkeypatch, iters, sigma, **settings):
+    """A cached benchmark (stopping, decay) at toy scale: one gray and one colour 64² crop, one σ,
+    an 8-channel net, a window of 2 logs and a patience of 6."""
+    for name, value in dict(ITERS=iters, WINDOW=2, PATIENCE=6, GRAY=("camera",),
+                            COLOUR=("astronaut",), SIGMAS=(sigma,)).items():
+        monkeypatch.setattr(bench, name, value)
+    monkeypatch.setattr(bench, "SETTINGS", {**bench.SETTINGS, "iters": iters, "channels": 8,
+                                            "log_every": 2, "crop": 64, **settings})
+
+
 def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
     import benchmarks.stopping as b
-    monkeypatch.setattr(b, "ITERS", 40)
-    monkeypatch.setattr(b, "WINDOW", 2)
-    monkeypatch.setattr(b, "PATIENCE", 6)
-    monkeypatch.setattr(b, "GRAY", ("camera",))
-    monkeypatch.setattr(b, "COLOUR", ("astronaut",))
-    monkeypatch.setattr(b, "SIGMAS", (25.0,))
-    monkeypatch.setattr(b, "SETTINGS", {**b.SETTINGS, "iters": 40, "channels": 8,
-                                        "log_every": 2, "stop_window": 2, "stop_patience": 6})
+    toy_scale(b, monkeypatch, 40, 25.0, stop_window=2, stop_patience=6)
     recs = b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),
                    "--parts", "rules", "lambda"])
     rows = (tmp_path / "s.csv").read_text().splitlines()
@@ -293,23 +296,9 @@ def test_validation_stop_and_heldout_loss_on_cuda():
     assert r.metrics["heldout_loss"] > 0 and r.metrics["psnr"] > 0
 
 
-def data_crop(name, size):
-    a = getattr(data, name)()
-    top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
-    return np.ascontiguousarray(a[top:top + size, left:left + size])
-
-
 def test_decay_benchmark_at_toy_scale(tmp_path, monkeypatch):
     import benchmarks.decay as d
-    monkeypatch.setattr(d, "ITERS", 30)
-    monkeypatch.setattr(d, "WINDOW", 2)
-    monkeypatch.setattr(d, "PATIENCE", 6)
-    monkeypatch.setattr(d, "GRAY", ("camera",))
-    monkeypatch.setattr(d, "COLOUR", ("astronaut",))
-    monkeypatch.setattr(d, "SIGMAS", (50.0,))
-    monkeypatch.setattr(d, "SETTINGS", {**d.SETTINGS, "iters": 30, "channels": 8, "log_every": 2,
-                                        "crop": 64})
-    monkeypatch.setattr(d, "crop", lambda name: data_crop(name, 64))
+    toy_scale(d, monkeypatch, 30, 50.0)
     out = tmp_path / "decay.md"
     # one shard stops after 3 fits: the report says that no case is complete yet
     d.main(["--cache", str(tmp_path / "c"), "--out", str(out), "--max-fits", "3"])

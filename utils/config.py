@@ -47,11 +47,14 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # (``python -m benchmarks.cpu_modes``: a loss of at most 0.1 dB on average and 0.3 dB in the
 # worst run over its grid, ≤ 0.9× fp32's time per iteration): ``--amp auto`` chooses bf16 there
 # (utils.device.resolve_amp), task -> what was measured.  **None today** (results/cpu_modes.md,
-# AMD EPYC with avx512_bf16, 2026-12-05, 0.63-0.65× fp32's time per iteration): on brick, retina,
-# cell and hubble_deep_field × 2 seeds single bf16 runs lost up to 0.12 dB (denoising; but 1.86
-# dB on the demo image, astronaut seed 0), 0.88 dB (deblocking, hubble) and 1.72 dB (inpainting,
-# cell, a 52 dB fit whose output bf16 cannot resolve); super-resolution ran slower in bf16,
-# enhancement and deblurring lost 1.80 and 2.15 dB on brick and retina.  ``--amp bf16`` uses it.
+# AMD EPYC with avx512_bf16, re-measured 2026-12-05 after the validation rule's new default,
+# bf16 at 0.6-0.7× fp32's time per iteration): on brick, retina, cell and hubble_deep_field × 2
+# seeds single bf16 denoising runs lost at most 0.19 dB, but the demo image (astronaut) lost 1.86
+# and 0.56 dB (seeds 0, 1; fp32 with another thread count: 0.14, 0.21), its PSNR course below
+# fp32's all along (1.2 dB at iteration 200, not a later stop); deblocking lost 0.88 dB
+# (hubble), inpainting 1.72 dB (cell, a 52 dB fit whose output bf16 cannot resolve);
+# super-resolution ran slower in bf16, enhancement and deblurring lost 1.80 and 2.15 dB on brick
+# and retina (measured before the rule's change).  ``--amp bf16`` uses it.
 BF16_PARITY: dict = {}
 
 

@@ -117,6 +117,27 @@ def test_backtracking_restores_the_checkpoint():
     assert not all(torch.equal(a, b) for a, b in zip(_weights(ref), _weights(net2)))
 
 
+def test_backtracking_between_the_measures_makes_the_fit_independent_of_the_log():
+    """A drop at an iteration that is not logged is caught (DIP's code checks at every
+    iteration), so the weights do not depend on log_every; checking at the measures only
+    (backtrack_every = log_every, the loop before #26) misses it."""
+    x = crop64()
+    ref = tiny_net()
+    fit(ref, code(), IdentityTerm(x), cfg(iters=4))
+    for log_every in (1, 4):
+        net = tiny_net()
+        res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=log_every))
+        assert res.restores == [1]
+        assert res.history["iteration"].tolist() == list(range(0, 6, log_every))
+        for a, b in zip(_weights(ref), _weights(net)):
+            assert torch.equal(a, b)
+    net = tiny_net()
+    res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=4,
+                                                           backtrack_every=4))
+    assert res.restores == [0]          # checked at iterations 0 and 4 only: no 6th call
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(ref), _weights(net)))
+
+
 def test_nan_loss_twice_stops_with_the_last_good_output():
     x = crop64()
     term = SpikeTerm(x, nan_from=3)

@@ -187,7 +187,7 @@ _NATURAL = (lambda v: v >= 0, "an integer >= 0")
 _POSITIVE = (lambda v: v > 0, "a number > 0")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 RANGES = {
-    **dict.fromkeys(("iters", "log_every", "stop_window", "stop_patience",
+    **dict.fromkeys(("iters", "log_every", "backtrack_every", "stop_window", "stop_patience",
                      "sync_every", "channels", "channels_down", "channels_up", "input_channels",
                      "scales"), _POSITIVE_INT),
     **dict.fromkeys(("seed", "mask_seed", "channels_skip"), _NATURAL),

@@ -9,8 +9,8 @@ the fit (Sec. 4.3, Eq. 8).
 
     result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
 
-One iteration: ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
-``Fit.measure`` (measures, ``backtrack``, the oracle's best, the stop rule), the step of
+One iteration: ``Fit.step`` (forward, loss, backward, EMA, ``backtrack``), every ``log_every``
+iterations ``Fit.measure`` (measures, the oracle's best, the stop rule), the step of
 ``utils.members.MemberAdam`` and ``Fit.hold`` (members that backtracked or stopped go back to
 their checkpoint), all on the device; ``Fit.sync`` copies the logs to the host once per
 ``sync_every`` iterations and decides whether every member has stopped.
@@ -68,6 +68,8 @@ class FitConfig:
     backtrack: bool = _opt(True, "restore the weights when the PSNR to the observation drops "
                                  "by more than backtrack_db (DIP)")
     backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
+    backtrack_every: int = _opt(1, "check for the drop every k iterations and at each measure "
+                                   "(1: as DIP's code, whose check runs at every iteration)")
     log_every: int = _opt(1, "measures every k iterations (1 = the paper's curves)")
     stop: str = _opt("ratio", "stopping rule: " + " | ".join(STOP_RULES))
     stop_window: int = _opt(100, "window n of the stopping rule (evaluations): the ratio rule's "
@@ -246,6 +248,9 @@ class Fit:
             self.ema = _where(live, self.ema.mul(w).add_(o, alpha=1 - w), self.ema)
         if i % cfg.log_every == 0:
             self.measure(i, o, per.detach())
+        elif i % cfg.backtrack_every == 0:     # a drop between the measures is caught too (#26)
+            a_o = self.term(o)
+            self.backtrack(per.detach(), self.term.psnr_of(a_o), a_o, o)
         return loss
 
     def measure(self, i, o, per):
@@ -312,15 +317,14 @@ class Fit:
     def hold(self):
         """After the optimiser step: members that backtracked get their checkpoint back (weights,
         Adam moments, step count) and half their step size; stopped members are held at their
-        checkpoint's weights (their moments are never used again, so between measures only the
-        weights are copied)."""
-        restore = self.restore
-        if restore is None:
-            self.adam.load(self.ckpt, ~self.active, weights_only=True)
-        else:
-            self.adam.load(self.ckpt, restore | ~self.active)
+        checkpoint's weights (their moments are never used again)."""
+        restore, self.restore = self.restore, None
+        held = ~self.active if restore is None else restore | ~self.active
+        if self.dev.type == "cpu" and not bool(held.any()):   # (free on a CPU, a sync on CUDA)
+            return
+        self.adam.load(self.ckpt, held, weights_only=restore is None)
+        if restore is not None:
             self.adam.scale = torch.where(restore, self.adam.scale * 0.5, self.adam.scale)
-        self.restore = None
 
     def sync(self, i, final=False):
         """Once per chunk: copy the logged rows to the host, report, and return True when every
@@ -353,23 +357,20 @@ class Fit:
         """After iteration ``i``: the progress bar on a CPU (whose loop never waits for a device,
         so the bar's remaining time follows every iteration) and, once, ``on_rate`` with the
         rate of iterations 1.. (iteration 0 allocates and warms the kernels up)."""
-        if self.pbar is not None and self.dev.type == "cpu":
+        cpu = self.dev.type == "cpu"
+        if self.pbar is not None and cpu:
             self.pbar.update(i + 1 - self.pbar.n)
         if self.on_rate is None:
             return
-        cpu = self.dev.type == "cpu"
+        if not cpu:             # (only until the rate is known)
+            torch.cuda.synchronize(self.dev)
+        now = time.perf_counter()
         if self.rate_start is None:
-            if not cpu:
-                torch.cuda.synchronize(self.dev)
-            self.rate_start = time.perf_counter()
-            return
-        elapsed = time.perf_counter() - self.rate_start
-        if i >= RATE_ITERS or (cpu and elapsed >= RATE_SECONDS) or i + 1 == self.cfg.iters:
-            if not cpu:
-                torch.cuda.synchronize(self.dev)
-                elapsed = time.perf_counter() - self.rate_start
+            self.rate_start = now
+        elif (i >= RATE_ITERS or (cpu and now - self.rate_start >= RATE_SECONDS)
+              or i + 1 == self.cfg.iters):
             report, self.on_rate = self.on_rate, None
-            report(elapsed / i, self.cfg.iters)
+            report((now - self.rate_start) / i, self.cfg.iters)
 
     # ------------------------------------------------------------------ the loops
     def run(self) -> FitResult:
@@ -404,8 +405,7 @@ class Fit:
             self.adam.zero_grad()
             self.step(i)
             self.adam.step()
-            if self.restore is not None or self.M > 1:
-                self.hold()
+            self.hold()
             self.tick(i)
             if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
                 if self.sync(i):

@@ -64,10 +64,7 @@ SIGMAS = (50.0, 25.0)
 ITERS, LOG_EVERY, WINDOW, EPS, PATIENCE = 2000, 10, 10, 0.01, 200
 SETTINGS = dict(crop=128, channels=64, lr=0.005, log_every=LOG_EVERY, iters=ITERS,
                 stop="none", track_heldout=True, holdout=0.05, ln_lambda=0.0, use_ema=False,
-                reg_noise_std=0.0, loss="mse", quiet=True, observed=False, amp="none", seed=0,
-                backtrack_every=LOG_EVERY)
-# (backtracking checked at the measures only, as when the protocol was fixed and its runs cached;
-# the fit's default now checks every iteration, utils.fit.FitConfig.backtrack_every)
+                reg_noise_std=0.0, loss="mse", quiet=True, observed=False, amp="none", seed=0)
 PAPER_SIGMAS = (0.1, 0.1, 0.1, 0.5, 0.5)
 REMEDIES = {
     "none": {},

@@ -118,24 +118,39 @@ def test_backtracking_restores_the_checkpoint():
 
 
 def test_backtracking_between_the_measures_makes_the_fit_independent_of_the_log():
-    """A drop at an iteration that is not logged is caught (DIP's code checks at every
-    iteration), so the weights do not depend on log_every; checking at the measures only
-    (backtrack_every = log_every, the loop before #26) misses it."""
+    """backtrack_every=1: a drop at an iteration that is not logged is caught (DIP's code checks
+    at every iteration), so the weights do not depend on log_every; the default, checks at the
+    measures only, misses it."""
     x = crop64()
     ref = tiny_net()
     fit(ref, code(), IdentityTerm(x), cfg(iters=4))
     for log_every in (1, 4):
         net = tiny_net()
-        res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=log_every))
+        res = fit(net, code(), SpikeTerm(x, spike_at={5}),
+                  cfg(iters=6, log_every=log_every, backtrack_every=1))
         assert res.restores == [1]
         assert res.history["iteration"].tolist() == list(range(0, 6, log_every))
         for a, b in zip(_weights(ref), _weights(net)):
             assert torch.equal(a, b)
     net = tiny_net()
-    res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=4,
-                                                           backtrack_every=4))
+    res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=4))
     assert res.restores == [0]          # checked at iterations 0 and 4 only: no 6th call
     assert not all(torch.equal(a, b) for a, b in zip(_weights(ref), _weights(net)))
+
+
+def test_the_halved_step_size_recovers_with_backtrack_recover():
+    """A restore halves the step size; with backtrack_recover=n it doubles back over n checks
+    without a drop (never above 1); without, the halving stays."""
+    from utils.fit import Fit
+    x = crop64()
+    scales = {}
+    for n in (0, 2, 4):
+        f = Fit(tiny_net(), code(), SpikeTerm(x, spike_at={3}), cfg(iters=7, backtrack_recover=n))
+        assert f.run().restores == [1]
+        scales[n] = float(f.adam.scale[0])
+    # the restore at iteration 3, then 3 good checks (4, 5, 6)
+    assert scales[0] == 0.5 and scales[2] == 1.0
+    assert scales[4] == pytest.approx(0.5 * 2 ** (3 / 4))
 
 
 def test_nan_loss_twice_stops_with_the_last_good_output():

@@ -187,10 +187,11 @@ _NATURAL = (lambda v: v >= 0, "an integer >= 0")
 _POSITIVE = (lambda v: v > 0, "a number > 0")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 RANGES = {
-    **dict.fromkeys(("iters", "log_every", "backtrack_every", "stop_window", "stop_patience",
+    **dict.fromkeys(("iters", "log_every", "stop_window", "stop_patience",
                      "sync_every", "channels", "channels_down", "channels_up", "input_channels",
                      "scales"), _POSITIVE_INT),
-    **dict.fromkeys(("seed", "mask_seed", "channels_skip"), _NATURAL),
+    **dict.fromkeys(("seed", "mask_seed", "channels_skip", "backtrack_every", "backtrack_recover"),
+                    _NATURAL),
     "crop": (lambda v: v == 0 or v >= MIN_SIZE,
              f"0 (the whole image) or an integer >= {MIN_SIZE}"),
     **dict.fromkeys(("lr", "input_var", "stop_eps", "backtrack_db", "norm_lambda"), _POSITIVE),

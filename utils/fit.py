@@ -9,8 +9,8 @@ the fit (Sec. 4.3, Eq. 8).
 
     result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
 
-One iteration: ``Fit.step`` (forward, loss, backward, EMA, ``backtrack``), every ``log_every``
-iterations ``Fit.measure`` (measures, the oracle's best, the stop rule), the step of
+One iteration: ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
+``Fit.measure`` (measures, ``backtrack``, the oracle's best, the stop rule), the step of
 ``utils.members.MemberAdam`` and ``Fit.hold`` (members that backtracked or stopped go back to
 their checkpoint), all on the device; ``Fit.sync`` copies the logs to the host once per
 ``sync_every`` iterations and decides whether every member has stopped.
@@ -68,8 +68,8 @@ class FitConfig:
     backtrack: bool = _opt(True, "restore the weights when the PSNR to the observation drops "
                                  "by more than backtrack_db (DIP)")
     backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
-    backtrack_every: int = _opt(1, "check for the drop every k iterations and at each measure "
-                                   "(1: as DIP's code, whose check runs at every iteration)")
+    backtrack_every: int = _opt(0, "check every k iterations too (0: at the measures; 1: DIP's)")
+    backtrack_recover: int = _opt(0, "a halved step doubles back over n good checks (0: never)")
     log_every: int = _opt(1, "measures every k iterations (1 = the paper's curves)")
     stop: str = _opt("ratio", "stopping rule: " + " | ".join(STOP_RULES))
     stop_window: int = _opt(100, "window n of the stopping rule (evaluations): the ratio rule's "
@@ -123,10 +123,9 @@ class FitResult:
 
 
 def ema_weight(cfg: FitConfig, i: int) -> float:
-    """The moving average's weight at iteration ``i``: ``exp_weight`` (DIP's), or with
-    ``ema_warmup`` ``min(exp_weight, (1+i)/(10+i))`` (TensorFlow's ExponentialMovingAverage with
-    ``num_updates``), so that the unfitted first outputs weigh little once the fit is good (DIP's
-    average holds the first output at 0.99³⁰⁰ = 5 % after 300 iterations)."""
+    """The moving average's weight at iteration ``i``: ``exp_weight`` (DIP's), or with ``ema_warmup``
+    ``min(exp_weight, (1+i)/(10+i))`` (TensorFlow's ExponentialMovingAverage with ``num_updates``):
+    the unfitted first outputs then weigh little (DIP's average holds the first at 0.99³⁰⁰ = 5 %)."""
     return min(cfg.exp_weight, (1 + i) / (10 + i)) if cfg.ema_warmup else cfg.exp_weight
 
 
@@ -248,7 +247,7 @@ class Fit:
             self.ema = _where(live, self.ema.mul(w).add_(o, alpha=1 - w), self.ema)
         if i % cfg.log_every == 0:
             self.measure(i, o, per.detach())
-        elif i % cfg.backtrack_every == 0:     # a drop between the measures is caught too (#26)
+        elif cfg.backtrack_every and i % cfg.backtrack_every == 0:    # between the measures (#26)
             a_o = self.term(o)
             self.backtrack(per.detach(), self.term.psnr_of(a_o), a_o, o)
         return loss
@@ -291,8 +290,7 @@ class Fit:
         in the observation: the sigmoid's dead end).  Otherwise the checkpoint moves to the
         current state, unless the PSNR is more than ``backtrack_db`` below the member's best."""
         cfg = self.cfg
-        bad = ~torch.isfinite(per)
-        drop = bad
+        drop = bad = ~torch.isfinite(per)
         if cfg.backtrack:
             sat = self.term.saturation(a_o)
             collapsed = (sat > COLLAPSE) & (sat > self.saturated_y + 0.25)
@@ -301,6 +299,8 @@ class Fit:
         self.best_obs = torch.where(live, torch.maximum(self.best_obs, p_obs), self.best_obs)
         keep = live & (p_obs >= self.best_obs - cfg.backtrack_db)
         self.adam.keep(self.ckpt, keep)
+        if cfg.backtrack_recover:   # (× 2^(1/n) per check without a drop, up to 1)
+            self.adam.rescale(keep, 2 ** (1 / cfg.backtrack_recover))
         self.last_psnr = torch.where(keep, p_obs, self.last_psnr)
         self.bad_count += bad.int()
         self.restore = drop & self.active
@@ -324,7 +324,7 @@ class Fit:
             return
         self.adam.load(self.ckpt, held, weights_only=restore is None)
         if restore is not None:
-            self.adam.scale = torch.where(restore, self.adam.scale * 0.5, self.adam.scale)
+            self.adam.rescale(restore, 0.5)
 
     def sync(self, i, final=False):
         """Once per chunk: copy the logged rows to the host, report, and return True when every
@@ -354,9 +354,8 @@ class Fit:
         return not bool(self.active.any())
 
     def tick(self, i):
-        """After iteration ``i``: the progress bar on a CPU (whose loop never waits for a device,
-        so the bar's remaining time follows every iteration) and, once, ``on_rate`` with the
-        rate of iterations 1.. (iteration 0 allocates and warms the kernels up)."""
+        """After iteration ``i``: a CPU's progress bar (it follows every iteration) and, once,
+        ``on_rate`` with the rate of iterations 1.. (iteration 0 warms the kernels up)."""
         cpu = self.dev.type == "cpu"
         if self.pbar is not None and cpu:
             self.pbar.update(i + 1 - self.pbar.n)
@@ -405,7 +404,8 @@ class Fit:
             self.adam.zero_grad()
             self.step(i)
             self.adam.step()
-            self.hold()
+            if self.restore is not None or self.M > 1:
+                self.hold()
             self.tick(i)
             if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
                 if self.sync(i):

@@ -111,6 +111,10 @@ class MemberAdam:
         """A copy of the weights, moments and step counts (a checkpoint)."""
         return [t.detach().clone() for t in (self.flat, self.m, self.v, self.steps)]
 
+    def rescale(self, mask, factor):
+        """Multiply the step-size scale of the members in ``mask`` (M,) by ``factor`` (up to 1)."""
+        self.scale = torch.where(mask, (self.scale * factor).clamp(max=1), self.scale)
+
     @torch.no_grad()
     def keep(self, ckpt, mask):
         """Move the checkpoint of the members in ``mask`` (M,) to their current state."""

@@ -134,7 +134,7 @@ def test_backtracking_between_the_measures_makes_the_fit_independent_of_the_log(
             assert torch.equal(a, b)
     net = tiny_net()
     res = fit(net, code(), SpikeTerm(x, spike_at={5}), cfg(iters=6, log_every=4))
-    assert res.restores == [0]          # checked at iterations 0 and 4 only: no 6th call
+    assert res.restores == [0]          # checked at iterations 0 and 4 only, not at 5
     assert not all(torch.equal(a, b) for a, b in zip(_weights(ref), _weights(net)))
 
 

@@ -123,9 +123,9 @@ class FitResult:
 
 
 def ema_weight(cfg: FitConfig, i: int) -> float:
-    """The moving average's weight at iteration ``i``: ``exp_weight`` (DIP's), or with ``ema_warmup``
-    ``min(exp_weight, (1+i)/(10+i))`` (TensorFlow's ExponentialMovingAverage with ``num_updates``):
-    the unfitted first outputs then weigh little (DIP's average holds the first at 0.99³⁰⁰ = 5 %)."""
+    """The moving average's weight at iteration ``i``: ``exp_weight`` (DIP's), or with
+    ``ema_warmup`` ``min(exp_weight, (1+i)/(10+i))`` (TensorFlow's EMA with ``num_updates``): the
+    unfitted first outputs weigh little (DIP's average holds the first at 0.99³⁰⁰ = 5 %)."""
     return min(cfg.exp_weight, (1 + i) / (10 + i)) if cfg.ema_warmup else cfg.exp_weight
 
 
@@ -194,8 +194,7 @@ class Fit:
         self.restore = self.nan_stopped = None     # (M,) masks, set by measure / sync
         self.ema = self.good_out = self.best_out = self.y_obs = None
         self.rows, self.its_logged, self.host_rows, self.host_its = [], [], [], []
-        self.warnings = []
-        self.pbar = None
+        self.warnings, self.pbar = [], None
 
     # ------------------------------------------------------------------ region crops
     def _obs_region(self, nets):
@@ -315,9 +314,8 @@ class Fit:
         self.best_out = o.clone() if self.best_out is None else _where(better, o, self.best_out)
 
     def hold(self):
-        """After the optimiser step: members that backtracked get their checkpoint back (weights,
-        Adam moments, step count) and half their step size; stopped members are held at their
-        checkpoint's weights (their moments are never used again)."""
+        """After the step: members that backtracked get their checkpoint (weights, moments, step
+        count) back at half the step size; stopped members their checkpoint's weights only."""
         restore, self.restore = self.restore, None
         held = ~self.active if restore is None else restore | ~self.active
         if self.dev.type == "cpu" and not bool(held.any()):   # (free on a CPU, a sync on CUDA)
@@ -354,22 +352,24 @@ class Fit:
         return not bool(self.active.any())
 
     def tick(self, i):
-        """After iteration ``i``: a CPU's progress bar (it follows every iteration) and, once,
-        ``on_rate`` with the rate of iterations 1.. (iteration 0 warms the kernels up)."""
+        """After iteration ``i``: a CPU's progress bar; once, ``on_rate`` (rate of 1..)."""
         cpu = self.dev.type == "cpu"
         if self.pbar is not None and cpu:
             self.pbar.update(i + 1 - self.pbar.n)
         if self.on_rate is None:
             return
-        if not cpu:             # (only until the rate is known)
+        start, now = self.rate_start, time.perf_counter()
+        if start is not None and not (i >= RATE_ITERS or i + 1 == self.cfg.iters
+                                      or (cpu and now - start >= RATE_SECONDS)):
+            return
+        if not cpu:             # (twice: at the start and at the report)
             torch.cuda.synchronize(self.dev)
-        now = time.perf_counter()
-        if self.rate_start is None:
+            now = time.perf_counter()
+        if start is None:
             self.rate_start = now
-        elif (i >= RATE_ITERS or (cpu and now - self.rate_start >= RATE_SECONDS)
-              or i + 1 == self.cfg.iters):
+        else:
             report, self.on_rate = self.on_rate, None
-            report((now - self.rate_start) / i, self.cfg.iters)
+            report((now - start) / i, self.cfg.iters)
 
     # ------------------------------------------------------------------ the loops
     def run(self) -> FitResult:

@@ -278,8 +278,11 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
             row = b.row_of(np.array(r["_its"]), r[k]["iteration"])
             assert r[k]["psnr"] == (r["_p_it"] if r[k]["raw"] else r["_p_ema"])[row]
         assert not r["validation"]["raw"] and not r["validation_centred"]["raw"]
+        # the window sweep replays --stop validation's rule: at the rule's window, its gap
+        assert b.window_gaps(r, b.WINDOW) == pytest.approx(r["validation_centred_both"]["gap"])
     text = (tmp_path / "s.md").read_text()
     assert "## Targets" in text and "lambda auto" in text
+    assert "## The validation rule's window" in text and "meet both targets" in text
     # a second call resumes from the cache: nothing is fitted again
     monkeypatch.setattr(b, "run_rules", lambda *a, **k: pytest.fail("refitted"))
     b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),

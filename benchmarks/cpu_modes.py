@@ -28,7 +28,10 @@ now bounds the loss; the null and the mean |Δ| are reported beside it.)  (The d
 deblocking and inpainting rows were measured again on 2026-12-05 after the validation rule's
 default changed (centred window, both candidates): a kept row's fp32 value (cell, seed 0) was no
 longer what the code gave, so ``--resume`` had mixed two versions; the other tasks' rows are
-older.  A row must be re-measured whenever the fit's defaults change.)
+older.  A row must be re-measured whenever the fit's defaults change.)  (All rows were measured
+again on 2026-12-05 after bf16's convolutions were centred, ``models.layers.centred_conv``, for
+denoising, deblocking and inpainting, and for the demo image; super-resolution, enhancement and
+deblurring were not, and have no rows.)
 
 On a CPU without native bf16 the candidate is fp32 itself: the benchmark then checks that
 ``--amp auto`` gives outputs identical to ``--amp none`` (a short fit of each task), which is

@@ -5,7 +5,7 @@ import torch
 from models import (GaussianUpsample, LipschitzBatchNorm2d, LipschitzConv2d, MeanOnlyNorm,
                     build_net, code_shape, count_parameters, grouped_sigmas, make_input,
                     sigma_max, spectral_norms)
-from models.layers import SampleBatchNorm2d
+from models.layers import OutputConv2d, SampleBatchNorm2d, centred_conv
 
 
 def tiny(name="decoder", **kw):
@@ -241,7 +241,7 @@ def test_under_bf16_autocast_only_the_convolutions_run_in_bf16(name, kw):
     (the output differs from the fp32 net's, by bf16's rounding only)."""
     torch.manual_seed(0)
     net = tiny(name, **kw)
-    z = make_input("noise", 4, *code_shape(net, 32, 32))
+    z = make_input("noise", 4, *code_shape(net, 64, 64))
     seen = []
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, o.dtype)))
              for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d,
@@ -280,3 +280,40 @@ def test_mean_only_norm_centres_with_the_two_term_gradient():
     out = batched(params, buffers, x)
     for m, n in enumerate(nets):
         assert torch.allclose(out[m], n(x[m:m + 1])[0])
+
+
+@pytest.mark.parametrize("stride,k", [(1, 3), (2, 3), (1, 1)])
+def test_the_centred_conv_is_the_conv_with_its_gradients(stride, k):
+    """conv(x − μ) + (Σ w) μ + b is conv(x) + b, in value and in the gradients of x, w and b
+    (reflection padding and a 1×1 conv map a constant map to a constant, at any stride)."""
+    torch.manual_seed(0)
+    conv = LipschitzConv2d(3, 4, k, stride=stride).double()
+    x = (5 + torch.randn(2, 3, 9, 8, dtype=torch.double)).requires_grad_()
+    fn = lambda v, w: conv._conv_forward(v, w, None)          # noqa: E731
+    got = centred_conv(fn, x, conv.weight, conv.bias)
+    ref = conv._conv_forward(x, conv.weight, conv.bias)
+    assert torch.allclose(got, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    params = (x, conv.weight, conv.bias)
+    for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(ref, params, g)):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_under_bf16_autocast_a_map_with_a_large_mean_keeps_what_varies():
+    """Under bf16 autocast a reflection-padded conv is centred, and the 1×1 output conv runs in
+    fp32: on a map that is its mean plus little, their error to fp32 is a fraction of the plain
+    bf16 conv's; under fp32 nothing changes."""
+    torch.manual_seed(0)
+    conv, head = LipschitzConv2d(8, 8, 3), OutputConv2d(8, 3, 1)
+    x = 4 + 0.01 * torch.randn(1, 8, 16, 16)
+    for layer in (conv, head):
+        ref = layer(x)                                    # fp32: the plain conv, as before
+        assert torch.equal(ref, torch.nn.Conv2d.forward(layer, x) if layer is head
+                           else layer._conv_forward(x, layer.weight, layer.bias))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer(x)
+            plain = torch.nn.functional.conv2d(torch.nn.functional.pad(
+                x, [layer.padding[0]] * 4, mode="reflect"), layer.weight, layer.bias)
+        assert got.dtype == torch.float32 and plain.dtype == torch.bfloat16
+        err, err_plain = ((got - ref).abs().max(), (plain.float() - ref).abs().max())
+        assert err < err_plain / 10, (err, err_plain)

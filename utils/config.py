@@ -47,14 +47,13 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # (``python -m benchmarks.cpu_modes``: a loss of at most 0.1 dB on average and 0.3 dB in the
 # worst run over its grid, ≤ 0.9× fp32's time per iteration): ``--amp auto`` chooses bf16 there
 # (utils.device.resolve_amp), task -> what was measured.  **None today** (results/cpu_modes.md,
-# AMD EPYC with avx512_bf16, re-measured 2026-12-05 after the validation rule's new default,
-# bf16 at 0.6-0.7× fp32's time per iteration): on brick, retina, cell and hubble_deep_field × 2
-# seeds single bf16 denoising runs lost at most 0.19 dB, but the demo image (astronaut) lost 1.86
-# and 0.56 dB (seeds 0, 1; fp32 with another thread count: 0.14, 0.21), its PSNR course below
-# fp32's all along (1.2 dB at iteration 200, not a later stop); deblocking lost 0.88 dB
-# (hubble), inpainting 1.72 dB (cell, a 52 dB fit whose output bf16 cannot resolve);
-# super-resolution ran slower in bf16, enhancement and deblurring lost 1.80 and 2.15 dB on brick
-# and retina (measured before the rule's change).  ``--amp bf16`` uses it.
+# AMD EPYC with avx512_bf16, 2026-12-05, with the centred bf16 convolutions of
+# models.layers.centred_conv, which closed the demo image's systematic loss: astronaut, seed 0,
+# 26.26 → 28.14 dB against fp32's 28.12): denoising lost 3.50 dB in one run of 8 (retina, seed 1:
+# a fit that found another course; the same bf16 fit with 1 thread instead of 2 gave 38.96, above
+# fp32's 38.03), deblocking 0.34 dB (hubble_deep_field, where fp32 with another thread count
+# moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than rounding alone,
+# whose null moved its runs by 0.12 on average).  ``--amp bf16`` uses it.
 BF16_PARITY: dict = {}
 
 

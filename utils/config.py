@@ -48,8 +48,8 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # worst run over its grid, ≤ 0.9× fp32's time per iteration): ``--amp auto`` chooses bf16 there
 # (utils.device.resolve_amp), task -> what was measured.  **None today** (results/cpu_modes.md,
 # AMD EPYC with avx512_bf16, 2026-12-05, with the centred bf16 convolutions of
-# models.layers.centred_conv, which closed the demo image's systematic loss: astronaut, seed 0,
-# 26.26 → 28.14 dB against fp32's 28.12): denoising lost 3.50 dB in one run of 8 (retina, seed 1:
+# models.layers.centred_conv; the demo image, astronaut, seed 0: 28.14 dB against fp32's 28.12,
+# seed 1: 27.34 against 28.10): denoising lost 3.50 dB in one run of 8 (retina, seed 1:
 # a fit that found another course; the same bf16 fit with 1 thread instead of 2 gave 38.96, above
 # fp32's 38.03), deblocking 0.34 dB (hubble_deep_field, where fp32 with another thread count
 # moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than rounding alone,

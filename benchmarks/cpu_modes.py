@@ -185,6 +185,81 @@ def speed_section(tasks=None, **extra) -> str:
     return "\n".join(lines) + "\n"
 
 
+FIDELITY = dict(channels=64, crop=128, lr=0.001, checkpoints=(0, 100, 300))
+
+
+def fidelity(name="astronaut", channels_last=False, channels=None, crop=None, checkpoints=None,
+             seed=0) -> list[list]:
+    """How close bf16's arithmetic is to fp32's, without a fit's chaos: the quick preset's
+    decoder (λ 1.4, Fourier input) fitted in fp32 (Adam, plain MSE) to the centre crop of
+    ``name``; at each checkpoint the bf16 forward and backward of the same weights, with the
+    convolutions plain (``models.layers.lowered`` off: only the conv is bf16) and centred
+    (``models.layers.centred_conv``).  Rows: layout, iteration, then per variant the PSNR of
+    the bf16 output to the fp32 output and the gradient's error relative to fp32's (‖g − g₃₂‖ /
+    ‖g₃₂‖ over every parameter)."""
+    import models.layers as layers
+    from models.inputs import make_input
+    from models.nets import build_net, code_shape
+    channels, crop = channels or FIDELITY["channels"], crop or FIDELITY["crop"]
+    checkpoints = checkpoints or FIDELITY["checkpoints"]
+    x = to_tensor(image(name))
+    h0, w0 = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+    x = x[..., h0:h0 + crop, w0:w0 + crop]
+    torch.manual_seed(seed)
+    net = build_net("decoder", 32, x.shape[1], channels=channels, ln_lambda=1.4)
+    z = make_input("fourier", 32, *code_shape(net, crop, crop))
+    if channels_last:
+        net, z = (net.to(memory_format=torch.channels_last),
+                  z.contiguous(memory_format=torch.channels_last))
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, FIDELITY["lr"])
+    real, rows = layers.lowered, []
+
+    def output_and_grad(amp):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = net(z).float()
+        return out, torch.autograd.grad((out - x).square().mean(), params)
+
+    try:
+        for it in range(max(checkpoints) + 1):
+            if it in checkpoints:
+                ref, g32 = output_and_grad(False)
+                norm = torch.cat([g.flatten() for g in g32]).norm()
+                row = ["channels-last" if channels_last else "default", it]
+                for variant in ("plain", "centred"):
+                    layers.lowered = real if variant == "centred" else (lambda v: False)
+                    out, g = output_and_grad(True)
+                    layers.lowered = real
+                    err = torch.cat([(a - b).flatten() for a, b in zip(g, g32)]).norm() / norm
+                    row += [float(psnr(out.detach(), ref.detach())[0]), float(err)]
+                rows.append(row)
+            loss = (net(z) - x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        layers.lowered = real
+    return rows
+
+
+FIDELITY_HEADER = ["layout", "iteration", "plain: output PSNR to fp32 (dB)",
+                   "plain: gradient error", "centred: output PSNR to fp32 (dB)",
+                   "centred: gradient error"]
+
+
+def fidelity_section(rows) -> list[str]:
+    """The report's section on :func:`fidelity`."""
+    return ["", "## bf16's arithmetic against fp32's, without a fit's chaos", "",
+            f"`--fidelity`: the quick preset's decoder ({FIDELITY['channels']} channels, λ 1.4) "
+            f"fitted in fp32 (lr {FIDELITY['lr']:g}) to the astronaut crop "
+            f"({FIDELITY['crop']}²); at each checkpoint the same weights' forward and backward in "
+            "bf16, the convolutions plain or centred (`models.layers.centred_conv`; the 1×1 "
+            "output conv in fp32). A whole fit's outcome depends on its rounding (the null "
+            "above); this compares the arithmetic itself.", ""] + markdown(
+        FIDELITY_HEADER, [[r[0], r[1], f"{r[2]:.1f}", f"{r[3]:.4f}", f"{r[4]:.1f}", f"{r[5]:.4f}"]
+                          for r in rows])
+
+
 def identity(tasks, images, log=print) -> list[list]:
     """Rows (task, image, identical, max |difference|) of short fits with --amp auto and none."""
     rows = []
@@ -224,6 +299,8 @@ def main(argv=None):
                    help="keep the cases already in the CSV beside --out, run only the others")
     p.add_argument("--null", action="store_true",
                    help="each case's fp32 fit once more with another thread count (the null)")
+    p.add_argument("--fidelity", action="store_true",
+                   help="also bf16's output and gradient against fp32's on fixed weights")
     args = p.parse_args(argv)
     chosen = [tasks[n] for n in args.tasks]
     amp, channels_last, why = resolve_amp("auto", torch.device("cpu"), verified=True)
@@ -271,6 +348,8 @@ def main(argv=None):
         md += markdown([*HEADER[:4], amp, *HEADER[5:7], f"{amp}_s_per_it", *HEADER[8:]],
                        [[*r[:3], *(f"{v:.3f}" for v in r[3:8]), f"{r[8]:.2f}",
                          *("" if math.isnan(v) else f"{v:.3f}" for v in r[9:])] for r in rows])
+        if args.fidelity:
+            md += fidelity_section([r for cl in (False, True) for r in fidelity(channels_last=cl)])
         csv = csv_text(HEADER, rows)
     atomic_write_text(out, "\n".join(md) + "\n")
     atomic_write_text(out.with_suffix(".csv"), csv)

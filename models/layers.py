@@ -127,10 +127,10 @@ def centred_conv(conv, x: torch.Tensor, w: torch.Tensor, bias) -> torch.Tensor:
     A smooth image's feature maps are their mean plus little (after a LeakyReLU most are
     positive).  A bf16 conv rounds its input and its output to 8 bits of mantissa relative to
     the *value*, mean included, so the part that varies, which the fit is about, keeps fewer bits.
-    Measured on the CPU with the quick preset's decoder fitted to the astronaut crop: the bf16
-    output is 1.6–2.9 dB closer to the fp32 output with the centring (PSNR between the two 62–66
-    dB plain, 64–67 centred, after 100–300 iterations; 86 against 112 dB at the start), and the
-    gradient's error relative to fp32's is 0.005 instead of 0.073 at the start (#26).  The mean's share
+    Measured on fixed weights of the quick preset's decoder (``benchmarks.cpu_modes
+    --fidelity``): at the start the bf16 output is 112 dB from fp32's instead of 86 and the
+    gradient's relative error 0.0045 instead of 0.061; on weights fitted for 100-300 iterations
+    the effect is mixed (#26, results/cpu_modes.md).  The mean's share
     is exact in fp32: with reflection (or replicate) padding a conv maps a constant map to a
     constant map, (Σ_taps w) μ, at any stride; with zero padding it would not (the borders), so
     only reflection-padded convs use this.  In exact arithmetic the two are the same function

@@ -268,3 +268,17 @@ def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
     rows = cpu_modes.parity([DENOISING], ["a"], [0], "bf16", False, log=lambda *a, **k: None,
                             done=done, null=True)
     assert rows[0][9:] == [29.5, -0.5]
+
+
+def test_cpu_modes_fidelity_compares_plain_and_centred_bf16():
+    """On fixed weights, the centred bf16 convolutions come closer to fp32 than the plain ones
+    (output and gradient), in both layouts; fitting in between changes the weights."""
+    from benchmarks import cpu_modes
+    for cl in (False, True):
+        rows = cpu_modes.fidelity(channels_last=cl, channels=8, crop=64, checkpoints=(0, 3))
+        assert [r[:2] for r in rows] == [["channels-last" if cl else "default", 0],
+                                         ["channels-last" if cl else "default", 3]]
+        _, _, p_plain, g_plain, p_centred, g_centred = rows[0]
+        assert p_centred > p_plain + 3 and g_centred < g_plain / 2, rows[0]
+        assert rows[1][2] != rows[0][2]                  # the weights moved
+    assert "## bf16's arithmetic" in "\n".join(cpu_modes.fidelity_section(rows))

@@ -198,13 +198,12 @@ def fidelity(name="astronaut", channels_last=False, channels=None, crop=None, ch
     the bf16 output to the fp32 output and the gradient's error relative to fp32's (‖g − g₃₂‖ /
     ‖g₃₂‖ over every parameter)."""
     import models.layers as layers
+    from benchmarks.stopping import crop as centre_crop
     from models.inputs import make_input
     from models.nets import build_net, code_shape
     channels, crop = channels or FIDELITY["channels"], crop or FIDELITY["crop"]
     checkpoints = checkpoints or FIDELITY["checkpoints"]
-    x = to_tensor(image(name))
-    h0, w0 = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-    x = x[..., h0:h0 + crop, w0:w0 + crop]
+    x = to_tensor(centre_crop(name, crop))
     torch.manual_seed(seed)
     net = build_net("decoder", 32, x.shape[1], channels=channels, ln_lambda=1.4)
     z = make_input("fourier", 32, *code_shape(net, crop, crop))

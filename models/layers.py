@@ -152,7 +152,8 @@ def keep_precision(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A layer's output ``y`` in the precision of its input ``x``.
 
     Under bf16 autocast only the convolutions run in bf16 (every conv of the nets ends with
-    this): what follows goes on in fp32, so that the mean-only norm's ``x − mean(x)`` does not
+    this, or hands on fp32 itself: :func:`centred_conv`, the fp32 output conv): what follows
+    goes on in fp32, so that the mean-only norm's ``x − mean(x)`` does not
     cancel in bf16 (a smooth image's maps are their mean plus little, which bf16's 8 bits of
     mantissa lose; measured on the CPU: some fits of the quick preset derailed 2-3 dB below
     fp32 when the whole net ran in bf16), and the elementwise layers run in fp32, which a CPU

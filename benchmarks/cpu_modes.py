@@ -1,7 +1,8 @@
 """Is bf16 as good as fp32 on this CPU, and how much faster?  The verdict ``--amp auto`` needs.
 
     python -m benchmarks.cpu_modes [--tasks denoising ...] [--images brick retina]
-                                   [--seeds 0 1] [--resume] [--null] [--out results/cpu_modes.md]
+                                   [--seeds 0 1] [--resume] [--null] [--layout]
+                                   [--fidelity] [--out results/cpu_modes.md]
 
 The candidate is the mode ``--amp auto`` would choose for a task whose parity is verified
 (``utils.device.resolve_amp``: bf16 convolutions, channels-last where the probe finds it faster,
@@ -12,7 +13,13 @@ in fp32 and in the candidate, the two in alternating order from case to case (so
 machine's drift is shared); per run the task's measure (PSNR; super-resolution Y-PSNR;
 enhancement: the PSNR of the fit to its input) and the seconds per iteration.  ``--null`` fits
 each case once more in fp32 with another thread count: a run's Δ to that is what rounding alone
-does to it.  The CSV is rewritten after every case, so ``--resume`` goes on after a stop.
+does to it.  ``--layout`` fits it once more in fp32 in the channels-last layout: the same
+arithmetic with each output's sums in another order, a stronger null than the thread count
+(oneDNN splits a conv's outputs between threads, so their sums keep their order; only the
+reductions over pixels change).  On 2026-12-05 it moved inpainting runs by −1.20 dB on average
+(worst −6.55), more than bf16 did (−0.57): the runs' spread under any rounding is wider than the
+thread-count null showed.  The CSV is rewritten after every case, so ``--resume`` goes on after
+a stop.
 
 Verdict per task: the candidate may be the default where it loses at most 0.1 dB on average
 (fp32 − candidate over the task's runs) and at most 0.3 dB in its worst run, and takes at most
@@ -82,7 +89,9 @@ def run(task, name, seed, amp, channels_last, **extra):
 
 
 HEADER = ["task", "image", "seed", "fp32", "candidate", "delta_db", "fp32_s_per_it",
-          "candidate_s_per_it", "speed_up", "null_fp32", "null_delta_db"]
+          "candidate_s_per_it", "speed_up", "null_fp32", "null_delta_db", "cl_fp32",
+          "cl_delta_db", "cl_s_per_it"]
+REQUIRED = HEADER[:11]   # the columns of a row before --layout existed
 
 
 def null_run(task, name, seed, **extra) -> float:
@@ -97,11 +106,13 @@ def null_run(task, name, seed, **extra) -> float:
 
 
 def parity(tasks, images, seeds, amp, channels_last, log=print, done=None, null=False,
-           on_row=None, **extra) -> list[list]:
+           on_row=None, layout=False, **extra) -> list[list]:
     """Rows (``HEADER``: task, image, seed, fp32 measure, candidate measure, Δ = candidate −
-    fp32, the two s/it, speed-up, and with ``null`` the fp32 measure of :func:`null_run` and its
-    Δ, else NaN) of every case, the two modes in alternating order.  done: rows of an earlier
-    run by (task, image, seed), kept (a missing null is measured); on_row(rows) after each."""
+    fp32, the two s/it, speed-up, with ``null`` the fp32 measure of :func:`null_run` and its Δ,
+    with ``layout`` the fp32 fit in the channels-last layout (the one ``--amp auto`` would give
+    fp32 with utils.device.FP32_CHANNELS_LAST), its Δ and s/it; NaN where not measured)
+    of every case, the two modes in alternating order.  done: rows of an earlier run by (task,
+    image, seed), kept (a missing null or layout run is measured); on_row(rows) after each."""
     rows, k, done = [], 0, done or {}
     for task in tasks:
         for name in images:
@@ -114,7 +125,7 @@ def parity(tasks, images, seeds, amp, channels_last, log=print, done=None, null=
                         got[mode[0]] = run(task, name, seed, *mode, **extra)[:2]
                     (p32, t32), (pc, tc) = got["none"], got[amp]
                     row = [task.name, name, seed, p32, pc, pc - p32, t32, tc, t32 / tc,
-                           math.nan, math.nan]
+                           *[math.nan] * (len(HEADER) - 9)]
                     log(f"{task.name} {name} seed {seed}: fp32 {p32:.2f} dB {t32:.3f} s/it, "
                         f"{amp} {pc:.2f} dB {tc:.3f} s/it ({t32 / tc:.2f}×)", flush=True)
                 k += 1
@@ -123,6 +134,11 @@ def parity(tasks, images, seeds, amp, channels_last, log=print, done=None, null=
                     row[10] = row[9] - row[3]
                     log(f"{task.name} {name} seed {seed}: fp32 again in another thread count "
                         f"{row[9]:.2f} dB (Δ {row[10]:+.2f})", flush=True)
+                if layout and math.isnan(row[11]):
+                    pl, tl = run(task, name, seed, "none", True, **extra)[:2]
+                    row[11:14] = [pl, pl - row[3], tl]
+                    log(f"{task.name} {name} seed {seed}: fp32 channels-last {pl:.2f} dB "
+                        f"(Δ {row[12]:+.2f}) {tl:.3f} s/it", flush=True)
                 rows.append(row)
                 if on_row:
                     on_row(rows)
@@ -137,10 +153,10 @@ def read_rows(path: Path) -> dict:
     with open(path, newline="", encoding="utf-8") as f:
         out = {}
         for d in csv.DictReader(f):
-            if set(HEADER) <= set(d):
+            if set(REQUIRED) <= set(d):
                 out[d["task"], d["image"], int(d["seed"])] = [
                     d["task"], d["image"], int(d["seed"]),
-                    *(float(d[h]) if d[h] else math.nan for h in HEADER[3:])]
+                    *(float(d[h]) if d.get(h) else math.nan for h in HEADER[3:])]
         return out
 
 
@@ -280,11 +296,15 @@ def verdicts(rows) -> list[list]:
         mine = [r for r in rows if r[0] == name]
         d = np.array([r[5] for r in mine])
         nd = np.array([r[10] for r in mine if not math.isnan(r[10])])
+        ld = np.array([r[12] for r in mine if not math.isnan(r[12])])
+        lup = np.array([r[6] / r[13] for r in mine if not math.isnan(r[13])])
         up = np.array([r[8] for r in mine])
         ok = -d.mean() <= MEAN_DB and (-d).max() <= WORST_DB
         faster = 1 / np.median(up) <= FASTER
         out.append([name, f"{d.mean():+.3f}", f"{(-d).max():+.3f}", f"{np.abs(d).mean():.3f}",
                     f"{np.abs(nd).mean():.3f} / {np.abs(nd).max():.3f}" if nd.size else "—",
+                    f"{ld.mean():+.3f} / {np.abs(ld).mean():.3f} / {(-ld).max():+.3f}, "
+                    f"{np.median(lup):.2f}×" if ld.size else "—",
                     f"{np.median(up):.2f}×", "yes" if ok else "NO",
                     "yes" if ok and faster else "no", "yes" if name in BF16_PARITY else "no"])
     return out
@@ -298,6 +318,9 @@ def main(argv=None):
                    help="keep the cases already in the CSV beside --out, run only the others")
     p.add_argument("--null", action="store_true",
                    help="each case's fp32 fit once more with another thread count (the null)")
+    p.add_argument("--layout", action="store_true",
+                   help="each case's fp32 fit once more in the channels-last layout (the "
+                        "verdict on utils.device.FP32_CHANNELS_LAST)")
     p.add_argument("--fidelity", action="store_true",
                    help="also bf16's output and gradient against fp32's on fixed weights")
     args = p.parse_args(argv)
@@ -328,7 +351,8 @@ def main(argv=None):
         order = {n: k for k, n in enumerate(tasks)}
         merged = lambda rows: sorted(rows + others, key=lambda r: order[r[0]])  # noqa: E731
         rows = merged(parity(chosen, args.images, args.seeds, amp, channels_last, done=done,
-                             null=args.null, on_row=lambda rows: atomic_write_text(
+                             null=args.null, layout=args.layout,
+                             on_row=lambda rows: atomic_write_text(
                                  csv_path, csv_text(HEADER, merged(rows)))))
         md += ["## Verdict per task", "",
                f"Δ = the candidate's measure − fp32's, per run (the same preset, seed and "
@@ -336,11 +360,16 @@ def main(argv=None):
                f"on average (mean loss = −mean Δ) and at most {WORST_DB} dB in its worst run. "
                "The null: the fp32 run again with another thread count (the sums in another "
                "order), its |Δ| to the first (mean / worst): how much of a run's Δ is the fit's "
-               "sensitivity to any rounding. Speed-up: fp32's seconds per iteration over the "
+               "sensitivity to any rounding. fp32 channels-last (`--layout`): the fp32 fit in "
+               "the channels-last layout (the same arithmetic, each output's sums in another "
+               "order: the verdict on `utils.device.FP32_CHANNELS_LAST`), its Δ to fp32 (mean / "
+               "mean |Δ| / worst loss) and the median of fp32's seconds per iteration over its. "
+               "Speed-up: fp32's seconds per iteration over the "
                "candidate's (median over the task's runs, start-up and measures included); the "
                f"candidate is the default where parity is kept and it takes ≤ {FASTER} of "
                "fp32's time (as the probe requires).", ""]
         md += markdown(["task", "mean Δ (dB)", "worst loss", "mean |Δ|", "null |Δ| mean / worst",
+                        "fp32 channels-last: Δ mean / mean |Δ| / worst loss, speed-up",
                         "speed-up", "parity kept", "default (parity, and faster)",
                         "in BF16_PARITY"], verdicts(rows))
         md += ["", "## Every run", ""]

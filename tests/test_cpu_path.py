@@ -68,9 +68,20 @@ def test_auto_on_a_native_bf16_cpu(monkeypatch):
     assert resolve_amp("auto", CPU, verified=True)[:2] == ("bf16", True)
     probe[("bf16", False)] = 0.4                   # the contiguous layout is faster
     assert resolve_amp("auto", CPU, verified=True)[:2] == ("bf16", False)
-    # not verified for the task: fp32, and it says how to use bf16 anyway
+    # not verified for the task: fp32 in the configured layout, and it says how to use bf16
+    # anyway; with FP32_CHANNELS_LAST, channels-last whatever the probe says (a layout chosen by
+    # timing would make a run's numbers depend on the machine's load)
+    monkeypatch.setattr(device, "cpu_mode_probe", lambda: pytest.fail("timed for fp32"))
     amp, cl, why = resolve_amp("auto", CPU, verified=False)
     assert (amp, cl) == ("none", None) and "--amp bf16" in why
+    monkeypatch.setattr(device, "FP32_CHANNELS_LAST", True)
+    amp, cl, why = resolve_amp("auto", CPU, verified=False)
+    assert (amp, cl) == ("none", True) and "channels-last" in why and "--amp bf16" in why
+    assert resolve_amp("none", CPU)[:2] == ("none", None)   # --amp none: the layout configured
+    # bf16 must beat fp32 in its layout (channels-last), not the contiguous one
+    fake_cpu(monkeypatch, True, {**probe, ("none", True): 0.7, ("bf16", False): 0.66,
+                                 ("bf16", True): 0.68})
+    assert resolve_amp("auto", CPU, verified=True)[:2] == ("none", True)
     # bf16 barely faster: fp32
     fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
                                  ("bf16", False): 0.95, ("bf16", True): 0.97})
@@ -89,6 +100,16 @@ def test_the_configuration_records_the_mode_used_never_auto(monkeypatch):
     monkeypatch.setattr(config, "BF16_PARITY", {})
     cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
     assert cfg["amp"] == "none" and "not measured for this task" in notice
+    assert cfg["channels_last"] is False                      # FP32_CHANNELS_LAST off
+    # fp32 in the channels-last layout where the switch is on: recorded; the user's layout wins
+    monkeypatch.setattr(device, "FP32_CHANNELS_LAST", True)
+    cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
+    assert (cfg["amp"], cfg["channels_last"]) == ("none", True)
+    assert "--amp auto: fp32 in the channels-last layout" in notice
+    cfg, _ = resolve_config(DENOISING, {"device": "cpu", "channels_last": False})
+    assert (cfg["amp"], cfg["channels_last"]) == ("none", False)
+    cfg, _ = resolve_config(DENOISING, {"device": "cpu", "amp": "none"})
+    assert (cfg["amp"], cfg["channels_last"]) == ("none", False)   # --amp none: as configured
 
 
 def test_a_bf16_cpu_fit_takes_the_bf16_quick_preset(monkeypatch):
@@ -239,35 +260,47 @@ def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
     assert rows == [["denoising", "moon", "yes", "0"]]
     assert "`--amp auto` is fp32" in out.read_text()
     rows = cpu_modes.parity([DENOISING], ["moon"], [0], "bf16", False, log=lambda *a, **k: None,
-                            null=True, channels=4, iters=3, crop=32, log_every=1)
+                            null=True, layout=True, channels=4, iters=3, crop=32, log_every=1)
     assert len(rows) == 1 and rows[0][:3] == ["denoising", "moon", 0]
+    assert len(rows[0]) == len(cpu_modes.HEADER)
     assert np.isfinite(rows[0][3:]).all() and rows[0][5] == rows[0][4] - rows[0][3]
-    assert rows[0][10] == rows[0][9] - rows[0][3]
+    assert rows[0][10] == rows[0][9] - rows[0][3] and rows[0][12] == rows[0][11] - rows[0][3]
     nan = float("nan")
 
     def case(task, delta, null=nan):
-        return [task, "a", 0, 30.0, 30.0 + delta, delta, 1.0, 0.5, 2.0, 30.0 + null, null]
+        return [task, "a", 0, 30.0, 30.0 + delta, delta, 1.0, 0.5, 2.0, 30.0 + null, null,
+                nan, nan, nan]
     verdict = {v[0]: v for v in cpu_modes.verdicts([
         case("ok", 0.05, 0.1), case("ok", -0.2, -0.2),      # loses 0.075 on average, 0.2 at worst
         case("worst", 0.3), case("worst", -0.35),           # a run loses 0.35
         case("mean", -0.15), case("mean", -0.15)])}         # loses 0.15 on average
-    assert verdict["ok"][6] == verdict["ok"][7] == "yes" and verdict["ok"][2] == "+0.200"
+    assert verdict["ok"][7] == verdict["ok"][8] == "yes" and verdict["ok"][2] == "+0.200"
     assert verdict["ok"][4] == "0.150 / 0.200" and verdict["worst"][4] == "—"
-    assert verdict["worst"][6] == "NO" and verdict["mean"][6] == "NO"
+    assert verdict["worst"][7] == "NO" and verdict["mean"][7] == "NO" and verdict["ok"][5] == "—"
     slow = case("slow", 0.0)
     slow[8] = 1.05                                           # parity, but no faster than fp32
-    assert cpu_modes.verdicts([slow])[0][6:8] == ["yes", "no"]
+    assert cpu_modes.verdicts([slow])[0][7:9] == ["yes", "no"]
+    laid = [case("cl", 0.0), case("cl", 0.0)]
+    laid[0][11:14], laid[1][11:14] = [30.2, 0.2, 0.8], [29.7, -0.3, 0.5]
+    assert cpu_modes.verdicts(laid)[0][5] == "-0.050 / 0.250 / +0.300, 1.62×"
     # resumed: the rows in the CSV are kept, only what is missing runs
     csv = tmp_path / "modes.csv"
     from utils.tables import csv_text
-    csv.write_text(csv_text(cpu_modes.HEADER, [case("denoising", 0.1)]))
+    # (a CSV from before --layout: its rows have no layout columns)
+    csv.write_text(csv_text(cpu_modes.REQUIRED, [case("denoising", 0.1)[:11]]))
     done = cpu_modes.read_rows(csv)
     assert list(done) == [("denoising", "a", 0)] and np.isnan(done["denoising", "a", 0][9])
     monkeypatch.setattr(cpu_modes, "run", lambda *a, **k: pytest.fail("refitted a kept case"))
     monkeypatch.setattr(cpu_modes, "null_run", lambda *a, **k: 29.5)
     rows = cpu_modes.parity([DENOISING], ["a"], [0], "bf16", False, log=lambda *a, **k: None,
                             done=done, null=True)
-    assert rows[0][9:] == [29.5, -0.5]
+    assert rows[0][9:11] == [29.5, -0.5] and np.isnan(rows[0][11:]).all()
+    # --layout on a kept row: only the channels-last fp32 fit runs
+    monkeypatch.setattr(cpu_modes, "run", lambda task, name, seed, amp, cl, **k:
+                        (29.9, 0.25, None) if (amp, cl) == ("none", True) else pytest.fail(amp))
+    rows = cpu_modes.parity([DENOISING], ["a"], [0], "bf16", False, log=lambda *a, **k: None,
+                            done=done, null=True, layout=True)
+    assert rows[0][11] == 29.9 and rows[0][13] == 0.25 and abs(rows[0][12] + 0.1) < 1e-9
 
 
 def test_cpu_modes_fidelity_compares_plain_and_centred_bf16():

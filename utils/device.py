@@ -155,6 +155,15 @@ def cpu_mode_probe() -> dict:
 
 
 FASTER = 0.9   # a mode replaces fp32 only when it takes less than this fraction of its time
+# fp32 on a CPU with native bf16 in the channels-last layout (True) or as configured (False).
+# Off: measured on an EPYC with avx512_bf16 (python -m benchmarks.cpu_modes --layout,
+# results/cpu_modes.md, 2026-12-05) it took 0.89-0.93x the contiguous layout's time per
+# iteration in whole quick-preset fits (0.7x in the probe's bare decoder step), and its runs moved
+# like any reordering of the sums does: mean Δ to the contiguous fp32 +1.96 dB for denoising,
+# -0.07 deblocking, -1.20 inpainting (worst -6.55, cell): the parity bound bf16 must pass, which
+# a default fp32 layout must pass too, fails.  Kept as a switch, fixed per kind of CPU rather
+# than timed, so that a command's numbers never depend on the machine's load.
+FP32_CHANNELS_LAST = False
 
 
 def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str, bool | None, str]:
@@ -164,7 +173,12 @@ def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str
     ``auto``: on CUDA fp32 (with cuDNN's TF32, as before); on a CPU without native bf16, fp32
     exactly as before; on one with it, bf16 convolutions (channels-last where that is faster)
     when :func:`cpu_mode_probe` finds them faster than fp32 and the task's parity with fp32 is
-    ``verified`` (``benchmarks/cpu_modes.py``: a mean loss ≤ 0.1 dB, the worst ≤ 0.3 dB), else fp32.
+    ``verified`` (``benchmarks/cpu_modes.py``: a mean loss ≤ 0.1 dB, the worst ≤ 0.3 dB), else
+    fp32, in the layout configured (contiguous by default: the authors' arithmetic), or in the
+    channels-last layout where ``FP32_CHANNELS_LAST`` says so (off: not faster enough, and no
+    parity, measured).  That layout is fixed per kind of CPU, not timed, so that a run's numbers
+    never depend on the machine's load (two processes of one command must agree); bf16 is chosen
+    only where it beats fp32 in its layout.  ``--amp none`` is fp32 in the layout configured.
     The loss, σ_max, the measures and the stop rules stay fp32 in every mode (utils/fit.py)."""
     if amp != "auto":
         return amp, None, f"--amp {amp}"
@@ -172,15 +186,18 @@ def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str
         return "none", None, "fp32 on CUDA (cuDNN's TF32 unless --no-tf32)"
     if not native_bf16():
         return "none", None, "fp32: this CPU has no native bf16"
+    fp32 = ("none", True if FP32_CHANNELS_LAST else None)
+    layout = " in the channels-last layout (--no-channels-last: contiguous)" if fp32[1] else ""
     if not verified:
-        return "none", None, ("fp32: this CPU has native bf16, but its parity with fp32 is not "
-                               "measured for this task (python -m benchmarks.cpu_modes); "
-                               "--amp bf16 uses it")
+        return (*fp32, f"fp32{layout}: this CPU has native bf16, but its parity with fp32 is not "
+                       "measured for this task (python -m benchmarks.cpu_modes); --amp bf16 uses "
+                       "it")
     t = cpu_mode_probe()
+    fp32_t = t["none", bool(fp32[1])]
     mode = min(t, key=t.get)
-    if mode[0] == "none" or t[mode] > FASTER * t["none", False]:
-        return "none", None, "fp32: bf16 convolutions are not faster on this CPU"
-    layout = ", channels-last" if mode[1] else ""
-    return "bf16", mode[1], (f"bf16 convolutions{layout} (this CPU's native bf16, "
-                             f"{t['none', False] / t[mode]:.1f}× fp32 in a decoder's step); --amp none "
+    if mode[0] == "none" or t[mode] > FASTER * fp32_t:
+        return (*fp32, f"fp32{layout}: bf16 convolutions are not faster on this CPU")
+    cl = ", channels-last" if mode[1] else ""
+    return "bf16", mode[1], (f"bf16 convolutions{cl} (this CPU's native bf16, "
+                             f"{fp32_t / t[mode]:.1f}× fp32 in a decoder's step); --amp none "
                              "for fp32")

@@ -82,6 +82,11 @@ def test_auto_on_a_native_bf16_cpu(monkeypatch):
     fake_cpu(monkeypatch, True, {**probe, ("none", True): 0.7, ("bf16", False): 0.66,
                                  ("bf16", True): 0.68})
     assert resolve_amp("auto", CPU, verified=True)[:2] == ("none", True)
+    # fp32 channels-last the fastest of all, but fp32 runs contiguous: bf16 is judged against that
+    monkeypatch.setattr(device, "FP32_CHANNELS_LAST", False)
+    fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 0.5,
+                                 ("bf16", False): 0.8, ("bf16", True): 0.6})
+    assert resolve_amp("auto", CPU, verified=True)[:2] == ("bf16", True)
     # bf16 barely faster: fp32
     fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
                                  ("bf16", False): 0.95, ("bf16", True): 0.97})

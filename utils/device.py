@@ -194,8 +194,8 @@ def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str
                        "it")
     t = cpu_mode_probe()
     fp32_t = t["none", bool(fp32[1])]
-    mode = min(t, key=t.get)
-    if mode[0] == "none" or t[mode] > FASTER * fp32_t:
+    mode = min((m for m in t if m[0] == "bf16"), key=t.get)
+    if t[mode] > FASTER * fp32_t:
         return (*fp32, f"fp32{layout}: bf16 convolutions are not faster on this CPU")
     cl = ", channels-last" if mode[1] else ""
     return "bf16", mode[1], (f"bf16 convolutions{cl} (this CPU's native bf16, "

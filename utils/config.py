@@ -52,8 +52,10 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # seed 1: 27.34 against 28.10): denoising lost 3.50 dB in one run of 8 (retina, seed 1:
 # a fit that found another course; the same bf16 fit with 1 thread instead of 2 gave 38.96, above
 # fp32's 38.03), deblocking 0.34 dB (hubble_deep_field, where fp32 with another thread count
-# moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than rounding alone,
-# whose null moved its runs by 0.12 on average).  ``--amp bf16`` uses it.
+# moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than fp32 with another
+# thread count moved its runs, 0.12, less than fp32 in the channels-last layout did, 1.20, worst
+# 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  ``--amp bf16``
+# uses it.
 BF16_PARITY: dict = {}
 
 

@@ -186,17 +186,17 @@ def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str
         return "none", None, "fp32 on CUDA (cuDNN's TF32 unless --no-tf32)"
     if not native_bf16():
         return "none", None, "fp32: this CPU has no native bf16"
-    fp32 = ("none", True if FP32_CHANNELS_LAST else None)
-    layout = " in the channels-last layout (--no-channels-last: contiguous)" if fp32[1] else ""
+    cl32 = True if FP32_CHANNELS_LAST else None      # None: the layout configured
+    layout = " in the channels-last layout (--no-channels-last: contiguous)" if cl32 else ""
     if not verified:
-        return (*fp32, f"fp32{layout}: this CPU has native bf16, but its parity with fp32 is not "
-                       "measured for this task (python -m benchmarks.cpu_modes); --amp bf16 uses "
-                       "it")
+        return ("none", cl32, f"fp32{layout}: this CPU has native bf16, but its parity with "
+                              "fp32 is not measured for this task (python -m "
+                              "benchmarks.cpu_modes); --amp bf16 uses it")
     t = cpu_mode_probe()
-    fp32_t = t["none", bool(fp32[1])]
+    fp32_t = t["none", bool(cl32)]
     mode = min((m for m in t if m[0] == "bf16"), key=t.get)
     if t[mode] > FASTER * fp32_t:
-        return (*fp32, f"fp32{layout}: bf16 convolutions are not faster on this CPU")
+        return ("none", cl32, f"fp32{layout}: bf16 convolutions are not faster on this CPU")
     cl = ", channels-last" if mode[1] else ""
     return "bf16", mode[1], (f"bf16 convolutions{cl} (this CPU's native bf16, "
                              f"{fp32_t / t[mode]:.1f}× fp32 in a decoder's step); --amp none "

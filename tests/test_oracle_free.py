@@ -313,9 +313,9 @@ def test_decay_benchmark_at_toy_scale(tmp_path, monkeypatch):
     text = out.read_text()
     assert "**2 of 2 cases**" in text and "## Stop rules on the best remedy" in text
     rows = out.with_suffix(".csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == list(d.REMEDIES)
+    assert [r.split(",")[:2] for r in rows[1:]] == [["50", r] for r in d.REMEDIES]
     for r in rows[1:]:       # the peak is at least the end: decay ≥ 0
-        peak, end, decay = (float(v) for v in r.split(",")[1:4])
+        peak, end, decay = (float(v) for v in r.split(",")[2:5])
         assert peak >= end and decay == pytest.approx(peak - end, abs=1e-3)
     # the remedies differ in what they fit: the spectral objective's course is not the MSE's
     a, b = recs["camera", 50.0, "none"], recs["camera", 50.0, "spectral"]
@@ -323,3 +323,36 @@ def test_decay_benchmark_at_toy_scale(tmp_path, monkeypatch):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setattr(d, "run_fit", lambda *a, **k: pytest.fail("refitted"))
     d.main(["--cache", str(tmp_path / "c"), "--out", str(out)])
+
+
+def test_decay_report_per_sigma(tmp_path, monkeypatch):
+    """Two σ: a row per remedy for each σ, then over all; 'holds' counts the cases whose decay
+    is at most HOLDS dB; the stop rules are replayed per σ on the best remedy."""
+    import benchmarks.decay as d
+    monkeypatch.setattr(d, "GRAY", ("camera",))
+    monkeypatch.setattr(d, "COLOUR", ("astronaut",))
+    its = list(range(0, d.ITERS + 1, 100))
+    rng = np.random.default_rng(0)
+    recs = {}
+    for n, s, remedy in d.cases():
+        # a course that rises to 30 dB at iteration 500 and falls by `drop` to the end
+        drop = {"none": 6.0, "lambda_1.0": 0.6}.get(remedy, 3.0) * (2 if s == 50 else 1)
+        p = [30 - abs(i - 500) / 500 * (5 if i < 500 else drop * 500 / 1500) for i in its]
+        held = [1e-3 + (30 - v) * 1e-4 for v in p]     # the held-out loss follows the MSE
+        recs[(n, s, remedy)] = dict(_its=its, _p_it=p, _p_ema=p, _held=held, _held_raw=held,
+                                    _ratio=list(rng.uniform(0.5, 1.5, len(its))),
+                                    variance=None, seconds=1.0, image=n, sigma=s,
+                                    remedy=remedy)
+    out = tmp_path / "decay.md"
+    d.report(recs, ["--report-only"], out)
+    rows = [r.split(",") for r in out.with_suffix(".csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["50"] * 9 + ["25"] * 9 + ["all"] * 9
+    got = {(r[0], r[1]): r for r in rows}
+    assert float(got["50", "none"][4]) == pytest.approx(12.0)
+    assert float(got["25", "none"][4]) == pytest.approx(6.0)
+    assert float(got["all", "none"][4]) == pytest.approx(9.0)
+    assert got["all", "lambda_1.0"][6:8] == ["2", "4"]      # holds on σ 25 (0.6), not σ 50 (1.2)
+    assert got["25", "lambda_1.0"][6:8] == ["2", "2"] and got["50", "none"][6] == "0"
+    text = out.read_text()
+    assert "**4 of 4 cases**" in text and "best remedy at the horizon: lambda_1.0" in text
+    assert "| 25 | validation_centred_both |" in text and "| all | ratio |" in text

@@ -224,6 +224,13 @@ def report(recs, argv, out: Path):
         md.append(f"- the uncontrolled fit's decay at σ {s:g}: {np.mean(d):.2f} dB mean "
                   f"({'≥' if np.mean(d) >= 2 else '<'} 2 dB: the horizon "
                   f"{'is' if np.mean(d) >= 2 else 'is NOT'} long enough)")
+    md += ["", "## Decay per case", "",
+           "peak − end (dB) of each remedy on each complete case; the uncontrolled fit's peak "
+           "beside it.", ""]
+    md += markdown(["case", "peak of none", *REMEDIES],
+                   [[f"{n} σ {s:g}", f2(np.nanmax(course(recs[(n, s, 'none')]))),
+                     *(f2(np.nanmax(course(recs[(n, s, r)])) - course(recs[(n, s, r)])[-1])
+                       for r in REMEDIES)] for n, s in done])
     rows = groups[-1][2]                # over every complete case
     none, best = rows[0], max(rows, key=lambda r: r[2])
     md += ["", f"## Stop rules on the best remedy at the horizon: {best[0]}", "",

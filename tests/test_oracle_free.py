@@ -356,3 +356,5 @@ def test_decay_report_per_sigma(tmp_path, monkeypatch):
     text = out.read_text()
     assert "**4 of 4 cases**" in text and "best remedy at the horizon: lambda_1.0" in text
     assert "| 25 | validation_centred_both |" in text and "| all | ratio |" in text
+    per_case = [line for line in text.splitlines() if line.startswith("| camera σ 25 |")]
+    assert len(per_case) == 1 and per_case[0].split(" | ")[2:4] == ["6.00", "0.60"]

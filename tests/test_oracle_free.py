@@ -14,7 +14,7 @@ from utils.cli import main
 from utils.fit import FitConfig, FitResult, fit
 from utils.metrics import estimate_sigma, psnr
 from utils.physics import IdentityTerm, MaskedTerm, add_gaussian_noise
-from utils.stopping import ValidationStop
+from utils.stopping import VALIDATION_OPTIONS, ValidationStop
 from utils.task import LAMBDA_AUTO, choose_lambda, make_nets, uncertainty_map
 
 from test_fit import code, crop64, tiny_net
@@ -116,6 +116,30 @@ def test_both_candidates_keep_the_one_with_the_lower_held_out_loss():
         for rule in (plain, one):
             rule.update(int(it), torch.zeros(1, 1, 2, 2), heldout=torch.tensor([a]))
     assert int(plain.stop_iteration[0]) == int(one.stop_iteration[0])
+
+
+def test_the_stall_guard_waits_through_a_flat_loss_and_stops_on_a_rise():
+    # a stall (the loss within 0.04 % of its start for 400 iterations), then the fit learns (the
+    # loss falls to a minimum at 700) and fits the noise (it rises again)
+    its = np.arange(0, 1300, 10)
+    loss = np.where(its < 400, 1.0 + 1e-6 * its, 0.5 + 0.5 * ((its - 700.0) / 300) ** 2)
+    got = {}
+    for rise in (0.0, 1e-3):
+        rule = ValidationStop(window=3, patience=200, centred=True, min_rise=rise)
+        for it, v in zip(its, loss):
+            rule.update(int(it), torch.full((1, 1, 2, 2), float(it)), heldout=torch.tensor([v]))
+        got[rise] = int(rule.stop_iteration[0])
+    assert got[0.0] < 400            # without the guard the stall's minimum is where it stops
+    assert got[1e-3] == 700          # with it, the minimum after the stall
+    # a rise below the guard's margin at the patience's end: no stop yet, then the rise stops it
+    rule = ValidationStop(window=1, patience=20, min_rise=0.1)
+    vals = [1.0, 0.5, 0.52, 0.53, 0.54, 0.6]
+    stopped = [bool(rule.update(10 * k, heldout=torch.tensor([v]))[0]) for k, v in enumerate(vals)]
+    assert stopped == [False, False, False, False, False, True]
+    assert int(rule.stop_iteration[0]) == 10
+    with pytest.raises(ValueError, match="min_rise"):
+        ValidationStop(min_rise=-1)
+    assert VALIDATION_OPTIONS["min_rise"] > 0     # --stop validation's rule has the guard
 
 
 def test_fit_with_the_validation_stop_keeps_the_average_at_its_stop():

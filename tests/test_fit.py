@@ -285,6 +285,26 @@ def test_member_adam_is_adam():
     assert torch.allclose(step1, 0.5 * full, rtol=1e-9) and grad.abs().sum() > 0
 
 
+def test_member_adam_warmup_scales_the_first_steps_linearly():
+    """warmup n: member step t moves t/n of plain Adam's step (for t < n), then the same (the
+    step count is per member and restored with its checkpoint, so is the warm-up's point)."""
+    from utils.members import MemberAdam
+    g = torch.Generator().manual_seed(1)
+    w0, target = (torch.randn(2, 30, generator=g, dtype=torch.float64) for _ in range(2))
+    plain_w, warm_w = (w0.clone().requires_grad_(True) for _ in range(2))
+    plain, warm = MemberAdam(plain_w, 0.01), MemberAdam(warm_w, 0.01, warmup=4)
+    for t in range(1, 7):
+        moves = []
+        for w, opt in ((plain_w, plain), (warm_w, warm)):
+            start = w.detach().clone()
+            opt.zero_grad()
+            ((w - target) ** 2).sum().backward()
+            opt.step()
+            moves.append(w.detach() - start)
+            w.data.copy_(start)          # both from the same point: compare one step only
+        assert torch.allclose(moves[1], min(1, t / 4) * moves[0], rtol=1e-9, atol=0)
+
+
 def test_a_collapsed_fit_recovers():
     """#13's grayscale inpainting case: at the quick preset's lr 0.005 the decoder's sigmoid
     saturates to black within 10 iterations (camera, seed 0).  Without backtracking the fit

@@ -56,6 +56,7 @@ class FitConfig:
     ``fields(FitConfig)[k].metadata["help"]`` describes each."""
     iters: int = _opt(10000, "iterations")
     lr: float = _opt(0.001, "learning rate")
+    lr_warmup: int = _opt(0, "the step size rises linearly over the first n Adam steps (0: none)")
     optimizer: str = _opt("adam", "adam | lbfgs (DIP's option: 100 Adam steps, then L-BFGS)")
     loss: str = _opt("mse", "mse (DIP's) | spectral: the residual's Fourier coefficients, unsquared "
                             "(Deep Spectral Prior's idea; utils.physics.DataTerm.spectral_loss)")
@@ -79,12 +80,10 @@ class FitConfig:
     run_on: bool = _opt(False, "after the stop, fit on to iters (the result stays the rule's)")
     holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
                                 "validation rule and --lambda auto (Self-Validation DIP)")
-    track_heldout: bool = _opt(False, "hold pixels out and log their loss whatever the stop rule "
-                                 "(--lambda auto chooses by it)")
+    track_heldout: bool = _opt(False, "hold pixels out, log their loss whatever the stop rule")
     use_ema: bool = _opt(False, "the result is the moving average of outputs (steadier): at the "
                                 "stop rule's choice, or at the end")
-    oracle: bool = _opt(False, "return the best-PSNR-to-ground-truth output (uses the ground "
-                               "truth: for figures only)")
+    oracle: bool = _opt(False, "return the output of best PSNR to the ground truth (figures only)")
     sync_every: int = _opt(100, "host copies of the logs once per this many iterations")
     quiet: bool = _opt(False, "no progress bar")
     amp: str = _opt("auto", "auto | none | bf16: convolutions in bf16 (loss, σ and measures in "
@@ -183,7 +182,8 @@ class Fit:
             self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region)
         self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
                                         cfg.stop_patience)
-        self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001)
+        self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001,
+                               warmup=cfg.lr_warmup)
         self.ckpt = self.adam.state()
         full = lambda v, dtype=None: torch.full((M,), v, dtype=dtype, device=dev)  # noqa: E731
         self.active = full(True, torch.bool)
@@ -385,8 +385,8 @@ class Fit:
                 self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
             except KeyboardInterrupt as e:
                 interrupted = True
-                who = ("stopped at the time limit of the invocation" if
-                       isinstance(e, DeadlineReached) else "interrupted by the user")
+                who = ("stopped at the time limit of the invocation"
+                       if isinstance(e, DeadlineReached) else "interrupted by the user")
                 self.warnings.append(f"{who} at iteration {self.last_i}")
             self.sync(self.last_i, final=True)
             if self.dev.type == "cuda":

@@ -82,10 +82,14 @@ class MemberAdam:
     """Adam on the rows of a flat (M, N) parameter with per-member step counts and step-size
     scales: ``θ_m ← θ_m − s_m lr m̂ / (√v̂ + ε)`` with m̂, v̂ bias-corrected by member m's own
     step count.  ``state()``/``load(state, mask)`` save and restore chosen members' weights,
-    moments and counts; ``scale`` is each member's step-size factor (1 at the start)."""
+    moments and counts; ``scale`` is each member's step-size factor (1 at the start).
+    ``warmup`` n > 0: the step size is also × min(1, t/n) at member step t (a linear warm-up:
+    Adam's first steps move every weight by about lr at once, which at a fast lr can throw a
+    dark image's output into the sigmoid's flat end before the fit starts)."""
 
-    def __init__(self, flat, lr, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, warmup=0):
         self.flat, self.lr, (self.b1, self.b2), self.eps = flat, float(lr), betas, eps
+        self.warmup = int(warmup)
         M = flat.shape[0]
         self.m = torch.zeros_like(flat, requires_grad=False)
         self.v = torch.zeros_like(flat, requires_grad=False)
@@ -103,7 +107,10 @@ class MemberAdam:
         self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
         bc1 = 1 - self.b1 ** self.steps
         bc2 = 1 - self.b2 ** self.steps
-        step_size = (self.lr * self.scale / bc1)[:, None]
+        step_size = self.lr * self.scale / bc1
+        if self.warmup:
+            step_size = step_size * (self.steps / self.warmup).clamp(max=1)
+        step_size = step_size[:, None]
         denom = (self.v.sqrt() / bc2.sqrt()[:, None]).add_(self.eps)
         self.flat.sub_(step_size * self.m / denom)
 

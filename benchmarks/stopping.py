@@ -345,11 +345,11 @@ def report(recs, argv) -> list[str]:
     return md
 
 
-def window_gaps(rec, window) -> float:
-    """The oracle gap of --stop validation's rule (``VALIDATION_OPTIONS``) with ``window``
-    evaluations, replayed on one case's logged series."""
+def window_gaps(rec, window, options=None) -> float:
+    """The oracle gap of --stop validation's rule (``VALIDATION_OPTIONS``, or ``options``) with
+    ``window`` evaluations, replayed on one case's logged series."""
     its = np.array(rec["_its"])
-    rule = ValidationStop(window, PATIENCE, **VALIDATION_OPTIONS)
+    rule = ValidationStop(window, PATIENCE, **(VALIDATION_OPTIONS if options is None else options))
     row, _ = replay(rule, its, heldout=rec["_held"], heldout_output=rec["_held_raw"])
     raw = rule.stopped is not None and bool(rule.stopped[0] & (rule.kept[0] == 1))
     return rec["oracle"] - rec["_p_it" if raw else "_p_ema"][row]

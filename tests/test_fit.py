@@ -303,6 +303,22 @@ def test_member_adam_warmup_scales_the_first_steps_linearly():
             moves.append(w.detach() - start)
             w.data.copy_(start)          # both from the same point: compare one step only
         assert torch.allclose(moves[1], min(1, t / 4) * moves[0], rtol=1e-9, atol=0)
+    # member 1 goes back to a checkpoint at step 1: its next step is step 2 of the warm-up, half
+    # of Adam's with the same moments; member 0, past the warm-up, moves a full step
+    ckpt = [t.clone() for t in warm.state()]
+    ckpt[3] = torch.tensor([6.0, 1.0], dtype=torch.float64)
+    warm.load(ckpt, torch.tensor([False, True]))
+    ref = MemberAdam(warm_w.detach().clone().requires_grad_(True), 0.01)
+    ref.m, ref.v, ref.steps = [t.clone() for t in (warm.m, warm.v, warm.steps)]
+    moves = []
+    for w, opt in ((warm_w, warm), (ref.flat, ref)):
+        start = w.detach().clone()
+        opt.zero_grad()
+        ((w - target) ** 2).sum().backward()
+        opt.step()
+        moves.append(w.detach() - start)
+    assert torch.allclose(moves[0][0], moves[1][0], rtol=1e-9, atol=0)
+    assert torch.allclose(moves[0][1], 0.5 * moves[1][1], rtol=1e-9, atol=0)
 
 
 def test_a_collapsed_fit_recovers():

@@ -56,7 +56,7 @@ class FitConfig:
     ``fields(FitConfig)[k].metadata["help"]`` describes each."""
     iters: int = _opt(10000, "iterations")
     lr: float = _opt(0.001, "learning rate")
-    lr_warmup: int = _opt(0, "the step size rises linearly over the first n Adam steps (0: none)")
+    lr_warmup: int = _opt(0, "step size × min(1, t/n) at Adam step t (lbfgs: its 100 Adam steps)")
     optimizer: str = _opt("adam", "adam | lbfgs (DIP's option: 100 Adam steps, then L-BFGS)")
     loss: str = _opt("mse", "mse (DIP's) | spectral: the residual's Fourier coefficients, unsquared "
                             "(Deep Spectral Prior's idea; utils.physics.DataTerm.spectral_loss)")
@@ -449,8 +449,8 @@ class Fit:
         """The chosen output per member: the stop rule's or the last good one, the moving
         average with ``use_ema``, the oracle's best with ``oracle`` (a member stopped by
         NaN/Inf losses keeps its last good output).  A member the rule has not stopped when the
-        iterations run out (a validation or variance minimum younger than the patience) returns
-        its last output (or moving average)."""
+        iterations run out (a minimum younger than the patience, or a validation loss that has
+        not risen past the stall guard) returns its last output (or moving average)."""
         M = self.M
         if self.good_out is None:   # interrupted before the first iteration: the initial output
             with torch.no_grad():

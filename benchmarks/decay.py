@@ -69,7 +69,8 @@ ITERS, LOG_EVERY, WINDOW, EPS, PATIENCE = 2000, 10, 10, 0.01, 200
 HOLDS = 1.0        # a remedy holds on a case where it decays by at most this (dB)
 SETTINGS = dict(crop=128, channels=64, lr=0.005, log_every=LOG_EVERY, iters=ITERS,
                 stop="none", track_heldout=True, holdout=0.05, ln_lambda=0.0, use_ema=False,
-                reg_noise_std=0.0, loss="mse", quiet=True, observed=False, amp="none", seed=0)
+                reg_noise_std=0.0, loss="mse", quiet=True, observed=False, amp="none", seed=0,
+                backtrack_every=0, backtrack_recover=0)   # (the backtracking the fits ran with)
 PAPER_SIGMAS = (0.1, 0.1, 0.1, 0.5, 0.5)
 REMEDIES = {
     "none": {},

@@ -62,7 +62,8 @@ SIGMAS = (15.0, 25.0, 50.0)
 ITERS, LOG_EVERY, WINDOW, EPS, PATIENCE = 1000, 10, 10, 0.01, 200
 SETTINGS = dict(crop=128, channels=64, lr=0.005, log_every=LOG_EVERY, use_ema=True,
                 ln_lambda=0.0, iters=ITERS, stop_window=WINDOW, stop_eps=EPS,
-                stop_patience=PATIENCE, quiet=True, observed=False, amp="none")
+                stop_patience=PATIENCE, quiet=True, observed=False, amp="none",
+                backtrack_every=0, backtrack_recover=0)   # (the backtracking the fits ran with)
 # the validation rule as Li et al. describe it, and its two remedies for the lag (declared before
 # the replays that measure them: utils.stopping.ValidationStop says what each does)
 VALIDATION = {"validation": {}, "validation_centred": dict(centred=True),

@@ -338,6 +338,32 @@ def test_a_collapsed_fit_recovers():
     assert live.metrics["psnr"] > live.metrics["psnr_in"] + 3
 
 
+def test_a_checkpoint_keeps_a_margin_from_the_collapse():
+    """A state 2 points short of the collapse line (half of A f(z) at 0 or 1) is neither
+    restored nor kept as the checkpoint: judged again after a restore, a rounding could put it
+    past the line, and the fit would restore the same state for ever (a bf16 fit of hubble
+    did, 60 times).  10 points short, it is kept; past the line, it is restored."""
+    from utils.fit import Fit
+    x = crop64()
+    f = Fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=1))
+    n = x[0].numel()
+
+    def judge(frac):
+        out = x.clone().reshape(1, -1)
+        out[0, :int(frac * n)] = 0.0                # this fraction saturated at 0
+        out = out.reshape(x.shape)
+        before = [t.clone() for t in f.ckpt]
+        f.adam.flat.data.add_(1.0)                  # a state unlike the checkpoint's
+        p_obs = torch.tensor([20.0])
+        f.backtrack(torch.tensor([0.01]), p_obs, out, out)
+        kept = not torch.equal(f.ckpt[0], before[0])
+        return bool(f.restore[0]), kept
+
+    assert judge(0.40) == (False, True)
+    assert judge(0.48) == (False, False)
+    assert judge(0.55) == (True, False)
+
+
 @pytest.mark.parametrize("task", ["inpainting", "deblocking"])
 def test_grayscale_quick_presets_do_not_collapse(task):
     """The quick presets of the two tasks #13 found collapsing on a grayscale crop (camera):

@@ -287,16 +287,17 @@ class Fit:
         observation fell by more than ``backtrack_db`` below the checkpoint's (DIP's rule), or
         its output collapsed (more than half of A f(z) saturated at 0 or 1, 25 points more than
         in the observation: the sigmoid's dead end).  Otherwise the checkpoint moves to the
-        current state, unless the PSNR is more than ``backtrack_db`` below the member's best."""
+        current state, unless its PSNR is over ``backtrack_db`` below the member's best or it is
+        within 5 points of a collapse (a rounding must not make the restored state a collapse)."""
         cfg = self.cfg
-        drop = bad = ~torch.isfinite(per)
+        drop = bad = near = ~torch.isfinite(per)
         if cfg.backtrack:
-            sat = self.term.saturation(a_o)
-            collapsed = (sat > COLLAPSE) & (sat > self.saturated_y + 0.25)
-            drop = bad | collapsed | (p_obs < self.last_psnr - cfg.backtrack_db)
+            over = self.term.saturation(a_o) - (self.saturated_y + 0.25).clamp(min=COLLAPSE)
+            drop = bad | (over > 0) | (p_obs < self.last_psnr - cfg.backtrack_db)
+            near = over > -0.05
         live = ~drop & self.active
         self.best_obs = torch.where(live, torch.maximum(self.best_obs, p_obs), self.best_obs)
-        keep = live & (p_obs >= self.best_obs - cfg.backtrack_db)
+        keep = live & ~near & (p_obs >= self.best_obs - cfg.backtrack_db)
         self.adam.keep(self.ckpt, keep)
         if cfg.backtrack_recover:   # (× 2^(1/n) per check without a drop, up to 1)
             self.adam.rescale(keep, 2 ** (1 / cfg.backtrack_recover))
@@ -460,8 +461,7 @@ class Fit:
                  else np.zeros((0, M, len(MEASURES))))
         history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
         history["iteration"] = np.asarray(self.host_its, dtype=np.int64)
-        last = self.good_out
-        chosen = (self.ema if self.cfg.use_ema else last).clone()
+        chosen = (self.ema if self.cfg.use_ema else self.good_out).clone()
         stop_its = [None] * M
         rule = self.stop_rule
         if rule is not None and rule.output is not None:
@@ -483,8 +483,8 @@ class Fit:
             self.warnings.append(
                 f"backtracked {', '.join(map(str, restores))} time(s) (per member): the weights "
                 "went back to the last good checkpoint and the step size was halved each time")
-        return FitResult(output=chosen.cpu(), last_output=last.cpu(), ema_output=self.ema.cpu(),
-                         stop_iteration=stop_its, best_iteration=best_its,
+        return FitResult(output=chosen.cpu(), last_output=self.good_out.cpu(),
+                         ema_output=self.ema.cpu(), stop_iteration=stop_its, best_iteration=best_its,
                          best_output=None if self.best_out is None else self.best_out.cpu(),
                          history=history, iterations=iterations, seconds=seconds,
                          its_per_sec=iterations / seconds if seconds > 0 else float("nan"),

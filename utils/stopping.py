@@ -132,7 +132,11 @@ class _Rule:
 class _PatientMinimum(_Rule):
     """The minimum of a per-member signal, its iteration and the output given with it; a member
     stops, for good, once its minimum has not improved for ``patience`` iterations (iterations
-    as passed in).  A NaN/inf value makes no decision (VarianceStop, ValidationStop)."""
+    as passed in) and its latest value is above the minimum × (1 + ``min_rise``) (0: any value;
+    ValidationStop's stall guard).  A NaN/inf value makes no decision (VarianceStop,
+    ValidationStop)."""
+
+    min_rise = 0.0
 
     def _start(self, b, dev):
         self.stopped = torch.zeros(b, dtype=torch.bool, device=dev)
@@ -140,11 +144,10 @@ class _PatientMinimum(_Rule):
         self.min_iteration = self.stop_iteration.clone()
         self.minimum = torch.full((b,), math.inf, device=dev, dtype=_acc(dev))
 
-    def _track(self, value, iteration, out=None, at=None, rise=0.0):
+    def _track(self, value, iteration, out=None, at=None):
         """One value (B,) with the output given with it (or None); returns ``stopped``.  at: the
         iteration the value and output belong to when it is not ``iteration`` (a centred
-        window's); the patience counts from there to ``iteration``.  rise: a member stops only
-        where ``value`` is also above its minimum × (1 + rise)."""
+        window's); the patience counts from there to ``iteration``."""
         ok = torch.isfinite(value) & ~self.stopped
         better = ok & (value < self.minimum)
         it = _iteration(iteration, value.device)
@@ -155,8 +158,8 @@ class _PatientMinimum(_Rule):
             self.output = torch.where(better.view(-1, *([1] * (out.dim() - 1))), out,
                                       self.output)
         new = ok & (self.min_iteration >= 0) & (it - self.min_iteration >= self.patience)
-        if rise:
-            new = new & (value > self.minimum * (1 + rise))
+        if self.min_rise:
+            new = new & (value > self.minimum * (1 + self.min_rise))
         self.stop_iteration = torch.where(new, self.min_iteration, self.stop_iteration)
         self.stopped = self.stopped | new
         return self.stopped
@@ -389,7 +392,7 @@ class ValidationStop(_PatientMinimum):
             pick = k.view(1, -1, *([1] * (past.dim() - 2))).expand(1, *past.shape[1:])
             past = past.gather(0, pick)[0]
         before = self.minimum.clone()
-        stopped = self._track(self.smoothed, iteration, past, at=at, rise=self.min_rise)
+        stopped = self._track(self.smoothed, iteration, past, at=at)
         self.kept = torch.where(self.minimum < before, k, self.kept)
         return stopped
 

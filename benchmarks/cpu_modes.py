@@ -2,7 +2,7 @@
 
     python -m benchmarks.cpu_modes [--tasks denoising ...] [--images brick retina]
                                    [--seeds 0 1] [--resume] [--null] [--layout]
-                                   [--fidelity] [--out results/cpu_modes.md]
+                                   [--fidelity] [--other-cpu CSV] [--out results/cpu_modes.md]
 
 The candidate is the mode ``--amp auto`` would choose for a task whose parity is verified
 (``utils.device.resolve_amp``: bf16 convolutions, channels-last where the probe finds it faster,
@@ -19,7 +19,8 @@ arithmetic with each output's sums in another order, a stronger null than the th
 reductions over pixels change).  On 2026-12-05 it moved inpainting runs by −1.20 dB on average
 (worst −6.55), more than bf16 did (−0.57): the runs' spread under any rounding is wider than the
 thread-count null showed.  The CSV is rewritten after every case, so ``--resume`` goes on after
-a stop.
+a stop.  ``--other-cpu CSV`` sets the fp32 runs beside those of the same cases in another CPU's
+CSV: what a rerun of one command on another machine changes.
 
 Verdict per task: the candidate may be the default where it loses at most 0.1 dB on average
 (fp32 − candidate over the task's runs) and at most 0.3 dB in its worst run, and takes at most
@@ -59,7 +60,7 @@ from benchmarks.robustness import TARGETS, grid_parser, image, settings
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
 from utils.config import BF16_PARITY
-from utils.device import FASTER, cpu_model, native_bf16, resolve_amp
+from utils.device import FASTER, bf16_units, cpu_model, native_bf16, resolve_amp
 from utils.imageio import to_tensor
 from utils.metrics import psnr
 from utils.tables import csv_text, markdown
@@ -288,6 +289,32 @@ def identity(tasks, images, log=print) -> list[list]:
     return rows
 
 
+def other_cpu_section(rows, path: Path) -> list[str]:
+    """The report's section on ``--other-cpu``: fp32 here against fp32 in another CPU's run of
+    this benchmark (its CSV, and the device and date lines of the report beside it), per case
+    both hold: the same code, preset, seed and image, the arithmetic of another machine.  A user
+    who reruns a command on another computer sees this much change."""
+    theirs = read_rows(path)
+    pairs = [(r, theirs[r[0], r[1], r[2]]) for r in rows if (r[0], r[1], r[2]) in theirs]
+    report = path.with_suffix(".md")
+    about = [line for line in (report.read_text(encoding="utf-8").splitlines()
+                               if report.exists() else [])
+             if line.startswith(("- device:", "- date:"))] or ["- device: not recorded"]
+    lines = ["", "## fp32 on another CPU", "",
+             f"`--other-cpu {path.name}`: the fp32 fit of each case here against the fp32 fit of "
+             "the same case in that run (same preset, seed and image; only the machine's "
+             "arithmetic differs, if the code is the same: compare the dates with the history). "
+             "That run:", "", *(f"  {line}" for line in about), ""]
+    if not pairs:
+        return lines + ["No case in common.", ""]
+    d = np.array([mine[3] - other[3] for mine, other in pairs])
+    lines += [f"{len(d)} cases: Δ (here − there) mean {d.mean():+.3f} dB, mean |Δ| "
+              f"{np.abs(d).mean():.3f}, worst |Δ| {np.abs(d).max():.3f}.", ""]
+    return lines + markdown(["task", "image", "seed", "fp32 here", "fp32 there", "Δ (dB)"],
+                            [[*m[:3], f"{m[3]:.3f}", f"{o[3]:.3f}", f"{m[3] - o[3]:+.3f}"]
+                             for m, o in pairs])
+
+
 def verdicts(rows) -> list[list]:
     """Per task: mean Δ, mean and worst loss (fp32 − candidate), mean |Δ|, the null's mean |Δ|
     and worst |Δ| (where measured), the median speed-up, whether parity is kept."""
@@ -321,6 +348,9 @@ def main(argv=None):
     p.add_argument("--layout", action="store_true",
                    help="each case's fp32 fit once more in the channels-last layout (the "
                         "verdict on utils.device.FP32_CHANNELS_LAST)")
+    p.add_argument("--other-cpu", metavar="CSV", default=None,
+                   help="also compare the fp32 fits with those in another CPU's CSV of this "
+                        "benchmark (the same cases)")
     p.add_argument("--fidelity", action="store_true",
                    help="also bf16's output and gradient against fp32's on fixed weights")
     args = p.parse_args(argv)
@@ -331,7 +361,7 @@ def main(argv=None):
           f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}, ATen capability "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: "
-          f"{'yes' if native_bf16() else 'no'}",
+          f"{bf16_units()}",
           f"- command: `{' '.join(['python -m benchmarks.cpu_modes', *argv])}`",
           f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
           f"- the candidate `--amp auto` would choose for a verified task: {why}", ""]
@@ -376,6 +406,8 @@ def main(argv=None):
         md += markdown([*HEADER[:4], amp, *HEADER[5:7], f"{amp}_s_per_it", *HEADER[8:]],
                        [[*r[:3], *(f"{v:.3f}" for v in r[3:8]), f"{r[8]:.2f}",
                          *("" if math.isnan(v) else f"{v:.3f}" for v in r[9:])] for r in rows])
+        if args.other_cpu:
+            md += other_cpu_section(rows, Path(args.other_cpu))
         if args.fidelity:
             md += fidelity_section([r for cl in (False, True) for r in fidelity(channels_last=cl)])
         csv = csv_text(HEADER, rows)

@@ -45,7 +45,7 @@ import torch
 from benchmarks.robustness import classic, image
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
-from utils.device import cpu_model, cpu_mode_probe, native_bf16, resolve_amp
+from utils.device import bf16_units, cpu_model, cpu_mode_probe, native_bf16, resolve_amp
 from utils.tables import csv_text, markdown
 
 TUNE, TUNE_SEEDS = ("camera", "moon", "chelsea", "coffee"), (0, 1)
@@ -118,7 +118,7 @@ def report(done: dict, argv, mode_line: str) -> list[str]:
     md = ["# The denoising quick preset on a native-bf16 CPU: the speed-up spent on quality", "",
           f"- device: CPU {cpu_model()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}, native bf16: "
-          f"{'yes' if native_bf16() else 'no'}",
+          f"{bf16_units()}",
           f"- command: `{' '.join(['python -m benchmarks.cpu_preset', *argv])}`",
           f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
           f"- candidates' mode: {mode_line}",

@@ -14,10 +14,10 @@ CUDA and the peak RSS of the process on the CPU (VmHWM, reset per case through
 /proc/self/clear_refs where the kernel allows it, else ``getrusage``'s lifetime maximum).
 
 Sizes: 256² / 512² (hourglass 512²) on CUDA, where the issue's targets apply; 128² / 256²
-(hourglass 256²) on the CPU, where the authors' code takes 0.43 s/it at 128² and 1.8 s/it at
-256² on this project's 2-core machine, and where every task's quick preset is also timed in fp32
-and in the mode ``--amp auto`` chooses (``benchmarks.cpu_modes.speed_section``); ``--quick``:
-64², 16 channels, 3 iterations, no compile.  A GPU lease (``paper.lease``) runs it with
+(hourglass 256²) on the CPU, where the authors' code took 0.43 s/it at 128² and 1.8 s/it at
+256² on an earlier session's 2-core machine, and where every task's quick preset is also timed
+in fp32 and in the mode ``--amp auto`` chooses (``benchmarks.cpu_modes.speed_section``);
+``--quick``: 64², 16 channels, 3 iterations, no compile.  A GPU lease (``paper.lease``) runs it with
 ``--no-compile --max-seconds 90``: the cases in the order of the targets they check (decoder 512²
 tf32 / strict fp32 with measures every iteration and every 10, bf16, the batch of 8 against
 sequential fits); a case that would start past the cap is listed as skipped.
@@ -42,13 +42,13 @@ from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
-from utils.device import cpu_model
+from utils.device import bf16_units, cpu_model
 from utils.fit import FitConfig, fit
 from utils.physics import IdentityTerm
 from utils.tables import fmt
 
 METHODS = ("svdvals", "eigvalsh")
-AUTHORS_CPU_MS = {128: 430.0, 256: 1800.0}  # the authors' code on this project's 2-core CPU
+AUTHORS_CPU_MS = {128: 430.0, 256: 1800.0}  # the authors' code on an earlier session's 2-core CPU
 GB = 1024 ** 3
 BATCH = 8             # independent fits of the batch case
 
@@ -122,8 +122,7 @@ def controlled(nets):
 
 
 def refresh_ms(nets, method, dev) -> float | None:
-    """ms per ``grouped_sigmas`` call over the controlled convs of ``nets`` (stacked per shape,
-    as the vmapped batch computes them); None when there are none."""
+    """ms per ``grouped_sigmas`` call over ``nets``' controlled convs (None: there are none)."""
     convs = controlled(nets)
     if not convs:
         return None
@@ -367,7 +366,8 @@ def _fmt(v, spec):
 def device_name(dev):
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"CPU {cpu_model()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+    return (f"CPU {cpu_model()}, {os.cpu_count()} cores, native bf16: {bf16_units()}, "
+            f"torch threads: {torch.get_num_threads()}")
 
 
 def _check(value, limit, le=True):
@@ -392,7 +392,7 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
         f"fit; {mem} after the warm-up; total benchmark time {seconds:.0f} s",
         "",
         f"| case | size | measures every | precision | mode | ms/it | it/s | {mem} | "
-        f"σ share | {'target (H100/H200)' if gpu else 'authors’ code on this CPU'} | note |",
+        f"σ share | {'target (H100/H200)' if gpu else 'authors’ code (earlier CPU)'} | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

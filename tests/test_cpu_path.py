@@ -320,3 +320,26 @@ def test_cpu_modes_fidelity_compares_plain_and_centred_bf16():
         assert p_centred > p_plain + 3 and g_centred < g_plain / 2, rows[0]
         assert rows[1][2] != rows[0][2]                  # the weights moved
     assert "## bf16's arithmetic" in "\n".join(cpu_modes.fidelity_section(rows))
+
+
+def test_cpu_modes_sets_fp32_beside_another_cpus_run(tmp_path):
+    """--other-cpu: the fp32 fits of the cases both runs hold, here against there, with the
+    other run's device line; cases only one run holds are left out."""
+    from benchmarks import cpu_modes
+    from utils.tables import csv_text
+    nan = float("nan")
+
+    def row(image, seed, fp32):
+        return ["denoising", image, seed, fp32, fp32, 0.0, 1.0, 1.0, 1.0, nan, nan, nan, nan, nan]
+    there = tmp_path / "there.csv"
+    there.write_text(csv_text(cpu_modes.HEADER, [row("a", 0, 30.0), row("b", 1, 31.0),
+                                                 row("c", 0, 20.0)]))
+    (tmp_path / "there.md").write_text("# x\n\n- device: CPU Other\n- date: then\n")
+    lines = cpu_modes.other_cpu_section([row("a", 0, 30.5), row("b", 1, 30.0),
+                                         row("d", 0, 25.0)], there)
+    text = "\n".join(lines)
+    assert "- device: CPU Other" in text and "- date: then" in text
+    assert "2 cases: Δ (here − there) mean -0.250 dB, mean |Δ| 0.750, worst |Δ| 1.000." in text
+    assert "| denoising | b | 1 | 30.000 | 31.000 | -1.000 |" in text and "| c |" not in text
+    assert "No case in common." in "\n".join(cpu_modes.other_cpu_section([row("z", 0, 1.0)],
+                                                                          there))

@@ -109,6 +109,25 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_units() -> str:
+    """How this CPU computes bf16, for reports: ``"AMX"`` (tile units; oneDNN's fastest
+    bf16 convolutions), ``"AVX512-BF16"`` (dot-product instructions), or ``"none"`` (emulated).
+    The two native kinds differ in speed: a denoising fit in bf16 took 0.66-0.73× fp32's time
+    on an EPYC with AVX512-BF16 and 0.54-0.64× on a Xeon with AMX (results/benchmarks.md,
+    results/benchmarks_amx.md)."""
+    if not native_bf16():
+        return "none"
+    amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    if callable(amx):
+        return "AMX" if amx() else "AVX512-BF16"
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16"
+
+
 # the quick presets' decoder (64 channels) at a 96² output: the probe is one fit step of the
 # net itself, because a single conv misjudges the layout (measured on an EPYC with avx512_bf16:
 # in one conv bf16 without channels-last was as fast as with it, in the decoder's step

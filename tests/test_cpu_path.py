@@ -343,3 +343,42 @@ def test_cpu_modes_sets_fp32_beside_another_cpus_run(tmp_path):
     assert "| denoising | b | 1 | 30.000 | 31.000 | -1.000 |" in text and "| c |" not in text
     assert "No case in common." in "\n".join(cpu_modes.other_cpu_section([row("z", 0, 1.0)],
                                                                           there))
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_a_cpu_fit_flushes_denormals_and_restores_the_setting(before, monkeypatch):
+    """During a CPU fit denormals are flushed (FLUSH_DENORMALS), unless switched off; after it
+    the process's setting is what it was, either way."""
+    from models import build_net, code_shape, make_input
+    from utils.fit import FitConfig, fit
+    from utils.physics import IdentityTerm
+    torch.manual_seed(0)
+    net = build_net("decoder", 4, 1, channels=4, scales=2)
+    z = make_input("noise", 4, *code_shape(net, 16, 16))
+    seen = []
+    torch.set_flush_denormal(before)
+    try:
+        for switch in (True, False):
+            monkeypatch.setattr(device, "FLUSH_DENORMALS", switch)
+            fit(net, z, IdentityTerm(torch.rand(1, 1, 16, 16)),
+                FitConfig(iters=2, stop="none", log_every=1, quiet=True),
+                callbacks=[lambda i, out: seen.append(device.denormals_flushed())])
+            assert seen and set(seen) == {switch or before}, (switch, before, seen)
+            assert device.denormals_flushed() == before
+            seen.clear()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_the_denormal_benchmark_compares_kept_and_flushed(tmp_path):
+    """benchmarks.denormals: both settings fitted, the outputs compared bit for bit (a tiny
+    fit: denormals never reach its output), the switch restored; the report and CSV written."""
+    from benchmarks import denormals
+    rows = denormals.main(["--tasks", "inpainting", "--iters", "3", "--repeats", "1",
+                           "--out", str(tmp_path / "d.md")])
+    assert device.FLUSH_DENORMALS is True
+    assert rows[0][0] == "inpainting" and rows[0][6] == "yes" and rows[0][7] == 0.0
+    assert rows[0][3] > 0 and rows[0][4] > 0 and np.isfinite(rows[0][8])
+    text = (tmp_path / "d.md").read_text()
+    assert "| inpainting | hubble_deep_field | 3 |" in text and "native bf16:" in text
+    assert (tmp_path / "d.csv").read_text().startswith("task,image,iterations")

@@ -1,8 +1,8 @@
-"""Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), cuDNN's
-settings for the length of one fit (``cudnn_settings``), and a process-wide deadline for fits
-(``fit_deadline``), which ``reproduce.py --budget-s`` sets at the end of a GPU lease, and the
-numeric mode ``--amp auto`` means on this machine (``resolve_amp``: native bf16 on a CPU that has
-it, measured by ``cpu_mode_probe``).
+"""Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), the
+numeric settings for the length of one fit (``fit_settings``: cuDNN's; denormals on a CPU), a
+process-wide deadline for fits (``fit_deadline``), which ``reproduce.py --budget-s`` sets at the
+end of a GPU lease, and the numeric mode ``--amp auto`` means on this machine (``resolve_amp``:
+native bf16 on a CPU that has it, measured by ``cpu_mode_probe``).
 """
 from __future__ import annotations
 
@@ -51,17 +51,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Denormal floats flushed to zero during a CPU fit.  Intel CPUs compute them in microcode:
+# inpainting's fp32 quick preset made enough of them to run 1.9x slower in its first 60
+# iterations on a Xeon (python -m benchmarks.denormals, results/denormals.md); the fits measured
+# there gave bit-identical outputs with and without.  False: IEEE gradual underflow, as before.
+FLUSH_DENORMALS = True
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU arithmetic flushes denormals to zero (torch has no getter:
+    a denormal doubled is zero then)."""
+    return float(torch.tensor([1e-39]) * 2.0) == 0.0
+
+
 @contextlib.contextmanager
-def cudnn_settings(dev: torch.device, tf32: bool):
-    """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
+def fit_settings(dev: torch.device, tf32: bool):
+    """The numeric settings of one fit, restored afterwards: cuDNN's autotuner for the fit's
+    fixed shapes and its TF32 switch; on a CPU, denormals flushed to zero (``FLUSH_DENORMALS``)."""
     cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.allow_tf32
+    before = cudnn.benchmark, cudnn.allow_tf32, denormals_flushed()
     cudnn.benchmark = before[0] or dev.type == "cuda"
     cudnn.allow_tf32 = before[1] and tf32   # True leaves PyTorch's setting; False: strict
+    if dev.type == "cpu" and FLUSH_DENORMALS:
+        torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32 = before
+        cudnn.benchmark, cudnn.allow_tf32 = before[:2]
+        torch.set_flush_denormal(before[2])
 
 
 class DeadlineReached(KeyboardInterrupt):

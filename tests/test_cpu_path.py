@@ -128,7 +128,8 @@ def test_a_bf16_cpu_fit_takes_the_bf16_quick_preset(monkeypatch):
     cfg, notice = resolve_config(task, {"device": "cpu"})
     assert (cfg["amp"], cfg["iters"], cfg["ema_warmup"]) == ("bf16", 700, True)
     assert "quick preset (bf16)" in notice and "iters=700" in notice
-    assert resolve_config(task, {"device": "cpu", "iters": 9})[0]["iters"] == 9
+    cfg, notice = resolve_config(task, {"device": "cpu", "iters": 9})
+    assert cfg["iters"] == 9 and "iters=9 (yours)" in notice and "iters=700" not in notice
     def today(cfg, notice):
         assert cfg["amp"] == "none" and cfg["iters"] == DENOISING.quick["iters"]
         assert not cfg["ema_warmup"] and "(bf16)" not in notice

@@ -155,7 +155,9 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         cfg.update(quick)
         why = ("--quick" if preset == "quick" else
                "no GPU found" if device == "auto" else "CPU device")
-        values = ", ".join(f"{k}={v}" for k, v in quick.items())
+        # the values the run uses: the user's own where given (named so), the preset's elsewhere
+        values = ", ".join(f"{k}={given[k]} (yours)" if k in given else f"{k}={v}"
+                           for k, v in quick.items())
         if whole:
             where = ("" if not crop or "crop" in given else
                      f" on your whole image (--crop {crop} for its {crop}×{crop} centre only)")

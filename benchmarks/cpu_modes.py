@@ -28,8 +28,8 @@ Verdict per task: the candidate may be the default where it loses at most 0.1 dB
 ``utils.config.BF16_PARITY``.  (The first verdicts, on brick and retina only, passed denoising,
 deblocking and inpainting; the grid's other two images then cost deblocking 0.88 dB and
 inpainting 1.72 dB in a run, and the denoising demo image 1.86 dB: four runs per task were too
-few, the grid is now 8 runs for those tasks.)  (Until 2026-12-05 this file read the two bounds on |Δ|, before
-any run on a native-bf16 CPU.  The first such run showed what that reading measures: a fit
+few, the grid is now 8 runs for those tasks.)  (Until 2026-12-05 this file read the two bounds
+on |Δ|, before any run on a native-bf16 CPU.  The first such run showed what that reading measures: a fit
 amplifies any rounding, and the same fp32 fit with 1 thread instead of 2 moved single denoising
 runs by up to 0.20 dB, mean |Δ| 0.105, so that reading would refuse fp32 against itself.  It
 now bounds the loss; the null and the mean |Δ| are reported beside it.)  (The denoising,
@@ -60,7 +60,7 @@ from benchmarks.robustness import TARGETS, grid_parser, image, settings
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
 from utils.config import BF16_PARITY
-from utils.device import FASTER, bf16_units, cpu_model, native_bf16, resolve_amp
+from utils.device import FASTER, bf16_units, cpu_model, resolve_amp
 from utils.imageio import to_tensor
 from utils.metrics import psnr
 from utils.tables import csv_text, markdown
@@ -354,6 +354,8 @@ def main(argv=None):
     p.add_argument("--fidelity", action="store_true",
                    help="also bf16's output and gradient against fp32's on fixed weights")
     args = p.parse_args(argv)
+    if args.other_cpu and not Path(args.other_cpu).is_file():
+        p.error(f"--other-cpu {args.other_cpu}: no such file")
     chosen = [tasks[n] for n in args.tasks]
     amp, channels_last, why = resolve_amp("auto", torch.device("cpu"), verified=True)
     out = Path(args.out)

@@ -45,7 +45,7 @@ import torch
 from benchmarks.robustness import classic, image
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
-from utils.device import bf16_units, cpu_model, cpu_mode_probe, native_bf16, resolve_amp
+from utils.device import bf16_units, cpu_model, cpu_mode_probe, resolve_amp
 from utils.tables import csv_text, markdown
 
 TUNE, TUNE_SEEDS = ("camera", "moon", "chelsea", "coffee"), (0, 1)

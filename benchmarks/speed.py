@@ -42,7 +42,7 @@ from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
-from utils.device import bf16_units, cpu_model
+from utils.device import bf16_units, cpu_model, flush_denormals
 from utils.fit import FitConfig, fit
 from utils.physics import IdentityTerm
 from utils.tables import fmt
@@ -454,6 +454,8 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
 
 
 def main(argv=None):
+    if argv is None:     # a command's own process: denormals flushed, as the task scripts do
+        flush_denormals()
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"],
@@ -473,13 +475,11 @@ def main(argv=None):
     if dev.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
     st = settings(dev, args.quick, args.iters)
-    if args.no_compile:
-        st = replace(st, compile=False)
+    st = replace(st, compile=False) if args.no_compile else st
     old_threads = torch.get_num_threads()
     try:
         t0 = time.perf_counter()
-        if args.max_seconds is not None:
-            st = replace(st, deadline=t0 + args.max_seconds)
+        st = replace(st, deadline=t0 + args.max_seconds) if args.max_seconds is not None else st
         threads, why = (args.threads or 1, "") if args.threads or args.quick else pick_threads(dev)
         torch.set_num_threads(threads)
         rows, sigma, batch = benchmark(dev, st)

@@ -260,7 +260,6 @@ def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
     from benchmarks import cpu_modes
     monkeypatch.setattr(cpu_modes, "CHECK_ITERS", 3)
     fake_cpu(monkeypatch, False)
-    monkeypatch.setattr(cpu_modes, "native_bf16", lambda: False)
     out = tmp_path / "modes.md"
     rows = cpu_modes.main(["--tasks", "denoising", "--images", "moon", "--out", str(out)])
     assert rows == [["denoising", "moon", "yes", "0"]]
@@ -344,42 +343,56 @@ def test_cpu_modes_sets_fp32_beside_another_cpus_run(tmp_path):
     assert "| denoising | b | 1 | 30.000 | 31.000 | -1.000 |" in text and "| c |" not in text
     assert "No case in common." in "\n".join(cpu_modes.other_cpu_section([row("z", 0, 1.0)],
                                                                           there))
+    with pytest.raises(SystemExit):                      # a CSV that is not there: an error
+        cpu_modes.main(["--other-cpu", str(tmp_path / "missing.csv"), "--out",
+                        str(tmp_path / "m.md")])
+    assert not (tmp_path / "m.md").exists()
 
 
-@pytest.mark.parametrize("before", [False, True])
-def test_a_cpu_fit_flushes_denormals_and_restores_the_setting(before, monkeypatch):
-    """During a CPU fit denormals are flushed (FLUSH_DENORMALS), unless switched off; after it
-    the process's setting is what it was, either way."""
-    from models import build_net, code_shape, make_input
-    from utils.fit import FitConfig, fit
-    from utils.physics import IdentityTerm
-    torch.manual_seed(0)
-    net = build_net("decoder", 4, 1, channels=4, scales=2)
-    z = make_input("noise", 4, *code_shape(net, 16, 16))
-    seen = []
-    torch.set_flush_denormal(before)
-    try:
-        for switch in (True, False):
-            monkeypatch.setattr(device, "FLUSH_DENORMALS", switch)
-            fit(net, z, IdentityTerm(torch.rand(1, 1, 16, 16)),
-                FitConfig(iters=2, stop="none", log_every=1, quiet=True),
-                callbacks=[lambda i, out: seen.append(device.denormals_flushed())])
-            assert seen and set(seen) == {switch or before}, (switch, before, seen)
-            assert device.denormals_flushed() == before
-            seen.clear()
-    finally:
-        torch.set_flush_denormal(False)
+def _fresh(code: str) -> str:
+    """The last line a fresh interpreter prints running ``code`` in the repository."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_command_flushes_denormals_in_every_thread():
+    """flush_denormals, first in a process (as the task scripts and reproduce.py call it, after
+    importing everything they import), reaches torch's worker threads; called after they started
+    it reaches the calling thread only; FLUSH_DENORMALS off leaves IEEE gradual underflow."""
+    probe = "from utils.device import flush_denormals, flushed_share\n"
+    assert _fresh("import denoising, reproduce, utils.cli\n" + probe +
+                  "print(flush_denormals())") == "1.0"
+    assert _fresh(probe + "print(flushed_share())") == "0.0"
+    assert _fresh("import utils.device as d\nd.FLUSH_DENORMALS = False\n" + probe +
+                  "print(flush_denormals())") == "0.0"
+    late = float(_fresh(probe + "import torch\ntorch.set_num_threads(2)\nflushed_share()\n"
+                        "print(flush_denormals())"))
+    assert 0 < late < 1                      # the main thread's share only
+
+
+def test_only_the_command_line_flushes_denormals(monkeypatch, tmp_path):
+    """cli.main from the command line (argv None) flushes; called with argv (a caller's own
+    process: tests, notebooks) it leaves the floating-point mode alone."""
+    from utils import cli
+    calls = []
+    monkeypatch.setattr(cli, "flush_denormals", lambda: calls.append(1))
+    monkeypatch.setattr(sys, "argv", ["denoising.py", "--image", str(tmp_path / "none.png")])
+    assert cli.main(DENOISING) != 0 and calls == [1]        # (the missing file: an error)
+    assert cli.main(DENOISING, ["--image", str(tmp_path / "none.png")]) != 0 and calls == [1]
 
 
 def test_the_denormal_benchmark_compares_kept_and_flushed(tmp_path):
-    """benchmarks.denormals: both settings fitted, the outputs compared bit for bit (a tiny
-    fit: denormals never reach its output), the switch restored; the report and CSV written."""
+    """benchmarks.denormals: each setting fitted in a fresh process (every thread flushing, or
+    none), the outputs compared bit for bit (a tiny fit: denormals never reach its output); the
+    report and CSV written."""
     from benchmarks import denormals
     rows = denormals.main(["--tasks", "inpainting", "--iters", "3", "--repeats", "1",
                            "--out", str(tmp_path / "d.md")])
-    assert device.FLUSH_DENORMALS is True
-    assert rows[0][0] == "inpainting" and rows[0][6] == "yes" and rows[0][7] == 0.0
-    assert rows[0][3] > 0 and rows[0][4] > 0 and np.isfinite(rows[0][8])
+    assert rows[0][:4] == ["inpainting", "hubble_deep_field", 3, 3]
+    assert rows[0][7:11] == [0.0, 1.0, "yes", 0.0]
+    assert rows[0][4] > 0 and rows[0][5] > 0 and np.isfinite(rows[0][11])
     text = (tmp_path / "d.md").read_text()
-    assert "| inpainting | hubble_deep_field | 3 |" in text and "native bf16:" in text
-    assert (tmp_path / "d.csv").read_text().startswith("task,image,iterations")
+    assert "| inpainting | hubble_deep_field | 3 / 3 |" in text and "native bf16:" in text
+    assert (tmp_path / "d.csv").read_text().startswith("task,image,iterations_kept")

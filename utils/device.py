@@ -1,8 +1,9 @@
-"""Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), the
-numeric settings for the length of one fit (``fit_settings``: cuDNN's; denormals on a CPU), a
-process-wide deadline for fits (``fit_deadline``), which ``reproduce.py --budget-s`` sets at the
-end of a GPU lease, and the numeric mode ``--amp auto`` means on this machine (``resolve_amp``:
-native bf16 on a CPU that has it, measured by ``cpu_mode_probe``).
+"""Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), cuDNN's
+settings for the length of one fit (``cudnn_settings``), denormals flushed in a command's
+process (``flush_denormals``), a process-wide deadline for fits (``fit_deadline``), which
+``reproduce.py --budget-s`` sets at the end of a GPU lease, and the numeric mode ``--amp auto``
+means on this machine (``resolve_amp``: native bf16 on a CPU that has it, measured by
+``cpu_mode_probe``).
 """
 from __future__ import annotations
 
@@ -51,34 +52,43 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# Denormal floats flushed to zero during a CPU fit.  Intel CPUs compute them in microcode:
-# inpainting's fp32 quick preset made enough of them to run 1.9x slower in its first 60
-# iterations on a Xeon (python -m benchmarks.denormals, results/denormals.md); the fits measured
-# there gave bit-identical outputs with and without.  False: IEEE gradual underflow, as before.
-FLUSH_DENORMALS = True
-
-
-def denormals_flushed() -> bool:
-    """Whether this thread's CPU arithmetic flushes denormals to zero (torch has no getter:
-    a denormal doubled is zero then)."""
-    return float(torch.tensor([1e-39]) * 2.0) == 0.0
-
-
 @contextlib.contextmanager
-def fit_settings(dev: torch.device, tf32: bool):
-    """The numeric settings of one fit, restored afterwards: cuDNN's autotuner for the fit's
-    fixed shapes and its TF32 switch; on a CPU, denormals flushed to zero (``FLUSH_DENORMALS``)."""
+def cudnn_settings(dev: torch.device, tf32: bool):
+    """cuDNN's autotuner for the fit's fixed shapes and TF32 switch, restored afterwards."""
     cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.allow_tf32, denormals_flushed()
+    before = cudnn.benchmark, cudnn.allow_tf32
     cudnn.benchmark = before[0] or dev.type == "cuda"
     cudnn.allow_tf32 = before[1] and tf32   # True leaves PyTorch's setting; False: strict
-    if dev.type == "cpu" and FLUSH_DENORMALS:
-        torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32 = before[:2]
-        torch.set_flush_denormal(before[2])
+        cudnn.benchmark, cudnn.allow_tf32 = before
+
+
+# Denormal floats flushed to zero in a command's process (the task scripts, reproduce.py,
+# benchmarks.speed).  Intel CPUs compute denormals in microcode: inpainting's fp32 quick preset
+# made enough of them to run 2.3x slower over its first 60 iterations on a Xeon, and every
+# output measured was bit for bit the same with the flush (python -m benchmarks.denormals,
+# results/denormals.md).  False: IEEE gradual underflow, as before.
+FLUSH_DENORMALS = True
+
+
+def flushed_share(n: int = 1 << 16) -> float:
+    """The share of a parallel elementwise op's outputs computed with denormals flushed: 1 when
+    every torch thread flushes them, 0 when none.  (A thread starts in the floating-point mode of
+    the thread that created it and keeps it: ``torch.set_flush_denormal`` changes the calling
+    thread only, so it reaches torch's worker threads only when called before they start.)"""
+    tiny = torch.full((n,), 0x00400000, dtype=torch.int32).view(torch.float32)  # 5.9e-39
+    return float(((tiny * 2) == 0).float().mean())
+
+
+def flush_denormals() -> float:
+    """Flush denormal floats to zero in this process for good, where ``FLUSH_DENORMALS`` says
+    so: a command calls it first, before torch's worker threads start, so that they inherit it.
+    Returns :func:`flushed_share` (1.0: every thread flushes; less: workers started before)."""
+    if FLUSH_DENORMALS:
+        torch.set_flush_denormal(True)
+    return flushed_share()
 
 
 class DeadlineReached(KeyboardInterrupt):
@@ -109,6 +119,15 @@ def past_deadline() -> bool:
 
 
 # ---------------------------------------------------------------- the numeric mode on a CPU
+def _cpu_flags() -> list:
+    """The flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        return next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
+                     if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): ATen's own checks
     where this torch has them, else the flags of /proc/cpuinfo.  Elsewhere oneDNN emulates bf16
@@ -118,31 +137,20 @@ def native_bf16() -> bool:
                                               "_is_amx_tile_supported")]
     if all(callable(c) for c in checks):
         return any(bool(c()) for c in checks)
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def bf16_units() -> str:
     """How this CPU computes bf16, for reports: ``"AMX"`` (tile units; oneDNN's fastest
     bf16 convolutions), ``"AVX512-BF16"`` (dot-product instructions), or ``"none"`` (emulated).
-    The two native kinds differ in speed: a denoising fit in bf16 took 0.66-0.73× fp32's time
-    on an EPYC with AVX512-BF16 and 0.54-0.64× on a Xeon with AMX (results/benchmarks.md,
+    The two native kinds differ in speed: a denoising quick-preset step in bf16 took 0.72× fp32's
+    time on an EPYC with AVX512-BF16 and 0.64-0.65× on a Xeon with AMX (results/benchmarks.md,
     results/benchmarks_amx.md)."""
     if not native_bf16():
         return "none"
     amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    if callable(amx):
-        return "AMX" if amx() else "AVX512-BF16"
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return "AMX" if "amx_bf16" in flags else "AVX512-BF16"
+    return "AMX" if (amx() if callable(amx) else "amx_bf16" in _cpu_flags()) else "AVX512-BF16"
 
 
 # the quick presets' decoder (64 channels) at a 96² output: the probe is one fit step of the

@@ -20,7 +20,7 @@ together with ``torch.func`` (the weights as one (M, N) buffer, ``vmap`` over it
 utils/members.py), each with its own loss, stop rule, backtracking and step size.
 
 Nothing here changes process-wide state (the input perturbation has its own generator; cuDNN's
-autotuner, TF32 switch and a CPU's flushing of denormals are set for the fit only)."""
+autotuner and TF32 switch are set for the fit only)."""
 from __future__ import annotations
 
 import math
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from utils.device import (DeadlineReached, device_name, fit_settings, past_deadline,
+from utils.device import (DeadlineReached, cudnn_settings, device_name, past_deadline,
                           resolve_amp, resolve_device)
 from utils.members import MemberAdam, Members
 from utils.metrics import psnr
@@ -381,7 +381,7 @@ class Fit:
             self.pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
         t0 = time.perf_counter()
         self.last_i, interrupted = -1, False
-        with fit_settings(self.dev, cfg.tf32):
+        with cudnn_settings(self.dev, cfg.tf32):
             try:
                 self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
             except KeyboardInterrupt as e:

@@ -60,7 +60,7 @@ from benchmarks.robustness import TARGETS, grid_parser, image, settings
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
 from utils.config import BF16_PARITY
-from utils.device import FASTER, bf16_units, cpu_model, resolve_amp
+from utils.device import FASTER, bf16_units, cpu_model, flush_denormals, resolve_amp
 from utils.imageio import to_tensor
 from utils.metrics import psnr
 from utils.tables import csv_text, markdown
@@ -338,6 +338,8 @@ def verdicts(rows) -> list[list]:
 
 
 def main(argv=None):
+    if argv is None:     # a command's own process: denormals flushed, as the task scripts do
+        flush_denormals()
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = all_tasks()
     p = grid_parser(__doc__, IMAGES, SEEDS, "results/cpu_modes.md")

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cpu_modes import IMAGES
-from tasks import all_tasks
+from benchmarks.cpu_modes import IMAGES, measure_of
+from benchmarks.robustness import image, settings
+from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
-from utils.device import bf16_units, cpu_model
+from utils.device import bf16_units, cpu_model, flushed_share
 from utils.tables import csv_text, markdown
 
 HEADER = ["task", "image", "iterations_kept", "iterations_flushed", "kept_s_per_it",
@@ -41,13 +42,10 @@ HEADER = ["task", "image", "iterations_kept", "iterations_flushed", "kept_s_per_
 
 
 def child(flush: bool, task: str, name: str, iters: int, stop: str, out: str) -> None:
-    """One fit in this (fresh) process, denormals flushed or kept before any torch work; prints
-    a JSON line (s/it, iterations, measure, flushed share) and saves the output to ``out``."""
+    """One fit in this (fresh) process, denormals flushed or kept before any torch work (the
+    imports start no worker thread); prints a JSON line (s/it, iterations, measure, flushed
+    share) and saves the output to ``out``."""
     torch.set_flush_denormal(flush)
-    from benchmarks.cpu_modes import measure_of
-    from benchmarks.robustness import image, settings
-    from tasks import restore
-    from utils.device import flushed_share
     spec = all_tasks()[task]
     own = {} if stop == "preset" else {"stop": stop}   # preset: the task's own stop rule
     r = restore(image(name), task=task, observed=False, preset="quick", amp="none",

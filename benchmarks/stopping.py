@@ -361,8 +361,8 @@ def window_sweep(rules) -> list[str]:
     gaps = {w: np.array([window_gaps(r, w) for r in rules]) for w in WINDOW_SWEEP}
     md = ["", "## The validation rule's window", "",
           f"`--stop validation`'s rule (centred, both candidates, the stall guard) replayed "
-          f"with other windows on the same {len(rules)} fits (evaluations every {LOG_EVERY} iterations; the rule "
-          f"uses {WINDOW}, fixed before any run).  A shorter window lags less but averages "
+          f"with other windows on the same {len(rules)} fits (evaluations every {LOG_EVERY} "
+          f"iterations; the rule uses {WINDOW}, fixed before any run).  A shorter window lags less but averages "
           "fewer held-out losses (5 % of the pixels: 819 of a 128² crop); a window chosen on "
           "this table would be chosen on its own test cases.", ""]
     md += markdown(["window (evaluations)", "mean gap (dB)", "max gap (dB)", "worst case"],

@@ -32,8 +32,8 @@ few, the grid is now 8 runs for those tasks.)  (Until 2026-12-05 this file read 
 on |Δ|, before any run on a native-bf16 CPU.  The first such run showed what that reading
 measures: a fit amplifies any rounding, and the same fp32 fit with 1 thread instead of 2 moved
 single denoising runs by up to 0.20 dB, mean |Δ| 0.105, so that reading would refuse fp32
-against itself.  It
-now bounds the loss; the null and the mean |Δ| are reported beside it.)  (The denoising,
+against itself.  It now bounds the loss; the null and the mean |Δ| are reported beside it.)
+(The denoising,
 deblocking and inpainting rows were measured again on 2026-12-05 after the validation rule's
 default changed (centred window, both candidates): a kept row's fp32 value (cell, seed 0) was no
 longer what the code gave, so ``--resume`` had mixed two versions; the other tasks' rows are

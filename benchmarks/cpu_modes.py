@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from benchmarks.robustness import TARGETS, grid_parser, image, settings
 from tasks import all_tasks, restore
@@ -316,9 +317,21 @@ def other_cpu_section(rows, path: Path) -> list[str]:
                              for m, o in pairs])
 
 
+def mean_interval(d) -> str:
+    """The 95 % interval of the mean of the paired differences ``d`` (Student's t, n − 1 degrees
+    of freedom): mean ± t·s/√n.  How well the runs pin down a mean loss of 0.1 dB: a fit's Δ
+    spreads by tenths of a dB under any rounding (the null), so a few runs cannot."""
+    d = np.asarray(d, dtype=float)
+    if d.size < 2:
+        return "—"
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return f"{d.mean() - half:+.2f} … {d.mean() + half:+.2f} ({d.size} runs)"
+
+
 def verdicts(rows) -> list[list]:
     """Per task: mean Δ, mean and worst loss (fp32 − candidate), mean |Δ|, the null's mean |Δ|
-    and worst |Δ| (where measured), the median speed-up, whether parity is kept."""
+    and worst |Δ| (where measured), the median speed-up, whether parity is kept, and the 95 %
+    interval of the mean Δ (:func:`mean_interval`)."""
     out = []
     for name in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == name]
@@ -334,7 +347,8 @@ def verdicts(rows) -> list[list]:
                     f"{ld.mean():+.3f} / {np.abs(ld).mean():.3f} / {(-ld).max():+.3f}, "
                     f"{np.median(lup):.2f}×" if ld.size else "—",
                     f"{np.median(up):.2f}×", "yes" if ok else "NO",
-                    "yes" if ok and faster else "no", "yes" if name in BF16_PARITY else "no"])
+                    "yes" if ok and faster else "no", "yes" if name in BF16_PARITY else "no",
+                    mean_interval(d)])
     return out
 
 
@@ -402,11 +416,13 @@ def main(argv=None):
                "Speed-up: fp32's seconds per iteration over the "
                "candidate's (median over the task's runs, start-up and measures included); the "
                f"candidate is the default where parity is kept and it takes ≤ {FASTER} of "
-               "fp32's time (as the probe requires).", ""]
+               "fp32's time (as the probe requires). The 95 % interval: a confidence interval "
+               "for the mean Δ of runs like these in general (other seeds and images of the "
+               "kind; Student's t over the runs' Δ); the verdict reads the runs' own mean.", ""]
         md += markdown(["task", "mean Δ (dB)", "worst loss", "mean |Δ|", "null |Δ| mean / worst",
                         "fp32 channels-last: Δ mean / mean |Δ| / worst loss, speed-up",
                         "speed-up", "parity kept", "default (parity, and faster)",
-                        "in BF16_PARITY"], verdicts(rows))
+                        "in BF16_PARITY", "mean Δ: 95 % interval"], verdicts(rows))
         md += ["", "## Every run", ""]
         md += markdown([*HEADER[:4], amp, *HEADER[5:7], f"{amp}_s_per_it", *HEADER[8:]],
                        [[*r[:3], *(f"{v:.3f}" for v in r[3:8]), f"{r[8]:.2f}",

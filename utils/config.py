@@ -54,8 +54,10 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # fp32's 38.03), deblocking 0.34 dB (hubble_deep_field, where fp32 with another thread count
 # moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than fp32 with another
 # thread count moved its runs, 0.12, less than fp32 in the channels-last layout did, 1.20, worst
-# 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  ``--amp bf16``
-# uses it.
+# 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  On a Xeon with
+# AMX (results/cpu_modes_denoising_amx.md, 16 runs, 2026-12-06) denoising's bf16 kept the mean
+# (Δ +0.05 dB, 95 % interval −0.31 … +0.41) and lost 1.39 dB in its worst run (the thread-count
+# null's worst: 0.93).  ``--amp bf16`` uses it.
 BF16_PARITY: dict = {}
 
 

@@ -324,8 +324,8 @@ def mean_interval(d) -> str:
     d = np.asarray(d, dtype=float)
     if d.size < 2:
         return "—"
-    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-    return f"{d.mean() - half:+.2f} … {d.mean() + half:+.2f} ({d.size} runs)"
+    mean, half = d.mean(), stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return f"{mean - half:+.2f} … {mean + half:+.2f} ({d.size} runs)"
 
 
 def verdicts(rows) -> list[list]:

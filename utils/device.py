@@ -66,10 +66,11 @@ def cudnn_settings(dev: torch.device, tf32: bool):
 
 
 # Denormal floats flushed to zero in a command's process (the task scripts, reproduce.py,
-# benchmarks.speed).  Intel CPUs compute denormals in microcode: inpainting's fp32 quick preset
-# made enough of them to run 2.3x slower over its first 60 iterations on a Xeon, and every
-# output measured was bit for bit the same with the flush (python -m benchmarks.denormals,
-# results/denormals.md).  False: IEEE gradual underflow, as before.
+# benchmarks.speed, benchmarks.cpu_modes; not benchmarks.robustness, whose table measures
+# restore() as a caller's process runs it).  Intel CPUs compute denormals in microcode:
+# inpainting's fp32 quick preset made enough of them to run 2.3x slower over its first 60
+# iterations on a Xeon, and every output measured was bit for bit the same with the flush
+# (python -m benchmarks.denormals, results/denormals.md).  False: IEEE gradual underflow.
 FLUSH_DENORMALS = True
 
 

@@ -57,7 +57,9 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  On a Xeon with
 # AMX (results/cpu_modes_denoising_amx.md, 16 runs, 2026-12-06) denoising's bf16 kept the mean
 # (Δ +0.05 dB, 95 % interval −0.31 … +0.41) and lost 1.39 dB in its worst run (the thread-count
-# null's worst: 0.93).  ``--amp bf16`` uses it.
+# null's worst: 0.93); deblocking's (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB
+# on average and 1.02 in its worst run (hubble_deep_field seed 0) where the null moved 0.06 /
+# 0.15: a real loss, not the fit's chaos.  ``--amp bf16`` uses it.
 BF16_PARITY: dict = {}
 
 

@@ -53,8 +53,9 @@ config = dict(
 )
 # ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder
 # (benchmarks/robustness.py: results/robustness.md); denoising's backtracking pair, a check every
-# iteration and a halved step size recovering over 20 good checks (the dark hubble_deep_field
-# ended 1.4 dB below its blurred input without it: results/deblurring_unseen.md) ----
+# iteration and a halved step size recovering over 20 good checks (without it the dark
+# hubble_deep_field ended 1.4 dB below its blurred input, with it 1.0-1.4 dB above:
+# results/deblurring_unseen.md; README, "Backtracking that recovers") ----
 quick = dict(crop=128, channels=64, iters=900, lr=0.002, log_every=10, stop_window=20,
              backtrack_every=1, backtrack_recover=20)
 

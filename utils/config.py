@@ -59,7 +59,7 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # (Δ +0.05 dB, 95 % interval −0.31 … +0.41) and lost 1.39 dB in its worst run (the thread-count
 # null's worst: 0.93); deblocking's (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB
 # on average and 1.02 in its worst run (hubble_deep_field seed 0) where the null moved 0.06 /
-# 0.15: a real loss, not the fit's chaos.  ``--amp bf16`` uses it.
+# 0.15: a real loss, not the fit's chaos.  ``--amp bf16`` forces bf16 all the same.
 BF16_PARITY: dict = {}
 
 

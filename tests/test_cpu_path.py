@@ -104,7 +104,7 @@ def test_the_configuration_records_the_mode_used_never_auto(monkeypatch):
     assert (cfg["amp"], cfg["channels_last"]) == ("bf16", False)   # the user's layout stays
     monkeypatch.setattr(config, "BF16_PARITY", {})
     cfg, notice = resolve_config(DENOISING, {"device": "cpu"})
-    assert cfg["amp"] == "none" and "not measured for this task" in notice
+    assert cfg["amp"] == "none" and "not verified as good as fp32's for this task" in notice
     assert cfg["channels_last"] is False                      # FP32_CHANNELS_LAST off
     # fp32 in the channels-last layout where the switch is on: recorded; the user's layout wins
     monkeypatch.setattr(device, "FP32_CHANNELS_LAST", True)

@@ -234,9 +234,9 @@ def resolve_amp(amp: str, dev: torch.device, verified: bool = True) -> tuple[str
     cl32 = True if FP32_CHANNELS_LAST else None      # None: the layout configured
     layout = " in the channels-last layout (--no-channels-last: contiguous)" if cl32 else ""
     if not verified:
-        return ("none", cl32, f"fp32{layout}: this CPU has native bf16, but its parity with "
-                              "fp32 is not measured for this task (python -m "
-                              "benchmarks.cpu_modes); --amp bf16 uses it")
+        return ("none", cl32, f"fp32{layout}: this CPU has native bf16, but bf16 fits are not "
+                              "verified as good as fp32's for this task (python -m "
+                              "benchmarks.cpu_modes); --amp bf16 forces them")
     t = cpu_mode_probe()
     fp32_t = t["none", bool(cl32)]
     mode = min((m for m in t if m[0] == "bf16"), key=t.get)

@@ -40,7 +40,9 @@ longer what the code gave, so ``--resume`` had mixed two versions; the other tas
 older.  A row must be re-measured whenever the fit's defaults change.)  (All rows were measured
 again on 2026-12-05 after bf16's convolutions were centred, ``models.layers.centred_conv``, for
 denoising, deblocking and inpainting, and for the demo image; super-resolution, enhancement and
-deblurring were not, and have no rows.)
+deblurring were not, and have no rows.)  (Denoising's 16 runs on the Xeon with AMX were measured
+again on 2026-12-06 after the quick preset's ``stop_min_gain``: results/cpu_modes_denoising_amx.md;
+the runs before it are in results/cpu_modes_denoising_amx_before_min_gain.md.)
 
 On a CPU without native bf16 the candidate is fp32 itself: the benchmark then checks that
 ``--amp auto`` gives outputs identical to ``--amp none`` (a short fit of each task), which is

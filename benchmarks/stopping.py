@@ -73,6 +73,8 @@ RULES = ("ratio", "variance", *VALIDATION, "last")
 # the window sweep of the report (replays of --stop validation's rule on the logged series; the
 # rule's window stays WINDOW: the sweep shows how much the gaps depend on that choice)
 WINDOW_SWEEP = (3, 5, 7, 10, 15, 20)
+# the sweep of the rule's min_gain (replays as the window's)
+GAIN_SWEEP = (0.0, 1e-3, 2e-3, 5e-3)
 
 
 def crop(name: str, size: int = 128) -> np.ndarray:
@@ -113,7 +115,11 @@ def replay(rule, its, horizon=None, **series) -> tuple[int, int]:
         stopped = rule.update(int(it), **{key: torch.tensor([v[k]]) for key, v in series.items()})
         if bool(stopped[0]):
             return row_of(its, int(rule.stop_iteration[0])), int(it)
-    return len(its) - 1, ITERS if horizon is None else horizon
+    end = ITERS if horizon is None else horizon
+    stopped = rule.finish()                 # the fit's end: the decision it allows (Fit's)
+    if stopped is not None and bool(stopped[0]):
+        return row_of(its, int(rule.stop_iteration[0])), end
+    return len(its) - 1, end
 
 
 class VarianceWatch:
@@ -356,9 +362,22 @@ def window_gaps(rec, window, options=None) -> float:
     return rec["oracle"] - rec["_p_it" if raw else "_p_ema"][row]
 
 
+def _sweep(rules, variants: dict) -> list[list]:
+    """Rows (variant, mean gap, max gap, worst case) of ``{label: (window, options)}`` replays."""
+    out = []
+    for label, (window, options) in variants.items():
+        g = np.array([window_gaps(r, window, options) for r in rules])
+        worst = rules[int(g.argmax())]
+        out.append([label, f"{g.mean():.2f}", f"{g.max():.2f}",
+                    f"{worst['image']} σ {worst['sigma']:g}", g])
+    return out
+
+
 def window_sweep(rules) -> list[str]:
-    """The report's section on the validation rule's window (replays, no fit)."""
-    gaps = {w: np.array([window_gaps(r, w) for r in rules]) for w in WINDOW_SWEEP}
+    """The report's sections on the validation rule's window and its ``min_gain`` (replays of
+    the logged series, no fit)."""
+    rows = _sweep(rules, {f"{w}" + (" (the rule's)" if w == WINDOW else ""): (w, None)
+                          for w in WINDOW_SWEEP})
     md = ["", "## The validation rule's window", "",
           f"`--stop validation`'s rule (centred, both candidates, the stall guard) replayed "
           f"with other windows on the same {len(rules)} fits (evaluations every {LOG_EVERY} "
@@ -366,12 +385,27 @@ def window_sweep(rules) -> list[str]:
           "fewer held-out losses (5 % of the pixels: 819 of a 128² crop); a window chosen on "
           "this table would be chosen on its own test cases.", ""]
     md += markdown(["window (evaluations)", "mean gap (dB)", "max gap (dB)", "worst case"],
-                   [[f"{w}" + (" (the rule's)" if w == WINDOW else ""), f"{g.mean():.2f}",
-                     f"{g.max():.2f}", f"{rules[int(g.argmax())]['image']} σ "
-                     f"{rules[int(g.argmax())]['sigma']:g}"] for w, g in gaps.items()])
-    meet = [f"{w}" for w, g in gaps.items() if g.mean() <= 0.3 and g.max() <= 0.8]
+                   [r[:4] for r in rows])
+    meet = [r[0].split()[0] for r in rows if r[4].mean() <= 0.3 and r[4].max() <= 0.8]
     md += ["", "Windows that meet both targets (mean ≤ 0.3 dB, max ≤ 0.8 dB): "
            + (", ".join(meet) if meet else "none") + "."]
+    marks = {(0.0, False): " (--stop validation's default)",
+             (TASK.quick.get("stop_min_gain", 0.0), False): " (denoising's quick preset)"}
+    gains = {f"{g:g}, {'yes' if end else 'no'}" + marks.get((g, end), ""):
+             (WINDOW, {**VALIDATION_OPTIONS, "min_gain": g, "decide_at_end": end})
+             for end in (False, True) for g in GAIN_SWEEP}
+    md += ["", "## The validation rule's min_gain and decision at the end", "",
+           "min_gain: the output kept moves to a new minimum of the smoothed held-out loss only "
+           "where that is below the kept one's by more than this fraction (0: every new "
+           "minimum: `--stop validation`'s default; denoising's quick preset sets "
+           "`stop_min_gain`, measured at its λ 1.4 in results/cpu_modes_denoising_amx.md); "
+           "decide_at_end (not an option of the fits): a fit that ends before the "
+           "patience has run out returns the output kept at the minimum where the loss has "
+           "risen above it by the stall guard's margin (no: its last output; "
+           "`utils.stopping.ValidationStop`).  Replayed on the same fits with the rule's window.",
+           ""]
+    md += markdown(["min_gain, decide at the end", "mean gap (dB)", "max gap (dB)", "worst case"],
+                   [r[:4] for r in _sweep(rules, gains)])
     return md
 
 

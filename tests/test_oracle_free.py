@@ -14,7 +14,7 @@ from utils.cli import main
 from utils.fit import Fit, FitConfig, FitResult, fit
 from utils.metrics import estimate_sigma, psnr
 from utils.physics import IdentityTerm, MaskedTerm, add_gaussian_noise
-from utils.stopping import VALIDATION_OPTIONS, ValidationStop
+from utils.stopping import VALIDATION_OPTIONS, ValidationStop, make_stop_rule
 from utils.task import LAMBDA_AUTO, choose_lambda, make_nets, uncertainty_map
 
 from test_fit import code, crop64, tiny_net
@@ -140,6 +140,63 @@ def test_the_stall_guard_waits_through_a_flat_loss_and_stops_on_a_rise():
     with pytest.raises(ValueError, match="min_rise"):
         ValidationStop(min_rise=-1)
     assert VALIDATION_OPTIONS["min_rise"] > 0     # --stop validation's rule has the guard
+
+
+def test_min_gain_keeps_the_first_output_of_a_flat_minimum_whatever_its_ripple():
+    # the loss falls to a plateau 0.05 % deep (iterations 100–400) and then rises; where in the
+    # plateau its lowest point falls is decided by a ripple (here two of them: two fits of the
+    # same course under other rounding)
+    its = np.arange(0, 700, 10)
+    base = np.where(its < 100, 1.0 + 0.01 * (100 - its) / 100, 1.0)
+    base = np.where(its > 400, 1.0 + 1e-4 * (its - 400), base)
+    got = {}
+    for gain in (0.0, 2e-3):
+        for k, phase in enumerate((0.0, 2.0)):
+            loss = base + np.where((its >= 100) & (its <= 400),
+                                   5e-4 * (1 + np.sin(its / 50 + phase)) / 2, 0)
+            rule = ValidationStop(window=1, patience=200, min_gain=gain)
+            for it, v in zip(its, loss):
+                rule.update(int(it), torch.full((1, 1, 2, 2), float(it)),
+                            heldout=torch.tensor([v]))
+            assert bool(rule.stopped[0])
+            got[gain, k] = int(rule.stop_iteration[0])
+            assert float(rule.output[0, 0, 0, 0]) == got[gain, k]   # the output given then
+            # the patience counts from the true minimum: the stop comes at the same time
+            assert int(rule.min_iteration[0]) >= got[gain, k]
+    assert got[0.0, 0] != got[0.0, 1]                  # the ripple moves the plain minimum
+    assert abs(got[0.0, 0] - got[0.0, 1]) >= 100
+    assert got[2e-3, 0] == got[2e-3, 1] <= 100         # the first output within the margin
+    with pytest.raises(ValueError, match="min_gain"):
+        ValidationStop(min_gain=1)
+    # --stop validation's rule keeps every new minimum; denoising's quick preset sets the margin
+    from denoising import TASK
+    assert "min_gain" not in VALIDATION_OPTIONS and TASK.quick["stop_min_gain"] > 0
+    assert make_stop_rule("validation", 10, 0.01, 200, TASK.quick["stop_min_gain"]).min_gain > 0
+    assert make_stop_rule("validation").min_gain == 0
+
+
+def test_decide_at_end_stops_a_risen_loss_at_its_minimum_and_keeps_a_falling_ones_last():
+    its = np.arange(0, 400, 10)
+    risen = 1.0 + ((its - 250.0) / 100) ** 2 * 1e-2      # minimum at 250, +0.2 % at the end
+    falling = 1.0 + (400.0 - its) * 1e-5                  # still falling at the end
+    stall = np.full(its.shape, 1.0) + 1e-7 * (its % 20)    # flat within the guard's margin
+    for loss, expect in ((risen, 250), (falling, None), (stall, None)):
+        for end in (False, True):
+            rule = ValidationStop(window=1, patience=200, min_rise=1e-3, decide_at_end=end)
+            for it, v in zip(its, loss):
+                assert not bool(rule.update(int(it), torch.full((1, 1, 2, 2), float(it)),
+                                            heldout=torch.tensor([v]))[0])
+            stopped = bool(rule.finish()[0])
+            assert stopped == (end and expect is not None)
+            if stopped:
+                assert int(rule.stop_iteration[0]) == expect
+                assert float(rule.output[0, 0, 0, 0]) == expect
+    # the stopping benchmark's replay decides at the end as the fit does
+    from benchmarks.stopping import replay
+    rule = ValidationStop(window=1, patience=200, min_rise=1e-3, decide_at_end=True)
+    assert replay(rule, its, horizon=400, heldout=risen) == (25, 400)
+    plain = ValidationStop(window=1, patience=200, min_rise=1e-3)
+    assert replay(plain, its, horizon=400, heldout=risen) == (len(its) - 1, 400)
 
 
 def test_fit_with_the_validation_stop_keeps_the_rules_choice_at_its_stop():
@@ -314,6 +371,17 @@ def test_stopping_benchmark_at_toy_scale(tmp_path, monkeypatch):
     text = (tmp_path / "s.md").read_text()
     assert "## Targets" in text and "lambda auto" in text
     assert "## The validation rule's window" in text and "meet both targets" in text
+    # the min_gain sweep: each (min_gain, decide at the end) pair, the rule's own marked once;
+    # nothing it keeps beats the oracle
+    rules = [r for r in recs if r["part"] == "rules"]
+    for g in b.GAIN_SWEEP:
+        for end in (False, True):
+            opts = {**VALIDATION_OPTIONS, "min_gain": g, "decide_at_end": end}
+            assert all(b.window_gaps(r, b.WINDOW, opts) >= -1e-9 for r in rules)
+    section = text.split("## The validation rule's min_gain and decision at the end")[1]
+    assert section.count("(--stop validation's default)") == 1
+    assert section.count("(denoising's quick preset)") == 1
+    assert section.count("\n| 0") == 2 * len(b.GAIN_SWEEP)
     # a second call resumes from the cache: nothing is fitted again
     monkeypatch.setattr(b, "run_rules", lambda *a, **k: pytest.fail("refitted"))
     b.main(["--cache", str(tmp_path / "c"), "--out", str(tmp_path / "s.md"),

@@ -55,11 +55,13 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than fp32 with another
 # thread count moved its runs, 0.12, less than fp32 in the channels-last layout did, 1.20, worst
 # 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  On a Xeon with
-# AMX (results/cpu_modes_denoising_amx.md, 16 runs, 2026-12-06) denoising's bf16 kept the mean
-# (Δ +0.05 dB, 95 % interval −0.31 … +0.41) and lost 1.39 dB in its worst run (the thread-count
-# null's worst: 0.93); deblocking's (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB
-# on average and 1.02 in its worst run (hubble_deep_field seed 0) where the null moved 0.06 /
-# 0.15: a real loss, not the fit's chaos.  ``--amp bf16`` forces bf16 all the same.
+# AMX (results/cpu_modes_denoising_amx.md, 16 runs, 2026-12-06, with the quick preset's
+# stop_min_gain) denoising's bf16 kept the mean (Δ +0.04 dB, 95 % interval −0.30 … +0.37) and
+# lost 1.78 dB in its worst run (cell seed 0: a fit that ended before its stop; the thread-count
+# null's worst: 0.43, mean |Δ| 0.15; before it 0.93 / 0.26); deblocking's
+# (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB on average and 1.02 in its worst run
+# (hubble_deep_field seed 0) where the null moved 0.06 / 0.15: a real loss, not the fit's chaos.
+# ``--amp bf16`` forces bf16 all the same.
 BF16_PARITY: dict = {}
 
 
@@ -212,6 +214,7 @@ RANGES = {
     "restarts": (lambda v: 1 <= v <= MAX_RESTARTS, f"an integer in 1..{MAX_RESTARTS}"),
     "exp_weight": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "holdout": (lambda v: 0 < v < 0.5, "a fraction in (0, 0.5)"),
+    "stop_min_gain": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     "gaussian_sigmas": (lambda v: len(v) > 0 and all(x > 0 for x in v), "numbers > 0"),
 }
 

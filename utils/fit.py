@@ -58,14 +58,12 @@ class FitConfig:
     lr: float = _opt(0.001, "learning rate")
     lr_warmup: int = _opt(0, "step size × min(1, t/n) at Adam step t (lbfgs: its 100 Adam steps)")
     optimizer: str = _opt("adam", "adam | lbfgs (DIP's option: 100 Adam steps, then L-BFGS)")
-    loss: str = _opt("mse", "mse (DIP's) | spectral: the residual's Fourier coefficients, unsquared "
-                            "(Deep Spectral Prior's idea; utils.physics.DataTerm.spectral_loss)")
+    loss: str = _opt("mse", "mse (DIP's) | spectral: utils.physics.DataTerm.spectral_loss")
     seed: int = _opt(0, "seed of the input perturbation")
     device: str = _opt("auto", "auto | cpu | cuda (auto: CUDA when present)")
     reg_noise_std: float = _opt(0.0, "DIP's input perturbation: z + N(0, std) each iteration")
     exp_weight: float = _opt(0.99, "weight of the exponential moving average of outputs")
-    ema_warmup: bool = _opt(False, "the average's weight at iteration t is min(exp_weight, "
-                                   "(1+t)/(10+t)): the unfitted first outputs leave it early")
+    ema_warmup: bool = _opt(False, "the average's weight at step t: min(exp_weight, (1+t)/(10+t))")
     backtrack: bool = _opt(True, "restore the weights when the PSNR to the observation drops "
                                  "by more than backtrack_db (DIP)")
     backtrack_db: float = _opt(5.0, "the drop (dB) that triggers backtracking")
@@ -77,6 +75,8 @@ class FitConfig:
                                  "(Eq. 8), the variance rule's, the validation rule's smoothing")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
     stop_patience: int = _opt(1000, "patience of the variance and validation rules (iterations)")
+    stop_min_gain: float = _opt(0.0, "the validation rule's kept output moves to a new minimum "
+                                     "only this fraction below its loss (0: to every minimum)")
     run_on: bool = _opt(False, "after the stop, fit on to iters (the result stays the rule's)")
     holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
                                 "validation rule and --lambda auto (Self-Validation DIP)")
@@ -181,7 +181,7 @@ class Fit:
         if (cfg.stop == "validation" or cfg.track_heldout) and self.term.holdout is None:
             self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region)
         self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
-                                        cfg.stop_patience)
+                                        cfg.stop_patience, cfg.stop_min_gain)
         self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001,
                                warmup=cfg.lr_warmup)
         self.ckpt = self.adam.state()
@@ -465,7 +465,7 @@ class Fit:
         stop_its = [None] * M
         rule = self.stop_rule
         if rule is not None and rule.output is not None:
-            stopped, its = rule.stopped.cpu(), rule.stop_iteration.cpu()
+            stopped, its = rule.finish().cpu(), rule.stop_iteration.cpu()   # finish first
             for m in range(M):
                 if bool(stopped[m]):
                     stop_its[m] = int(its[m])

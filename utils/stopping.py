@@ -373,11 +373,17 @@ class ValidationStop(_PatientMinimum):
       with another thread count chose iteration 230 or 390 (retina σ 25: 38.81 or 37.88 dB).  The
       first output within the margin is the earliest one the loss cannot tell from the minimum
       (the one-standard-error rule's idea: among those the data cannot separate, the simplest),
-      and it does not move with the rounding.
+      and it does not move with the rounding.  Where the fit peaks and decays (λ 0) the loss's
+      minimum already comes before the PSNR's peak and the margin costs (results/
+      stopping_rules_xeon.md): ``--stop-min-gain``, 0 by default, 0.002 in denoising's quick
+      preset (λ 1.4: results/cpu_modes_denoising_amx.md).
+    - ``decide_at_end`` (not an option of the fits; ``finish``): a fit that ends before the
+      patience has run out returns the output kept at the minimum where L has risen above it by
+      the guard's margin, instead of its last output.
 
-    Attributes as ``VarianceStop``: ``stopped``, ``stop_iteration`` (iteration of the minimum),
+    Attributes as ``VarianceStop``: ``stopped``, ``stop_iteration`` (of the output kept),
     ``output`` (the output at the minimum), ``smoothed`` (latest L_t, the lower of the two with
-    ``both``), ``min_loss``, ``min_iteration``, and ``kept``.
+    ``both``), ``min_loss``, ``min_iteration`` (of the true minimum), and ``kept``.
     """
 
     def __init__(self, window=10, patience=1000, centred=False, both=False, min_rise=0.0,

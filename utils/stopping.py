@@ -168,6 +168,7 @@ class _PatientMinimum(_Rule):
         at = it if at is None else _iteration(at, value.device)
         self.minimum = torch.where(better, value, self.minimum)
         self.min_iteration = torch.where(better, at, self.min_iteration)
+        self.moved = moved      # (ValidationStop: which candidate's output was kept)
         self.kept_value = torch.where(moved, value, self.kept_value)
         self.kept_iteration = torch.where(moved, at, self.kept_iteration)
         if out is not None:
@@ -440,9 +441,8 @@ class ValidationStop(_PatientMinimum):
         if past is not None:
             pick = k.view(1, -1, *([1] * (past.dim() - 2))).expand(1, *past.shape[1:])
             past = past.gather(0, pick)[0]
-        before = self.kept_value.clone()
         stopped = self._track(self.smoothed, iteration, past, at=at)
-        self.kept = torch.where(self.kept_value < before, k, self.kept)
+        self.kept = torch.where(self.moved, k, self.kept)
         return stopped
 
     @property

@@ -54,11 +54,12 @@ config = dict(
 # backtracking checks every iteration and a halved step size recovers over 20 good checks (a dark
 # image's fit no longer starves after its output collapsed: results/denoising_backtracking.md);
 # the validation rule keeps the first output of a flat minimum (stop_min_gain: on 16 unseen crops
-# +0.17 dB, and a rerun with another thread count moves a result half as far:
-# results/cpu_modes_denoising_amx.md) ----
+# +0.17 dB, and a rerun with another thread count moves a result half as far), and a fit that
+# ends on a risen held-out loss before the patience has run out returns that minimum's output
+# (stop_decide_at_end: results/cpu_modes_denoising_amx.md) ----
 quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=10,
              stop_patience=200, use_ema=True, backtrack_every=1, backtrack_recover=20,
-             stop_min_gain=0.002)
+             stop_min_gain=0.002, stop_decide_at_end=True)
 # ---- where the CPU fit runs in bf16 (a CPU with native bf16: --amp auto), part of the time it
 # saves goes to quality: the moving average warmed up (benchmarks/cpu_preset.py chose it among
 # wider nets, more iterations and other lr at ≤ 0.85× the fp32 preset's time:

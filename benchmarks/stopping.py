@@ -390,7 +390,8 @@ def window_sweep(rules) -> list[str]:
     md += ["", "Windows that meet both targets (mean ≤ 0.3 dB, max ≤ 0.8 dB): "
            + (", ".join(meet) if meet else "none") + "."]
     marks = {(0.0, False): " (--stop validation's default)",
-             (TASK.quick.get("stop_min_gain", 0.0), False): " (denoising's quick preset)"}
+             (TASK.quick.get("stop_min_gain", 0.0), TASK.quick.get("stop_decide_at_end", False)):
+             " (denoising's quick preset)"}
     gains = {f"{g:g}, {'yes' if end else 'no'}" + marks.get((g, end), ""):
              (WINDOW, {**VALIDATION_OPTIONS, "min_gain": g, "decide_at_end": end})
              for end in (False, True) for g in GAIN_SWEEP}
@@ -399,7 +400,8 @@ def window_sweep(rules) -> list[str]:
            "where that is below the kept one's by more than this fraction (0: every new "
            "minimum: `--stop validation`'s default; denoising's quick preset sets "
            "`stop_min_gain`, measured at its λ 1.4 in results/cpu_modes_denoising_amx.md); "
-           "decide_at_end (not an option of the fits): a fit that ends before the "
+           "decide_at_end (`--stop-decide-at-end`, also set by that preset): a fit that ends "
+           "before the "
            "patience has run out returns the output kept at the minimum where the loss has "
            "risen above it by the stall guard's margin (no: its last output; "
            "`utils.stopping.ValidationStop`).  Replayed on the same fits with the rule's window.",

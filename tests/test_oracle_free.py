@@ -225,6 +225,37 @@ def test_fit_with_the_validation_stop_keeps_the_rules_choice_at_its_stop():
     assert torch.equal(res.ema_output, res.output)   # the choice at the stop, not at the decision
 
 
+def test_stop_decide_at_end_returns_a_risen_fits_minimum_instead_of_its_last_output():
+    # a patience longer than the fit: without the option the fit returns its last output; with it,
+    # a held-out loss risen by the end gives the output kept at its minimum (the preset's choice)
+    x = crop64()
+    y = add_gaussian_noise(x, 25, seed=0)
+    res = {}
+    for end in (False, True):
+        cfg = FitConfig(iters=400, lr=0.01, quiet=True, stop="validation", stop_window=3,
+                        stop_patience=10000, log_every=2, use_ema=True, exp_weight=0.9,
+                        sync_every=10, stop_decide_at_end=end)
+        run = Fit(tiny_net(channels=16), code(), IdentityTerm(y), cfg, target=x)
+        assert run.stop_rule.decide_at_end is end
+        res[end] = run.run()
+        assert res[end].iterations == cfg.iters
+    assert res[False].stop_iteration[0] is None
+    assert torch.equal(res[False].output, res[False].ema_output)
+    held = res[True].history["heldout"][:, 0]
+    assert held[-1] > held.min() * (1 + VALIDATION_OPTIONS["min_rise"])   # the loss has risen
+    stop = res[True].stop_iteration[0]
+    assert stop is not None and stop < cfg.iters - 50
+    assert not torch.equal(res[True].output, res[False].output)
+    # the output is the rule's choice at that iteration, whose PSNR was logged there
+    row = int(np.searchsorted(res[True].history["iteration"], stop))
+    raw = bool(run.stop_rule.kept[0])
+    logged = res[True].history["psnr_gt" if raw else "psnr_ema"][row, 0]
+    assert float(psnr(res[True].output, x)[0]) == pytest.approx(logged, abs=1e-4), raw
+    from denoising import TASK
+    assert TASK.quick["stop_decide_at_end"] and not FitConfig().stop_decide_at_end
+    assert make_stop_rule("validation", decide_at_end=True).decide_at_end
+
+
 def test_a_stopped_members_moving_average_is_frozen():
     x = crop64().expand(2, -1, -1, -1)
     y = add_gaussian_noise(x, 25, seed=0)

@@ -75,8 +75,9 @@ class FitConfig:
                                  "(Eq. 8), the variance rule's, the validation rule's smoothing")
     stop_eps: float = _opt(0.01, "ε of the ratio rule (Eq. 8)")
     stop_patience: int = _opt(1000, "patience of the variance and validation rules (iterations)")
-    stop_min_gain: float = _opt(0.0, "the validation rule's kept output moves to a new minimum "
-                                     "only this fraction below its loss (0: to every minimum)")
+    stop_min_gain: float = _opt(0.0, "validation rule: keep a new minimum only this fraction lower")
+    stop_decide_at_end: bool = _opt(False, "validation rule: a fit that ends on a risen loss "
+                                           "returns the output at its minimum (else the last)")
     run_on: bool = _opt(False, "after the stop, fit on to iters (the result stays the rule's)")
     holdout: float = _opt(0.05, "fraction of the observed pixels held out of the loss for the "
                                 "validation rule and --lambda auto (Self-Validation DIP)")
@@ -136,8 +137,7 @@ def _where(mask, a, b):
 class Fit:
     """One fit of one net (or a list of independent nets) to ``data_term``; ``run()`` it once.
 
-    nets: a ``models.DIPNet`` or a list of them (batched independent fits, Adam only).
-    net_input: the code z, (M, C, h, w) with one code per member.
+    nets: a ``models.DIPNet`` or a list (independent fits, Adam only); net_input: z, (M, C, h, w).
     data_term: a ``utils.physics.DataTerm`` whose observation has batch M.
     target: ground truth (M, C, H, W) for reporting (PSNR/SSIM to GT); never used to choose the
         output unless ``config.oracle``.
@@ -180,8 +180,8 @@ class Fit:
         self.obs_region = self._obs_region(nets)
         if (cfg.stop == "validation" or cfg.track_heldout) and self.term.holdout is None:
             self.term = self.term.with_holdout(cfg.holdout, cfg.seed, self.obs_region)
-        self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps,
-                                        cfg.stop_patience, cfg.stop_min_gain)
+        self.stop_rule = make_stop_rule(cfg.stop, cfg.stop_window, cfg.stop_eps, cfg.stop_patience,
+                                        cfg.stop_min_gain, cfg.stop_decide_at_end)
         self.adam = MemberAdam(self.members.flat, cfg.lr if cfg.optimizer == "adam" else 0.001,
                                warmup=cfg.lr_warmup)
         self.ckpt = self.adam.state()

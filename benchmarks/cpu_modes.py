@@ -41,8 +41,10 @@ older.  A row must be re-measured whenever the fit's defaults change.)  (All row
 again on 2026-12-05 after bf16's convolutions were centred, ``models.layers.centred_conv``, for
 denoising, deblocking and inpainting, and for the demo image; super-resolution, enhancement and
 deblurring were not, and have no rows.)  (Denoising's 16 runs on the Xeon with AMX were measured
-again on 2026-12-06 after the quick preset's ``stop_min_gain``: results/cpu_modes_denoising_amx.md;
-the runs before it are in results/cpu_modes_denoising_amx_before_min_gain.md.)
+again on 2026-12-06 after the quick preset's ``stop_min_gain``:
+results/cpu_modes_denoising_amx_before_decide_at_end.md; the runs before it are in
+results/cpu_modes_denoising_amx_before_min_gain.md; and with seeds 4–7 added after its
+``stop_decide_at_end``: results/cpu_modes_denoising_amx.md, 32 runs.)
 
 On a CPU without native bf16 the candidate is fp32 itself: the benchmark then checks that
 ``--amp auto`` gives outputs identical to ``--amp none`` (a short fit of each task), which is

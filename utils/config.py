@@ -55,10 +55,10 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # moved 0.23), and inpainting lost 0.57 dB on average (worst 2.74: more than fp32 with another
 # thread count moved its runs, 0.12, less than fp32 in the channels-last layout did, 1.20, worst
 # 6.55: the per-run bound cannot tell bf16 from a reordering of fp32's sums).  On a Xeon with
-# AMX (results/cpu_modes_denoising_amx.md, 16 runs, 2026-12-06, with the quick preset's
-# stop_min_gain) denoising's bf16 kept the mean (Δ +0.04 dB, 95 % interval −0.30 … +0.37) and
-# lost 1.78 dB in its worst run (cell seed 0: a fit that ended before its stop; the thread-count
-# null's worst: 0.43, mean |Δ| 0.15; before it 0.93 / 0.26); deblocking's
+# AMX (results/cpu_modes_denoising_amx.md, 32 runs, 2026-12-06, with the quick preset's
+# stop_min_gain and stop_decide_at_end) denoising's bf16 kept the mean (Δ +0.15 dB, 95 % interval
+# −0.02 … +0.32) and lost 0.99 dB in its worst run (brick seed 6, where fp32 with 1 thread instead
+# of 2 lost 0.57: the fit's own sensitivity to rounding); deblocking's
 # (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB on average and 1.02 in its worst run
 # (hubble_deep_field seed 0) where the null moved 0.06 / 0.15: a real loss, not the fit's chaos.
 # ``--amp bf16`` forces bf16 all the same.

@@ -377,7 +377,7 @@ class ValidationStop(_PatientMinimum):
       and it does not move with the rounding.  Where the fit peaks and decays (λ 0) the loss's
       minimum already comes before the PSNR's peak and the margin costs (results/
       stopping_rules_xeon.md): ``--stop-min-gain``, 0 by default, 0.002 in denoising's quick
-      preset (λ 1.4: results/cpu_modes_denoising_amx.md).
+      preset (λ 1.4: results/cpu_modes_denoising_amx_before_decide_at_end.md).
     - ``decide_at_end`` (``--stop-decide-at-end``; ``finish``): a fit that ends before the
       patience has run out returns the output kept at the minimum where L has risen above it by
       the guard's margin, instead of its last output.  Off by default (the λ-0 replays: 0.34 /
@@ -464,7 +464,7 @@ STOP_RULES = ("ratio", "variance", "validation", "none")
 # (min_gain, the first output of a flat minimum, is --stop-min-gain: 0 here, as the stopping
 # benchmark's 24 replays at λ 0 lose with it, 0.34 / 1.24 dB → 0.47 / 2.23 at 0.2 %: where the fit
 # peaks and decays the held-out loss's minimum already comes before the peak; denoising's quick
-# preset, at λ 1.4, sets it: results/cpu_modes_denoising_amx.md)
+# preset, at λ 1.4, sets it: results/cpu_modes_denoising_amx_before_decide_at_end.md)
 VALIDATION_OPTIONS = dict(centred=True, both=True, min_rise=1e-3)
 
 

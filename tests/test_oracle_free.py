@@ -199,6 +199,15 @@ def test_decide_at_end_stops_a_risen_loss_at_its_minimum_and_keeps_a_falling_one
     assert replay(plain, its, horizon=400, heldout=risen) == (len(its) - 1, 400)
 
 
+def assert_output_is_the_rules_choice(run, res, x, stop):
+    """The fit's output has the PSNR logged at ``stop`` for the candidate the rule kept (the raw
+    output or the moving average)."""
+    row = int(np.searchsorted(res.history["iteration"], stop))
+    raw = bool(run.stop_rule.kept[0])
+    logged = res.history["psnr_gt" if raw else "psnr_ema"][row, 0]
+    assert float(psnr(res.output, x)[0]) == pytest.approx(logged, abs=1e-4), raw
+
+
 def test_fit_with_the_validation_stop_keeps_the_rules_choice_at_its_stop():
     x = crop64()
     y = add_gaussian_noise(x, 25, seed=0)
@@ -214,13 +223,10 @@ def test_fit_with_the_validation_stop_keeps_the_rules_choice_at_its_stop():
     assert stop + cfg.stop_patience <= res.iterations < cfg.iters
     held = res.history["heldout"][:, 0]
     assert np.isfinite(held).all()
-    row = int(np.searchsorted(res.history["iteration"], stop))
     # the result is the rule's choice at the stop, whose PSNR was logged there: the moving average
     # or (--stop validation weighs both) the raw output, whichever held-out loss was lower there
     # (which one depends on the CPU's rounding: an EPYC kept the average, a Xeon the raw output)
-    raw = bool(run.stop_rule.kept[0])
-    logged = res.history["psnr_gt" if raw else "psnr_ema"][row, 0]
-    assert float(psnr(res.output, x)[0]) == pytest.approx(logged, abs=1e-4), raw
+    assert_output_is_the_rules_choice(run, res, x, stop)
     assert float(psnr(res.output, x)[0]) > float(psnr(y, x)[0]) + 2
     assert torch.equal(res.ema_output, res.output)   # the choice at the stop, not at the decision
 
@@ -247,10 +253,7 @@ def test_stop_decide_at_end_returns_a_risen_fits_minimum_instead_of_its_last_out
     assert stop is not None and stop < cfg.iters - 50
     assert not torch.equal(res[True].output, res[False].output)
     # the output is the rule's choice at that iteration, whose PSNR was logged there
-    row = int(np.searchsorted(res[True].history["iteration"], stop))
-    raw = bool(run.stop_rule.kept[0])
-    logged = res[True].history["psnr_gt" if raw else "psnr_ema"][row, 0]
-    assert float(psnr(res[True].output, x)[0]) == pytest.approx(logged, abs=1e-4), raw
+    assert_output_is_the_rules_choice(run, res[True], x, stop)
     from denoising import TASK
     assert TASK.quick["stop_decide_at_end"] and not FitConfig().stop_decide_at_end
     assert make_stop_rule("validation", decide_at_end=True).decide_at_end

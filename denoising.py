@@ -49,23 +49,20 @@ config = dict(
     crop=0,                         # centre crop (pixels) before anything; 0 = whole image
 )
 # ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder; the moving
-# average of outputs is the result (benchmarks/robustness.py: results/robustness.md); the stop's
-# window and patience are those benchmarks/stopping.py measured (results/stopping.md); the
-# backtracking checks every iteration and a halved step size recovers over 20 good checks (a dark
-# image's fit no longer starves after its output collapsed: results/denoising_backtracking.md);
-# the validation rule keeps the first output of a flat minimum (stop_min_gain: on 16 unseen crops
-# +0.17 dB, and a rerun with another thread count moves a result half as far:
-# results/cpu_modes_denoising_amx_before_decide_at_end.md), and a fit that ends on a risen held-out
-# loss before the patience has run out returns that minimum's output (stop_decide_at_end: camera
-# seed 0 of the robustness grid 25.40 → 27.16 dB, its gap to CBM3D −2.00 → −1.88 dB) ----
+# average of outputs is the result (benchmarks/robustness.py: results/robustness.md), warmed up
+# (ema_warmup: the unfitted first outputs leave it early; chosen for bf16 fits by
+# benchmarks/cpu_preset.py, results/cpu_preset.md, and in fp32 too since 2026-12-06: on 32 unseen
+# crops +0.44 dB, results/unseen_denoising_ema_warmup.md); the stop's window and patience are those
+# benchmarks/stopping.py measured (results/stopping.md); the backtracking checks every iteration
+# and a halved step size recovers over 20 good checks (a dark image's fit no longer starves after
+# its output collapsed: results/denoising_backtracking.md); the validation rule keeps the first
+# output of a flat minimum (stop_min_gain: on 16 unseen crops +0.17 dB, and a rerun with another
+# thread count moves a result half as far: results/cpu_modes_denoising_amx_before_decide_at_end.md),
+# and a fit that ends on a risen held-out loss before the patience has run out returns that
+# minimum's output (stop_decide_at_end: camera seed 0 of the robustness grid 25.40 → 27.16 dB) ----
 quick = dict(crop=128, channels=64, iters=600, lr=0.005, log_every=10, stop_window=10,
-             stop_patience=200, use_ema=True, backtrack_every=1, backtrack_recover=20,
-             stop_min_gain=0.002, stop_decide_at_end=True)
-# ---- where the CPU fit runs in bf16 (a CPU with native bf16: --amp auto), part of the time it
-# saves goes to quality: the moving average warmed up (benchmarks/cpu_preset.py chose it among
-# wider nets, more iterations and other lr at ≤ 0.85× the fp32 preset's time:
-# results/cpu_preset.md) ----
-quick_bf16 = dict(ema_warmup=True)
+             stop_patience=200, use_ema=True, ema_warmup=True, backtrack_every=1,
+             backtrack_recover=20, stop_min_gain=0.002, stop_decide_at_end=True)
 
 
 def make_problem(img, cfg):
@@ -94,7 +91,7 @@ def validate(cfg):
     return None
 
 
-TASK = Task("denoising", config, make_problem, quick=quick, quick_bf16=quick_bf16,
+TASK = Task("denoising", config, make_problem, quick=quick,
             data_groups=("denoising",),
             validate=validate, auto_options=("sigma",),
             defaults=("astronaut",), order=1,

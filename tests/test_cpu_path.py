@@ -121,18 +121,18 @@ def test_a_bf16_cpu_fit_takes_the_bf16_quick_preset(monkeypatch):
     """quick_bf16 replaces the quick preset's values where the fit runs in bf16 on a CPU (auto on
     a native-bf16 CPU, or --amp bf16), and nowhere else; what the user gives still wins."""
     from dataclasses import replace
-    task = replace(DENOISING, quick_bf16={"iters": 700, "ema_warmup": True})
+    task = replace(DENOISING, quick_bf16={"iters": 700, "lr": 0.003})
     fake_cpu(monkeypatch, True, {("none", False): 1.0, ("none", True): 1.0,
                                  ("bf16", False): 0.7, ("bf16", True): 0.5})
     monkeypatch.setattr(config, "BF16_PARITY", {"denoising": "test"})
     cfg, notice = resolve_config(task, {"device": "cpu"})
-    assert (cfg["amp"], cfg["iters"], cfg["ema_warmup"]) == ("bf16", 700, True)
+    assert (cfg["amp"], cfg["iters"], cfg["lr"]) == ("bf16", 700, 0.003)
     assert "quick preset (bf16)" in notice and "iters=700" in notice
     cfg, notice = resolve_config(task, {"device": "cpu", "iters": 9})
     assert cfg["iters"] == 9 and "iters=9 (yours)" in notice and "iters=700" not in notice
     def today(cfg, notice):
         assert cfg["amp"] == "none" and cfg["iters"] == DENOISING.quick["iters"]
-        assert not cfg["ema_warmup"] and "(bf16)" not in notice
+        assert cfg["lr"] == DENOISING.quick["lr"] and "(bf16)" not in notice
     today(*resolve_config(task, {"device": "cpu", "amp": "none"}))   # fp32 asked for
     monkeypatch.setattr(config, "BF16_PARITY", {})
     today(*resolve_config(task, {"device": "cpu"}))                  # parity not measured

@@ -2,7 +2,8 @@
 
     python -m benchmarks.cpu_modes [--tasks denoising ...] [--images brick retina]
                                    [--seeds 0 1] [--resume] [--null] [--layout]
-                                   [--fidelity] [--other-cpu CSV] [--out results/cpu_modes.md]
+                                   [--fidelity] [--other-cpu CSV] [--set ENTRY=VALUE ...]
+                                   [--out results/cpu_modes.md]
 
 The candidate is the mode ``--amp auto`` would choose for a task whose parity is verified
 (``utils.device.resolve_amp``: bf16 convolutions, channels-last where the probe finds it faster,
@@ -20,7 +21,9 @@ reductions over pixels change).  On 2026-12-05 it moved inpainting runs by −1.
 (worst −6.55), more than bf16 did (−0.57): the runs' spread under any rounding is wider than the
 thread-count null showed.  The CSV is rewritten after every case, so ``--resume`` goes on after
 a stop.  ``--other-cpu CSV`` sets the fp32 runs beside those of the same cases in another CPU's
-CSV: what a rerun of one command on another machine changes.
+CSV: what a rerun of one command on another machine changes.  ``--set lr=0.002`` (as in
+``benchmarks.robustness``): a change of the quick preset, in both modes and the nulls (an
+experiment: the report's command line names it).
 
 Verdict per task: the candidate may be the default where it loses at most 0.1 dB on average
 (fp32 − candidate over the task's runs) and at most 0.3 dB in its worst run, and takes at most
@@ -62,7 +65,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from benchmarks.robustness import TARGETS, grid_parser, image, settings
+from benchmarks.robustness import TARGETS, grid_parser, image, set_overrides, settings
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
 from utils.config import BF16_PARITY
@@ -335,7 +338,9 @@ def mean_interval(d) -> str:
 def verdicts(rows) -> list[list]:
     """Per task: mean Δ, mean and worst loss (fp32 − candidate), mean |Δ|, the null's mean |Δ|
     and worst |Δ| (where measured), the median speed-up, whether parity is kept, and the 95 %
-    interval of the mean Δ (:func:`mean_interval`)."""
+    interval of the mean Δ (:func:`mean_interval`); last, the same two bounds read on the null
+    (fp32 against itself: would it pass?) and how many runs lose more than ``WORST_DB``, the
+    candidate's and the null's."""
     out = []
     for name in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == name]
@@ -352,8 +357,19 @@ def verdicts(rows) -> list[list]:
                     f"{np.median(lup):.2f}×" if ld.size else "—",
                     f"{np.median(up):.2f}×", "yes" if ok else "NO",
                     "yes" if ok and faster else "no", "yes" if name in BF16_PARITY else "no",
-                    mean_interval(d)])
+                    mean_interval(d), null_bounds(d, nd)])
     return out
+
+
+def null_bounds(d, nd) -> str:
+    """The verdict's bounds read on the null's Δ (its mean loss / worst loss, kept or not), and
+    the runs over the worst-run bound: the candidate's, the null's ("—" without a null)."""
+    if not nd.size:
+        return "—"
+    kept = -nd.mean() <= MEAN_DB and (-nd).max() <= WORST_DB
+    return (f"{-nd.mean():+.3f} / {(-nd).max():+.3f}, {'yes' if kept else 'NO'}; runs losing > "
+            f"{WORST_DB}: {int((-d > WORST_DB).sum())}/{d.size} / {int((-nd > WORST_DB).sum())}"
+            f"/{nd.size}")
 
 
 def main(argv=None):
@@ -405,6 +421,7 @@ def main(argv=None):
         merged = lambda rows: sorted(rows + others, key=lambda r: order[r[0]])  # noqa: E731
         rows = merged(parity(chosen, args.images, args.seeds, amp, channels_last, done=done,
                              null=args.null, layout=args.layout,
+                             **set_overrides(chosen[0], args.set),
                              on_row=lambda rows: atomic_write_text(
                                  csv_path, csv_text(HEADER, merged(rows)))))
         md += ["## Verdict per task", "",
@@ -422,11 +439,16 @@ def main(argv=None):
                f"candidate is the default where parity is kept and it takes ≤ {FASTER} of "
                "fp32's time (as the probe requires). The 95 % interval: a confidence interval "
                "for the mean Δ of runs like these in general (other seeds and images of the "
-               "kind; Student's t over the runs' Δ); the verdict reads the runs' own mean.", ""]
+               "kind; Student's t over the runs' Δ); the verdict reads the runs' own mean. The "
+               "bounds on the null: the same two bounds read on the null's Δ (would fp32 pass "
+               "against itself?), and the runs that lose more than the worst-run bound, the "
+               "candidate's / the null's.", ""]
         md += markdown(["task", "mean Δ (dB)", "worst loss", "mean |Δ|", "null |Δ| mean / worst",
                         "fp32 channels-last: Δ mean / mean |Δ| / worst loss, speed-up",
                         "speed-up", "parity kept", "default (parity, and faster)",
-                        "in BF16_PARITY", "mean Δ: 95 % interval"], verdicts(rows))
+                        "in BF16_PARITY", "mean Δ: 95 % interval",
+                        "the bounds on the null: mean / worst loss, kept; runs over"],
+                       verdicts(rows))
         md += ["", "## Every run", ""]
         md += markdown([*HEADER[:4], amp, *HEADER[5:7], f"{amp}_s_per_it", *HEADER[8:]],
                        [[*r[:3], *(f"{v:.3f}" for v in r[3:8]), f"{r[8]:.2f}",

@@ -198,28 +198,32 @@ def grid_parser(doc: str, images, seeds, out: str) -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", default=list(images))
     p.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
     p.add_argument("--out", default=out)
+    p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
+                   help="try a change of the quick presets, for every task: lr=0.002, or a switch "
+                        "as use_ema / no_use_ema")
     return p
+
+
+def set_overrides(task, items) -> dict:
+    """The ``--set`` entries as options, typed as ``task``'s command line types them."""
+    flags = []
+    for item in items:
+        k, eq, v = item.partition("=")
+        flags += [f"--{k.replace('_', '-')}", *([v] if eq else [])]
+    return given_options(build_parser(task).parse_args(flags))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = all_tasks()
     p = grid_parser(__doc__, IMAGES, (0, 1, 2), "results/robustness.md")
-    p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
-                   help="try a change of the quick presets, for every task: lr=0.002, or a switch "
-                        "as use_ema / no_use_ema")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in the CSV beside --out and run only the others")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    # typed as the command line types them (the first task's parser)
-    flags = []
-    for item in args.set:
-        k, eq, v = item.partition("=")
-        flags += [f"--{k.replace('_', '-')}", *([v] if eq else [])]
-    overrides = given_options(build_parser(tasks[args.tasks[0]]).parse_args(flags))
+    overrides = set_overrides(tasks[args.tasks[0]], args.set)   # typed by the first task
     out = Path(args.out)
     csv_path = out.with_suffix(".csv")
     done = read_rows(csv_path) if args.resume else {}

@@ -1,6 +1,8 @@
 """benchmarks.speed --quick: runs end to end on the CPU and writes the expected table."""
 import re
 
+import pytest
+
 import torch
 
 from benchmarks import speed
@@ -64,6 +66,24 @@ def test_robustness_grid_writes_its_table_and_resumes(tmp_path, monkeypatch):
     assert fitted == [1] and len(rows2) == 2
     assert abs(rows2[0][4] - rows[0][4]) < 1e-3         # the kept run, read back from the CSV
     assert len(robustness.read_rows(out.with_suffix(".csv"))) == 2
+
+
+def test_set_overrides_are_typed_like_the_command_line_and_reach_cpu_modes_runs(monkeypatch):
+    """--set of benchmarks.robustness and benchmarks.cpu_modes: entries typed by the task's
+    parser (a float, a switch, its negation); cpu_modes hands them to every run."""
+    from benchmarks import cpu_modes, robustness
+    from denoising import TASK
+    got = robustness.set_overrides(TASK, ["lr=0.002", "use_ema", "no_ema_warmup", "iters=7"])
+    assert got == {"lr": 0.002, "use_ema": True, "ema_warmup": False, "iters": 7}
+    with pytest.raises(SystemExit):
+        robustness.set_overrides(TASK, ["lr=fast"])
+    seen = []
+    monkeypatch.setattr(cpu_modes, "resolve_amp", lambda *a, **k: ("bf16", False, "test"))
+    monkeypatch.setattr(cpu_modes, "parity", lambda *a, **k: seen.append(k) or [])
+    monkeypatch.setattr(cpu_modes, "verdicts", lambda rows: [])
+    monkeypatch.setattr(cpu_modes, "atomic_write_text", lambda *a: None)
+    cpu_modes.main(["--tasks", "denoising", "--set", "lr=0.002", "--out", "x.md"])
+    assert seen and seen[0]["lr"] == 0.002
 
 
 def test_parity_quick_and_its_verdict(tmp_path):

@@ -282,6 +282,11 @@ def test_cpu_modes_on_this_cpu(tmp_path, monkeypatch):
     assert verdict["ok"][7] == verdict["ok"][8] == "yes" and verdict["ok"][2] == "+0.200"
     assert verdict["ok"][4] == "0.150 / 0.200" and verdict["worst"][4] == "—"
     assert verdict["worst"][7] == "NO" and verdict["mean"][7] == "NO" and verdict["ok"][5] == "—"
+    # the bounds read on the null (losses -0.1 and +0.2: kept); no run loses more than 0.3
+    assert verdict["ok"][11] == "+0.050 / +0.200, yes; runs losing > 0.3: 0/2 / 0/2"
+    assert verdict["worst"][11] == "—"
+    big = [case("n", 0.0, -0.5), case("n", -0.4, 0.1)]      # the null loses 0.5 in a run
+    assert cpu_modes.verdicts(big)[0][11] == "+0.200 / +0.500, NO; runs losing > 0.3: 1/2 / 1/2"
     slow = case("slow", 0.0)
     slow[8] = 1.05                                           # parity, but no faster than fp32
     assert cpu_modes.verdicts([slow])[0][7:9] == ["yes", "no"]

@@ -61,6 +61,8 @@ PRESET_CHOICES = ("auto", "quick", "full")
 # of 2 lost 0.57: the fit's own sensitivity to rounding); deblocking's
 # (results/cpu_modes_deblocking_amx.md, 8 runs) lost 0.20 dB on average and 1.02 in its worst run
 # (hubble_deep_field seed 0) where the null moved 0.06 / 0.15: a real loss, not the fit's chaos.
+# Read with the same bounds, denoising's null (fp32 with 1 thread instead of 2) misses both: mean
+# loss 0.14, worst 4.74, 6 of 32 runs over 0.3 dB where bf16 has 3 (the reports' last column).
 # ``--amp bf16`` forces bf16 all the same.
 BF16_PARITY: dict = {}
 

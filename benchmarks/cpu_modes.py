@@ -349,7 +349,7 @@ def verdicts(rows) -> list[list]:
         ld = np.array([r[12] for r in mine if not math.isnan(r[12])])
         lup = np.array([r[6] / r[13] for r in mine if not math.isnan(r[13])])
         up = np.array([r[8] for r in mine])
-        ok = -d.mean() <= MEAN_DB and (-d).max() <= WORST_DB
+        ok = within_bounds(d)
         faster = 1 / np.median(up) <= FASTER
         out.append([name, f"{d.mean():+.3f}", f"{(-d).max():+.3f}", f"{np.abs(d).mean():.3f}",
                     f"{np.abs(nd).mean():.3f} / {np.abs(nd).max():.3f}" if nd.size else "—",
@@ -361,15 +361,20 @@ def verdicts(rows) -> list[list]:
     return out
 
 
+def within_bounds(d) -> bool:
+    """Whether runs with Δ ``d`` (candidate − fp32) lose at most ``MEAN_DB`` on average and
+    ``WORST_DB`` in the worst run: the verdict's parity."""
+    return -d.mean() <= MEAN_DB and (-d).max() <= WORST_DB
+
+
 def null_bounds(d, nd) -> str:
     """The verdict's bounds read on the null's Δ (its mean loss / worst loss, kept or not), and
     the runs over the worst-run bound: the candidate's, the null's ("—" without a null)."""
     if not nd.size:
         return "—"
-    kept = -nd.mean() <= MEAN_DB and (-nd).max() <= WORST_DB
-    return (f"{-nd.mean():+.3f} / {(-nd).max():+.3f}, {'yes' if kept else 'NO'}; runs losing > "
-            f"{WORST_DB}: {int((-d > WORST_DB).sum())}/{d.size} / {int((-nd > WORST_DB).sum())}"
-            f"/{nd.size}")
+    over = lambda x: f"{int((-x > WORST_DB).sum())}/{x.size}"  # noqa: E731
+    return (f"{-nd.mean():+.3f} / {(-nd).max():+.3f}, {'yes' if within_bounds(nd) else 'NO'}; "
+            f"runs losing > {WORST_DB}: {over(d)} / {over(nd)}")
 
 
 def main(argv=None):

@@ -43,7 +43,7 @@ from paper.pack import PackError, write_pack
 from paper.unpack import unpack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
 from paper.tables import make_table
-from utils.device import flush_denormals
+from utils.device import command_process
 from utils.outdir import read_record
 from tasks import all_tasks
 
@@ -82,9 +82,10 @@ def build_parser(parts):
 def main(argv=None):
     """Run the selected parts, then write their tables and figures; returns 0, or 1 when a run
     failed (its rows then read '—').  From the command line (``argv`` None) denormals are
-    flushed in the process first, as the task scripts do (``utils.device.flush_denormals``)."""
+    flushed and freed memory kept in the process first, as the task scripts do
+    (``utils.device.command_process``)."""
     if argv is None:
-        flush_denormals()
+        command_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     tasks = all_tasks()
     parts = [*tasks, "figures"]

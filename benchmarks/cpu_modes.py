@@ -69,7 +69,7 @@ from benchmarks.robustness import TARGETS, grid_parser, image, set_overrides, se
 from tasks import all_tasks, restore
 from utils.atomic import atomic_write_text
 from utils.config import BF16_PARITY
-from utils.device import FASTER, bf16_units, cpu_model, flush_denormals, resolve_amp
+from utils.device import FASTER, bf16_units, command_process, cpu_model, resolve_amp
 from utils.imageio import to_tensor
 from utils.metrics import psnr
 from utils.tables import csv_text, markdown
@@ -378,8 +378,8 @@ def null_bounds(d, nd) -> str:
 
 
 def main(argv=None):
-    if argv is None:     # a command's own process: denormals flushed, as the task scripts do
-        flush_denormals()
+    if argv is None:     # a command's own process, as the task scripts set it
+        command_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = all_tasks()
     p = grid_parser(__doc__, IMAGES, SEEDS, "results/cpu_modes.md")

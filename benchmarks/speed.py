@@ -42,7 +42,7 @@ from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
-from utils.device import bf16_units, cpu_model, flush_denormals
+from utils.device import bf16_units, cpu_model, command_process
 from utils.fit import FitConfig, fit
 from utils.physics import IdentityTerm
 from utils.tables import fmt
@@ -454,8 +454,8 @@ def report(rows, sigma, batch, dev, st, command, seconds, threads_why="") -> str
 
 
 def main(argv=None):
-    if argv is None:     # a command's own process: denormals flushed, as the task scripts do
-        flush_denormals()
+    if argv is None:     # a command's own process, as the task scripts set it
+        command_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"],

@@ -2,6 +2,7 @@
 restored whole, the estimate line, and the classic baselines beside the quick presets."""
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -380,27 +381,61 @@ def test_a_command_flushes_denormals_in_every_thread():
     assert 0 < late < 1                      # the main thread's share only
 
 
-def test_only_the_command_line_flushes_denormals(monkeypatch, tmp_path):
-    """cli.main from the command line (argv None) flushes; called with argv (a caller's own
-    process: tests, notebooks) it leaves the floating-point mode alone."""
+FAULTS = """import resource, torch
+from utils.device import keep_freed_memory
+kept = {kept} and keep_freed_memory()
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x, w = torch.randn(1, 16, 256, 256), torch.randn(16, 16, 3, 3)
+torch.nn.functional.conv2d(x, w, padding=1)
+before = faults()
+for _ in range(20):     # 4 MiB activations made and freed, as a fit's iterations do
+    y = torch.nn.functional.conv2d(x, w, padding=1).relu() * 2
+    del y
+print(kept, faults() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_kept_freed_memory_is_not_faulted_in_again(monkeypatch):
+    """keep_freed_memory (a command's process, with the flush): activations freed and made again
+    reuse the heap instead of new pages from the kernel (a fit's every iteration); where the
+    environment sets malloc's thresholds, they are left as the user set them."""
+    default = _fresh(FAULTS.format(kept=False)).split()
+    kept = _fresh(FAULTS.format(kept=True)).split()
+    assert default[0] == "False" and kept[0] == "True"
+    assert 4 * int(kept[1]) < int(default[1])
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    probe = "import utils.device as d\nd.KEEP_FREED_MEMORY = False\nprint(d.keep_freed_memory())"
+    assert _fresh(probe) == "False"
+
+
+def test_only_the_command_line_sets_its_process(monkeypatch, tmp_path):
+    """cli.main from the command line (argv None) flushes denormals and keeps freed memory;
+    called with argv (a caller's own process: tests, notebooks) it leaves the process alone."""
     from utils import cli
     calls = []
-    monkeypatch.setattr(cli, "flush_denormals", lambda: calls.append(1))
+    monkeypatch.setattr(cli, "command_process", lambda: calls.append(1))
     monkeypatch.setattr(sys, "argv", ["denoising.py", "--image", str(tmp_path / "none.png")])
     assert cli.main(DENOISING) != 0 and calls == [1]        # (the missing file: an error)
     assert cli.main(DENOISING, ["--image", str(tmp_path / "none.png")]) != 0 and calls == [1]
 
 
-def test_the_denormal_benchmark_compares_kept_and_flushed(tmp_path):
-    """benchmarks.denormals: each setting fitted in a fresh process (every thread flushing, or
-    none), the outputs compared bit for bit (a tiny fit: denormals never reach its output); the
-    report and CSV written."""
-    from benchmarks import denormals
-    rows = denormals.main(["--tasks", "inpainting", "--iters", "3", "--repeats", "1",
-                           "--out", str(tmp_path / "d.md")])
-    assert rows[0][:4] == ["inpainting", "hubble_deep_field", 3, 3]
-    assert rows[0][7:11] == [0.0, 1.0, "yes", 0.0]
-    assert rows[0][4] > 0 and rows[0][5] > 0 and np.isfinite(rows[0][11])
+@pytest.mark.parametrize("setting", ["denormals", "heap"])
+def test_the_process_settings_benchmark_compares_off_and_on(tmp_path, setting):
+    """benchmarks.process_settings: each setting fitted off and on in a fresh process (every
+    thread flushing, or none; page faults and peak memory read), the outputs compared bit for
+    bit (a tiny fit: denormals never reach its output); the report and CSV written."""
+    from benchmarks import process_settings
+    rows = process_settings.main(["--setting", setting, "--tasks", "inpainting", "--iters", "3",
+                                  "--repeats", "1", "--crop", "48", "--out",
+                                  str(tmp_path / "d.md")])
+    assert rows[0][:6] == [setting, "inpainting", "hubble_deep_field", 48, 3, 3]
+    shares = [0.0, 1.0] if setting == "denormals" else [1.0, 1.0]
+    assert rows[0][13:17] == [*shares, "yes", 0.0]
+    assert rows[0][6] > 0 and rows[0][7] > 0 and np.isfinite(rows[0][17])
+    assert min(rows[0][9:13]) > 0
     text = (tmp_path / "d.md").read_text()
-    assert "| inpainting | hubble_deep_field | 3 / 3 |" in text and "native bf16:" in text
-    assert (tmp_path / "d.csv").read_text().startswith("task,image,iterations_kept")
+    assert "| inpainting | 48 | 3 / 3 |" in text and "native bf16:" in text
+    assert (tmp_path / "d.csv").read_text().startswith("setting,task,image,crop")

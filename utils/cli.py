@@ -33,7 +33,7 @@ import torch
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
                           network_options, number_or_auto, resolve_config)
-from utils.device import flush_denormals, resolve_device
+from utils.device import command_process, resolve_device
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
@@ -340,9 +340,10 @@ def main(task: Task, argv=None) -> int:
     """Check the configuration, every input and every output path, then fit each image (this
     rank's share under torchrun) and write the summary.  Returns the exit status.  From the
     command line (``argv`` None) the process is the command's own: denormals are flushed in it
-    first (``utils.device.flush_denormals``); a caller's process keeps its floating-point mode."""
+    and freed memory kept, first (``utils.device.command_process``); a caller's process keeps its
+    own settings."""
     if argv is None:
-        flush_denormals()
+        command_process()
     args = build_parser(task).parse_args(argv)
     with sigterm_as_interrupt():
         try:

@@ -1,6 +1,7 @@
 """Where a fit runs: the device (``resolve_device``, ``device_name``, ``cpu_model``), cuDNN's
 settings for the length of one fit (``cudnn_settings``), denormals flushed in a command's
-process (``flush_denormals``), a process-wide deadline for fits (``fit_deadline``), which
+process (``flush_denormals``) and freed memory kept (``keep_freed_memory``; both through
+``command_process``), a process-wide deadline for fits (``fit_deadline``), which
 ``reproduce.py --budget-s`` sets at the end of a GPU lease, and the numeric mode ``--amp auto``
 means on this machine (``resolve_amp``: native bf16 on a CPU that has it, measured by
 ``cpu_mode_probe``).
@@ -70,7 +71,7 @@ def cudnn_settings(dev: torch.device, tf32: bool):
 # restore() as a caller's process runs it).  Intel CPUs compute denormals in microcode:
 # inpainting's fp32 quick preset made enough of them to run 2.3x slower over its first 60
 # iterations on a Xeon, and every output measured was bit for bit the same with the flush
-# (python -m benchmarks.denormals, results/denormals.md).  False: IEEE gradual underflow.
+# (python -m benchmarks.process_settings --setting denormals, results/denormals.md).  False: IEEE gradual underflow.
 FLUSH_DENORMALS = True
 
 
@@ -90,6 +91,49 @@ def flush_denormals() -> float:
     if FLUSH_DENORMALS:
         torch.set_flush_denormal(True)
     return flushed_share()
+
+
+# Freed memory kept by the process (glibc's malloc) in a command's process, like the flush above.
+# By default glibc gives the top of its heap back to the system once more than its trim threshold
+# is free, and serves large blocks with fresh mmaps; a fit frees and reallocates the same
+# activations every iteration, so each iteration faults in (and the kernel zeroes) tens of MB
+# again: the quick denoising preset on a 2-core EPYC spent 14 s of 67 s in the kernel (5.2 M page
+# faults).  Kept, the same fit took 55 s, bit for bit the same output (benchmarks.process_settings
+# --setting heap, results/heap.md).  The process then holds its peak heap until it exits.
+KEEP_FREED_MEMORY = True
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3           # glibc's mallopt parameters
+_HEAP_KEPT = 1 << 30                                    # bytes: blocks up to 1 GiB, top up to 1 GiB
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in this process for good, where
+    ``KEEP_FREED_MEMORY`` says so: blocks up to 1 GiB come from the heap instead of their own
+    mmap (``M_MMAP_THRESHOLD``), and up to 1 GiB free at its top stays mapped
+    (``M_TRIM_THRESHOLD``).
+    Nothing is done without glibc or where the environment already sets malloc's thresholds (the
+    user's choice).  Returns whether the settings were applied."""
+    import os
+    if (not KEEP_FREED_MEMORY or platform.system() != "Linux"
+            or platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV)):
+        return False
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    # the mmap threshold first: setting either one ends glibc's dynamic threshold, and the trim
+    # threshold alone would leave the mmap threshold at 128 KiB, far worse than the default
+    return bool(mallopt(_M_MMAP_THRESHOLD, _HEAP_KEPT) and mallopt(_M_TRIM_THRESHOLD, _HEAP_KEPT))
+
+
+def command_process() -> float:
+    """The settings of a command's own process (the task scripts, reproduce.py, the CPU
+    benchmarks; a caller of ``restore()`` keeps its own): denormals flushed
+    (:func:`flush_denormals`) and freed memory kept (:func:`keep_freed_memory`).  Call it first,
+    before any torch work.  Returns :func:`flushed_share`."""
+    keep_freed_memory()
+    return flush_denormals()
 
 
 class DeadlineReached(KeyboardInterrupt):

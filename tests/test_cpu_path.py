@@ -168,6 +168,21 @@ def test_a_fit_given_auto_directly_resolves_it():
 
 
 # ---------------------------------------------------------------- the whole image
+def test_the_clean_notice_names_the_synthetic_degradation_of_own_images_only(tmp_path):
+    from tasks import all_tasks
+    from utils.cli import clean_notice
+    own = str(tmp_path / "photo.png")
+    Image.fromarray(data.camera()[:64, :64]).save(own)
+    tasks = all_tasks()
+    for name, task in tasks.items():
+        line = clean_notice(task, {"observed": False}, own)
+        assert (line is None) == (name == "enhancement"), name      # enhancement degrades nothing
+        assert clean_notice(task, {"observed": True}, own) is None
+        assert clean_notice(task, {"observed": False}, None) is None      # the demo image
+    assert "--observed" in clean_notice(tasks["deblocking"], {"observed": False}, own)
+
+
+
 def test_restore_gives_back_a_whole_image_at_its_size():
     from tasks import restore
     big = np.tile(data.camera()[100:190, 50:210], (2, 1))  # 160×180: past the quick crop of 128
@@ -195,6 +210,7 @@ def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_pa
     r = run_script("--image", str(src), "--out", str(tmp_path / "own"), quiet=False)
     assert r.returncode == 0, r.stderr
     assert "on your whole image" in r.stdout
+    assert "your images are taken as clean: denoising degrades" in r.stdout   # not --observed
     for name, size in (("wide", (200, 150)), ("gray", (130, 140))):
         with Image.open(tmp_path / "own" / name / "output.png") as im:
             assert im.size == size
@@ -209,6 +225,7 @@ def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_pa
     demo = run_script("--out", str(tmp_path / "demo"))
     assert demo.returncode == 0, demo.stderr
     assert "128×128 centre, a quick check" in demo.stdout
+    assert "taken as clean" not in demo.stdout
     with Image.open(tmp_path / "demo" / "astronaut" / "output.png") as im:
         assert im.size == (128, 128)
 

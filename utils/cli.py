@@ -168,6 +168,17 @@ def names_files(image) -> bool:
     return True
 
 
+def clean_notice(task: Task, cfg: dict, image) -> str | None:
+    """The line for a user's own images fitted as the paper's experiments are (not
+    ``--observed``): each is taken as the clean image, degraded first and scored against; a
+    scored task only (enhancement degrades nothing)."""
+    if not names_files(image) or cfg["observed"] or not task.metrics:
+        return None
+    return (f"your images are taken as clean: {task.name} degrades each one first and scores "
+            "the result against it (the paper's experiments); --observed restores an image "
+            "that is already degraded as it is")
+
+
 def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
     """The task's other inputs of each image (a mask), checked before any work:
     (usable images, ImageErrors, for each usable image every path its run reads)."""
@@ -377,7 +388,7 @@ def _run(task: Task, args, argv) -> int:
     rank, world = _distributed()
     if world > 1 and torch.cuda.is_available():
         cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    for line in (notice, data_notice):
+    for line in (notice, data_notice, clean_notice(task, cfg, args.image)):
         if line and rank == 0:
             print(line)
     command = " ".join([task.script] + list(argv if argv is not None else sys.argv[1:]))

@@ -424,6 +424,14 @@ def test_kept_freed_memory_is_not_faulted_in_again(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
     assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576")
+    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")   # not the thresholds
+    assert _fresh(FAULTS.format(kept=True)).split()[0] == "True"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setenv("DIP_KEEP_FREED_MEMORY", "0")                   # the user's off switch
+    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
+    monkeypatch.delenv("DIP_KEEP_FREED_MEMORY")
     probe = "import utils.device as d\nd.KEEP_FREED_MEMORY = False\nprint(d.keep_freed_memory())"
     assert _fresh(probe) == "False"
 

@@ -71,7 +71,8 @@ def cudnn_settings(dev: torch.device, tf32: bool):
 # restore() as a caller's process runs it).  Intel CPUs compute denormals in microcode:
 # inpainting's fp32 quick preset made enough of them to run 2.3x slower over its first 60
 # iterations on a Xeon, and every output measured was bit for bit the same with the flush
-# (python -m benchmarks.process_settings --setting denormals, results/denormals.md).  False: IEEE gradual underflow.
+# (python -m benchmarks.process_settings --setting denormals, results/denormals.md).  False:
+# IEEE gradual underflow.
 FLUSH_DENORMALS = True
 
 
@@ -98,24 +99,34 @@ def flush_denormals() -> float:
 # is free, and serves large blocks with fresh mmaps; a fit frees and reallocates the same
 # activations every iteration, so each iteration faults in (and the kernel zeroes) tens of MB
 # again: the quick denoising preset on a 2-core EPYC spent 14 s of 67 s in the kernel (5.2 M page
-# faults).  Kept, the same fit took 55 s, bit for bit the same output (benchmarks.process_settings
-# --setting heap, results/heap.md).  The process then holds its peak heap until it exits.
+# faults).  Kept, the same fit took 54 s, bit for bit the same output (benchmarks.process_settings
+# --setting heap, results/heap*.md).  The process then holds its peak heap until it exits, and
+# that peak is higher (fragments): DIP_KEEP_FREED_MEMORY=0 in the environment turns it off.
 KEEP_FREED_MEMORY = True
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3           # glibc's mallopt parameters
-_HEAP_KEPT = 1 << 30                                    # bytes: blocks up to 1 GiB, top up to 1 GiB
-_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+# blocks up to 256 MiB from the heap (a 64-channel activation of a 1000×1000 image is 256 MB),
+# up to 1 GiB free at its top kept.  Larger blocks still have their own mmaps: kept in the heap,
+# they fragment it (an 800×800 fit: peak memory +53 % with blocks up to 1 GiB, +37 to +44 % up to
+# 256 MiB, at the same speed-up; results/heap_800.md)
+_MMAP_KEPT, _TRIM_KEPT = 256 << 20, 1 << 30
+KEEP_ENV = "DIP_KEEP_FREED_MEMORY"
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+_MALLOC_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
 
 
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory in this process for good, where
-    ``KEEP_FREED_MEMORY`` says so: blocks up to 1 GiB come from the heap instead of their own
+    ``KEEP_FREED_MEMORY`` says so: blocks up to 256 MiB come from the heap instead of their own
     mmap (``M_MMAP_THRESHOLD``), and up to 1 GiB free at its top stays mapped
     (``M_TRIM_THRESHOLD``).
-    Nothing is done without glibc or where the environment already sets malloc's thresholds (the
-    user's choice).  Returns whether the settings were applied."""
+    Nothing is done without glibc, with ``DIP_KEEP_FREED_MEMORY=0`` in the environment, or where
+    the environment sets malloc's thresholds (the user's choice).  Returns whether the settings
+    were applied."""
     import os
-    if (not KEEP_FREED_MEMORY or platform.system() != "Linux"
-            or platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV)):
+    if (not KEEP_FREED_MEMORY or os.environ.get(KEEP_ENV, "1") == "0"
+            or platform.system() != "Linux"
+            or platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV)
+            or any(t in os.environ.get("GLIBC_TUNABLES", "") for t in _MALLOC_TUNABLES)):
         return False
     import ctypes
     try:
@@ -124,7 +135,7 @@ def keep_freed_memory() -> bool:
         return False
     # the mmap threshold first: setting either one ends glibc's dynamic threshold, and the trim
     # threshold alone would leave the mmap threshold at 128 KiB, far worse than the default
-    return bool(mallopt(_M_MMAP_THRESHOLD, _HEAP_KEPT) and mallopt(_M_TRIM_THRESHOLD, _HEAP_KEPT))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_KEPT) and mallopt(_M_TRIM_THRESHOLD, _TRIM_KEPT))
 
 
 def command_process() -> float:

@@ -98,8 +98,8 @@ def compare(setting, tasks, name=IMAGES[-1], crop=0, iters=60, repeats=2, stop="
             outs = {f: np.load(os.path.join(tmp, f"{int(f)}_0.npy")) for f in (False, True)}
             med = {key: [float(np.median([g[key] for g in got[f]])) for f in (False, True)]
                    for key in ("s_per_it", "faults", "peak_mb")}
-            (off, on), diff = med["s_per_it"], float(np.abs(outs[False].astype(np.float64)
-                                                              - outs[True]).max())
+            off, on = med["s_per_it"]
+            diff = float(np.abs(outs[False].astype(np.float64) - outs[True]).max())
             rows.append([setting, task.name, name, crop or task.quick.get("crop", 0),
                          got[False][0]["iterations"], got[True][0]["iterations"], off, on,
                          off / on, *med["faults"], *med["peak_mb"], got[False][0]["share"],

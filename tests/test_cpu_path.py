@@ -170,15 +170,16 @@ def test_a_fit_given_auto_directly_resolves_it():
 # ---------------------------------------------------------------- the whole image
 def test_the_clean_notice_names_the_synthetic_degradation_of_own_images_only(tmp_path):
     from tasks import all_tasks
-    from utils.cli import clean_notice
+    from utils.cli import clean_notice, names_files
     own = str(tmp_path / "photo.png")
     Image.fromarray(data.camera()[:64, :64]).save(own)
+    own = names_files(own)
     tasks = all_tasks()
     for name, task in tasks.items():
         line = clean_notice(task, {"observed": False}, own)
         assert (line is None) == (name == "enhancement"), name      # enhancement degrades nothing
         assert clean_notice(task, {"observed": True}, own) is None
-        assert clean_notice(task, {"observed": False}, None) is None      # the demo image
+        assert clean_notice(task, {"observed": False}, names_files(None)) is None  # the demo
     assert "--observed" in clean_notice(tasks["deblocking"], {"observed": False}, own)
 
 

@@ -168,11 +168,11 @@ def names_files(image) -> bool:
     return True
 
 
-def clean_notice(task: Task, cfg: dict, image) -> str | None:
-    """The line for a user's own images fitted as the paper's experiments are (not
-    ``--observed``): each is taken as the clean image, degraded first and scored against; a
-    scored task only (enhancement degrades nothing)."""
-    if not names_files(image) or cfg["observed"] or not task.metrics:
+def clean_notice(task: Task, cfg: dict, own: bool) -> str | None:
+    """The line for a user's own images (``own``: :func:`names_files`) fitted as the paper's
+    experiments are (not ``--observed``): each is taken as the clean image, degraded first and
+    scored against; a scored task only (enhancement degrades nothing)."""
+    if not own or cfg["observed"] or not task.metrics:
         return None
     return (f"your images are taken as clean: {task.name} degrades each one first and scores "
             "the result against it (the paper's experiments); --observed restores an image "
@@ -365,10 +365,11 @@ def main(task: Task, argv=None) -> int:
 
 
 def _run(task: Task, args, argv) -> int:
+    own = names_files(args.image)
     try:
         cfg, notice = resolve_config(task, given_options(args),
                                      "full" if args.full else "quick" if args.quick else "auto",
-                                     whole=names_files(args.image))
+                                     whole=own)
         problem = check_config(task, cfg)
     except ValueError as e:
         problem = str(e)
@@ -388,7 +389,7 @@ def _run(task: Task, args, argv) -> int:
     rank, world = _distributed()
     if world > 1 and torch.cuda.is_available():
         cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    for line in (notice, data_notice, clean_notice(task, cfg, args.image)):
+    for line in (notice, data_notice, clean_notice(task, cfg, own)):
         if line and rank == 0:
             print(line)
     command = " ".join([task.script] + list(argv if argv is not None else sys.argv[1:]))

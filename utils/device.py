@@ -9,7 +9,9 @@ means on this machine (``resolve_amp``: native bf16 on a CPU that has it, measur
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
 import platform
 import time
 
@@ -122,13 +124,12 @@ def keep_freed_memory() -> bool:
     Nothing is done without glibc, with ``DIP_KEEP_FREED_MEMORY=0`` in the environment, or where
     the environment sets malloc's thresholds (the user's choice).  Returns whether the settings
     were applied."""
-    import os
-    if (not KEEP_FREED_MEMORY or os.environ.get(KEEP_ENV, "1") == "0"
-            or platform.system() != "Linux"
-            or platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV)
-            or any(t in os.environ.get("GLIBC_TUNABLES", "") for t in _MALLOC_TUNABLES)):
+    env = os.environ
+    users = (any(k in env for k in _MALLOC_ENV)
+             or any(t in env.get("GLIBC_TUNABLES", "") for t in _MALLOC_TUNABLES))
+    if (not KEEP_FREED_MEMORY or env.get(KEEP_ENV) == "0" or users
+            or platform.libc_ver()[0] != "glibc"):
         return False
-    import ctypes
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -78,7 +78,7 @@ def test_restarts_that_exceed_the_memory_are_refused_with_the_estimate(tmp_path)
     img = png(tmp_path / "big.png", size=512)
     r = subprocess.run([sys.executable, "denoising.py", *FAST, "--image", str(img),
                         "--restarts", "64", "--lambda", "auto", "--crop", "0", "--channels",
-                        "128", "--out", str(tmp_path / "new" / "out")], cwd=ROOT,
+                        "128", "--tile", "0", "--out", str(tmp_path / "new" / "out")], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, preexec_fn=_capped(8 << 30))
     line = one_line(r.stderr)
     assert r.returncode == 2, r.stderr
@@ -97,8 +97,8 @@ def test_a_fit_beyond_the_available_memory_gives_a_bad_input_row(tmp_path, capsy
     png(folder / "big.png", size=200)     # 224² padded × 8 channels × 64 B = 25.7 MB
     png(folder / "small.png", size=40)    # 64² padded: 2.1 MB
     monkeypatch.setattr(utils.task, "available_memory", lambda dev: (10 ** 7, "RAM available"))
-    status, cap = run("denoising", "--image", folder, "--crop", "0", "--out", tmp_path / "out",
-                      capsys=capsys)
+    status, cap = run("denoising", "--image", folder, "--crop", "0", "--tile", "0", "--out",
+                      tmp_path / "out", capsys=capsys)
     assert status == 2 and "Traceback" not in cap.err
     assert f"error: {folder / 'big.png'}: the fit needs about 26 MB (1 restart(s) × 224x224 px" \
         in cap.err

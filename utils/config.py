@@ -36,6 +36,10 @@ RUN_OPTIONS = {
                         "no ground truth"),
     "crop32": (False, "centre-crop to a multiple of 32 like the authors (default: "
                       "reflect-pad, and crop the output back to the input's size)"),
+    "tile": (0, "fit an image larger than N×N in N×N tiles (a multiple of 32), each by its own "
+                "net, blended (utils/tiles.py); 0: one net for the whole image"),
+    "tile_overlap": (32, "pixels by which neighbouring tiles overlap (their outputs are blended "
+                         "there)"),
 }
 ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the command line
 # numbers that may also be "auto" (chosen from the observation): --lambda for every task, the
@@ -169,6 +173,9 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         if whole:
             where = ("" if not crop or "crop" in given else
                      f" on your whole image (--crop {crop} for its {crop}×{crop} centre only)")
+            t = given.get("tile", quick.get("tile"))
+            where += (f", in {t}×{t} tiles where it is larger (--tile 0: one net for all of "
+                      "it)" if t else "")
         else:
             c = quick.get("crop")
             where = (f": each image's {c}×{c} centre, a quick check (--image PATH restores "
@@ -203,6 +210,9 @@ RANGES = {
                      "scales"), _POSITIVE_INT),
     **dict.fromkeys(("seed", "mask_seed", "channels_skip", "backtrack_every", "backtrack_recover",
                      "lr_warmup"), _NATURAL),
+    "tile": (lambda v: v == 0 or (v >= 64 and v % 32 == 0),
+             "0 (no tiles) or a multiple of 32, at least 64"),
+    "tile_overlap": (lambda v: v >= 0, "an integer >= 0"),
     "crop": (lambda v: v == 0 or v >= MIN_SIZE,
              f"0 (the whole image) or an integer >= {MIN_SIZE}"),
     **dict.fromkeys(("lr", "input_var", "stop_eps", "backtrack_db", "norm_lambda"), _POSITIVE),
@@ -282,6 +292,9 @@ def check_config(task, cfg: dict) -> str | None:
                 return f"{flag(name)} auto is not offered by {task.script}: give a number"
             if name in RANGES and value not in (None, "auto") and not RANGES[name][0](value):
                 return f"{flag(name)} must be {RANGES[name][1]}, got {value!r}"
+        if cfg.get("tile") and cfg.get("tile_overlap", 0) * 2 > cfg["tile"]:
+            return (f"--tile-overlap must be at most half of --tile ({cfg['tile']}), got "
+                    f"{cfg['tile_overlap']}")
         resolve_device(cfg.get("device", "auto"))
     except ValueError as e:
         return str(e)

@@ -47,13 +47,16 @@ def write_montage(path, problem, output, metrics):
             [name, f"output ({metrics['psnr']:.2f} dB)", "ground truth"], path)
 
 
-def write_log(path, history, members):
+def write_log(path, history, column="member"):
+    """One row per logged iteration and member (``column``: what a member is; a tiled fit's
+    log has one per tile)."""
     held = ("heldout",) if np.isfinite(history.get("heldout", np.nan)).any() else ()
     columns = LOG_COLUMNS + held
+    members = history["loss"].shape[1] if history["loss"].ndim == 2 else 1
     rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in columns]
             + ([m] if members > 1 else [])
             for i in range(len(history["iteration"])) for m in range(members)]
-    header = ["iteration", *columns] + (["member"] if members > 1 else [])
+    header = ["iteration", *columns] + ([column] if members > 1 else [])
     atomic_write_text(path, csv_text(header, rows))
 
 
@@ -77,14 +80,17 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     save("output_ema", shown(ema))
     extra = problem.finish(final, folder, save) if problem.finish else {}
     members = res.output.shape[0]
-    write_log(folder / "log.csv", res.history, members)
+    tiles = res.selection.get("tiles")
+    write_log(folder / "log.csv", res.history, "tile" if tiles else "member")
     first = res.chosen[0] if res.chosen else 0     # the chosen λ's first member
     stop_it = res.stop_iteration[first]
     if len(res.history["iteration"]):
+        of = f" (tile 1 of {len(tiles)})" if tiles else ""
         fbc_figure(res.history, folder / "fbc.png", member=first,
-                   title=f"{task.name} · {img.name}: FBC to the observation")
-        psnr_ratio_figure(res.history, folder / "psnr_ratio.png", stop_iteration=stop_it,
-                          member=first, title=f"{task.name} · {img.name}")
+                   title=f"{task.name} · {img.name}{of}: FBC to the observation")
+        psnr_ratio_figure(res.history, folder / "psnr_ratio.png",
+                          stop_iteration=tiles[0]["stop_iteration"] if tiles else stop_it,
+                          member=first, title=f"{task.name} · {img.name}{of}")
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)

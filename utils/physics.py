@@ -48,6 +48,8 @@ class DataTerm(nn.Module):
     left out of :meth:`loss` and scored alone by :meth:`heldout_loss`.
     """
 
+    pixelwise = False   # A(x) at a pixel from that pixel of x alone: the term can be tiled
+
     def __init__(self, observation, mask=None):
         super().__init__()
         self.register_buffer("observation", _4d(observation).float())
@@ -185,6 +187,7 @@ class DataTerm(nn.Module):
 class IdentityTerm(DataTerm):
     """A = I: denoising, JPEG deblocking, detail enhancement (DIP Sec. 4; Shi et al. Sec. 5).
     E(x) = ||x - y||^2 / N."""
+    pixelwise = True    # each pixel of A(x) depends on that pixel of x only (utils/tiles.py)
 
 
 class MaskedTerm(DataTerm):
@@ -195,6 +198,8 @@ class MaskedTerm(DataTerm):
     known fraction. Only known pixels get gradient. :meth:`psnr_obs` uses known pixels only.
     Mask shape (B or 1, 1 or C, H, W).
     """
+
+    pixelwise = True
 
     def __init__(self, observation, mask):
         super().__init__(observation, mask)

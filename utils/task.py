@@ -26,6 +26,7 @@ from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
 from utils.metrics import psnr, ssim
+from utils.tiles import fit_tiled, tiled
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 
@@ -246,7 +247,15 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_o
     """Fit ``restarts`` independent nets (for each λ of ``--lambda auto``) to the problem as one
     batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers, on_rate: see
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
-    in memory (:func:`check_memory`)."""
+    in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
+    tile is fitted so and the results blended (``utils.tiles.fit_tiled``)."""
+    if tiled(problem, cfg):
+        return fit_tiled(problem, cfg, lambda p, rate: _fit_whole(p, cfg, observers, rate,
+                                                                   **fit_overrides), on_rate)
+    return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
+
+
+def _fit_whole(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_overrides):
     check_memory(problem, cfg)
     nets, codes = make_nets(cfg, problem.data_term.observation.shape[1], problem.out_hw)
     n = len(nets)
@@ -288,8 +297,12 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
         r = (ax - term.observation) ** 2
         m = res.holdout.expand_as(r)
         out["heldout_loss"] = float((r * m).sum() / m.sum())
-    if res.selection:
+    if "lambda" in res.selection:
         out["lambda_chosen"] = res.selection["lambda"]
+    if "tiles" in res.selection:     # each tile's own stop (None: it ran to the end)
+        out["tiles"] = len(res.selection["tiles"])
+        out["tile_stops"] = " / ".join(str(i["stop_iteration"] or "-")
+                                       for i in res.selection["tiles"])
     members = _members(res, problem.region)
     if len(members) > 1:
         out["uncertainty_mean"] = float(255 * members.std(0).mean())
@@ -394,7 +407,8 @@ def course_metrics(problem: Problem, res, config) -> dict:
     if not (run_on or config.stop == "none") or problem.target is None:
         return {}
     h, w = problem.region
-    single = (len(res.chosen) if res.chosen else res.output.shape[0]) == 1
+    single = (len(res.chosen) if res.chosen else res.output.shape[0]) == 1 \
+        and "tiles" not in res.selection     # a tiled result's log is its tiles'
     out = {"psnr_peak": _peak(res, res.chosen[0] if res.chosen else 0)} if single else {}
     if run_on:
         last = to_array(res.final("last_output")[..., :h, :w])

@@ -1,0 +1,143 @@
+"""Tiled restoration (utils/tiles.py): the tiles cover the image, their blend is a partition of
+unity, a tile's problem is the image's cut to it, and a tiled fit restores (README "On a CPU")."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from tasks import get_task, prepare_problem, restore
+from utils.fit import FitResult
+from utils.tiles import fit_tiled, ramp, tile_boxes, tile_problem, tile_starts, tiled
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(channels=8, iters=30, log_every=5)
+
+
+@pytest.mark.parametrize("n,tile,overlap", [(256, 128, 32), (224, 128, 32), (300, 64, 16),
+                                            (128, 128, 32), (96, 128, 32), (130, 64, 32)])
+def test_the_tiles_of_an_axis_are_whole_cover_it_and_overlap_at_least_as_asked(n, tile, overlap):
+    starts = tile_starts(n, tile, overlap)
+    size = min(tile, n)
+    assert starts[0] == 0 and starts[-1] + size == n            # from the start to the end
+    assert all(0 <= s and s + size <= n for s in starts)         # every tile whole, inside
+    gaps = np.diff(starts)
+    assert (gaps > 0).all() and (size - gaps >= overlap).all()   # moving on, overlapping
+    assert len(starts) == (1 if n <= tile else int(np.ceil((n - tile) / (tile - overlap))) + 1)
+
+
+def test_the_blend_weights_are_a_partition_of_unity_and_positive():
+    hw, tile, overlap = (160, 224), 64, 16
+    weight = torch.zeros(hw)
+    for y, x, th, tw in tile_boxes(hw, tile, overlap):
+        assert (th, tw) == (64, 64)
+        weight[y:y + th, x:x + tw] += ramp(th, overlap)[:, None] * ramp(tw, overlap)[None]
+    assert float(weight.min()) > 0                   # every pixel covered
+    r = ramp(64, 16)
+    assert float(r.min()) > 0 and float(r.max()) == 1.0 and torch.equal(r, r.flip(0))
+    assert (r[17:47] == 1).all() and (np.diff(r[:17].numpy()) > 0).all()
+
+
+def _problem(image, task="denoising", **kw):
+    problem, cfg, _, _ = prepare_problem(image, task, observed=False, preset="quick", **kw)
+    return problem, cfg
+
+
+def test_a_tile_problem_is_the_image_problem_cut_to_it():
+    img = data.astronaut()[:150, :200]          # padded to 160×224: the padding bottom, right
+    problem, _ = _problem(img, "inpainting", **TINY)
+    assert problem.out_hw == (160, 224) and problem.region == (150, 200)
+    sub = tile_problem(problem, (96, 160, 64, 64))
+    assert sub.out_hw == (64, 64) and sub.region == (54, 40)     # the image's part of the tile
+    term, cut = problem.data_term, sub.data_term
+    assert torch.equal(cut.observation, term.observation[..., 96:160, 160:224])
+    assert torch.equal(cut.mask, term.mask[..., 96:160, 160:224])
+    assert torch.equal(sub.target, problem.target[..., 96:160, 160:224])
+    assert type(cut) is type(term) and cut.holdout is None and not sub.inputs
+
+
+def _result(out, interrupted=False, stop=None):
+    """A FitResult whose every output is ``out`` (1, C, h, w)."""
+    return FitResult(output=out, last_output=out, ema_output=out, stop_iteration=[stop],
+                     best_iteration=[None], best_output=None,
+                     history={"iteration": np.arange(0, 10, 5), "loss": np.ones((2, 1))},
+                     iterations=10, seconds=1.0, its_per_sec=10.0, device="cpu",
+                     interrupted=interrupted, restores=[1])
+
+
+def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keeps_the_rest():
+    problem, cfg = _problem(data.astronaut()[:150, :200], tile=64, tile_overlap=16, **TINY)
+    assert tiled(problem, cfg)
+    truth = torch.rand(1, 3, *problem.out_hw)   # each tile "restored" to this image's cut
+    seen = []
+
+    def exact(sub, rate):
+        seen.append(sub.out_hw)
+        y, x = next((b[0], b[1]) for b in tile_boxes(problem.out_hw, 64, 16)
+                    if len(seen) - 1 == tile_boxes(problem.out_hw, 64, 16).index(b))
+        return _result(truth[..., y:y + 64, x:x + 64], stop=10 * len(seen)), None
+    res, _ = fit_tiled(problem, cfg, exact)
+    n = len(tile_boxes(problem.out_hw, 64, 16))
+    assert len(seen) == n == 15 and set(seen) == {(64, 64)}
+    assert torch.allclose(res.output, truth, atol=1e-6)          # the blend is exact
+    assert res.stop_iteration == [10 * n] and res.restores == [n] and not res.interrupted
+    assert res.history["loss"].shape == (2, n)                   # one log column per tile
+    assert [t["stop_iteration"] for t in res.selection["tiles"]] == [10 * (k + 1)
+                                                                     for k in range(n)]
+    calls = []
+
+    def stopped(sub, rate):
+        calls.append(1)
+        return _result(torch.zeros(1, 3, 64, 64), interrupted=len(calls) == 2), None
+    res, _ = fit_tiled(problem, cfg, stopped)
+    assert len(calls) == 2 and res.interrupted and res.stop_iteration == [None]
+    obs = problem.data_term.observation
+    assert torch.equal(res.output[..., 100:, 150:], obs[..., 100:, 150:])  # left as observed
+    assert float(res.output[..., :30, :30].abs().max()) == 0     # the first tile's output
+
+
+def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended():
+    img = data.camera()[100:228, 80:200]         # 128×120: 2 × 2 tiles of 64
+    r = restore(img, "denoising", observed=False, tile=64, tile_overlap=0,
+                **dict(TINY, iters=150))
+    assert r.array.shape == (128, 120, 1)
+    assert r.metrics["psnr"] > r.metrics["psnr_in"] + 2.0
+    assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
+    whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
+    assert "tiles" not in whole.metrics
+
+
+def test_a_term_that_couples_pixels_is_not_tiled_and_bad_tiles_are_refused():
+    with pytest.raises(ValueError, match="pixel by pixel; BlurTerm"):
+        restore(data.camera()[:160, :160], "deblurring", observed=False, tile=64, **TINY)
+    with pytest.raises(ValueError, match="--tile must be 0 .no tiles. or a multiple of 32"):
+        restore(data.camera()[:160, :160], "denoising", tile=100, **TINY)
+    with pytest.raises(ValueError, match="--tile-overlap must be at most half of --tile"):
+        restore(data.camera()[:160, :160], "denoising", tile=64, tile_overlap=40, **TINY)
+
+
+def test_the_command_line_writes_a_tiled_fit_with_a_log_per_tile(tmp_path):
+    Image.fromarray(data.astronaut()[:150, :200]).save(tmp_path / "wide.png")
+    e = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "denoising.py"), "--quiet", "--image",
+                        str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"),
+                        "--channels", "8", "--iters", "10", "--log-every", "5", "--tile", "64",
+                        "--tile-overlap", "16"], capture_output=True, text=True, cwd=ROOT,
+                       env=e, timeout=600)
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "out" / "wide"
+    with Image.open(folder / "output.png") as im:
+        assert im.size == (200, 150)
+    header, *rows = (folder / "log.csv").read_text().splitlines()
+    logged = {r.split(",")[0] for r in rows}
+    assert header.split(",")[-1] == "tile" and len(rows) == 15 * len(logged) >= 30  # per tile
+    assert {r.split(",")[-1] for r in rows} == {str(k) for k in range(15)}
+    rec = json.loads((folder / "summary.json").read_text())
+    assert rec["tiles"] == 15 and rec["hyperparameters"]["tile"] == 64
+    assert (folder / "fbc.png").exists() and (folder / "psnr_ratio.png").exists()

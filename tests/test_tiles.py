@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from tasks import get_task, prepare_problem, restore
+from tasks import prepare_problem, restore
 from utils.fit import FitResult
 from utils.tiles import fit_tiled, ramp, tile_boxes, tile_problem, tile_starts, tiled
 
@@ -75,15 +75,14 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     problem, cfg = _problem(data.astronaut()[:150, :200], tile=64, tile_overlap=16, **TINY)
     assert tiled(problem, cfg)
     truth = torch.rand(1, 3, *problem.out_hw)   # each tile "restored" to this image's cut
-    seen = []
+    boxes, seen = tile_boxes(problem.out_hw, 64, 16), []
 
     def exact(sub, rate):
         seen.append(sub.out_hw)
-        y, x = next((b[0], b[1]) for b in tile_boxes(problem.out_hw, 64, 16)
-                    if len(seen) - 1 == tile_boxes(problem.out_hw, 64, 16).index(b))
+        y, x, _, _ = boxes[len(seen) - 1]
         return _result(truth[..., y:y + 64, x:x + 64], stop=10 * len(seen)), None
     res, _ = fit_tiled(problem, cfg, exact)
-    n = len(tile_boxes(problem.out_hw, 64, 16))
+    n = len(boxes)
     assert len(seen) == n == 15 and set(seen) == {(64, 64)}
     assert torch.allclose(res.output, truth, atol=1e-6)          # the blend is exact
     assert res.stop_iteration == [10 * n] and res.restores == [n] and not res.interrupted

@@ -52,7 +52,7 @@ def write_log(path, history, column="member"):
     log has one per tile)."""
     held = ("heldout",) if np.isfinite(history.get("heldout", np.nan)).any() else ()
     columns = LOG_COLUMNS + held
-    members = history["loss"].shape[1] if history["loss"].ndim == 2 else 1
+    members = history["loss"].shape[1]
     rows = [[int(history["iteration"][i])] + [f"{history[c][i, m]:.6g}" for c in columns]
             + ([m] if members > 1 else [])
             for i in range(len(history["iteration"])) for m in range(members)]

@@ -73,17 +73,13 @@ def tile_problem(problem, box):
 def _history(results) -> dict:
     """The tiles' logs side by side, one column per tile (its result's first chosen member),
     NaN where a tile had stopped."""
-    its = sorted(set().union(*(r.history["iteration"].tolist() for r in results)))
-    row = {it: k for k, it in enumerate(its)}
-    out = {"iteration": np.asarray(its, dtype=np.int64)}
-    keys = [k for k in results[0].history if k != "iteration"]
-    for key in keys:
-        col = np.full((len(its), len(results)), np.nan)
+    its = np.unique(np.concatenate([r.history["iteration"] for r in results])).astype(np.int64)
+    rows = [np.searchsorted(its, r.history["iteration"]) for r in results]
+    out = {"iteration": its}
+    for key in (k for k in results[0].history if k != "iteration"):
+        out[key] = np.full((len(its), len(results)), np.nan)
         for j, r in enumerate(results):
-            m = r.chosen[0] if r.chosen else 0
-            for k, it in enumerate(r.history["iteration"].tolist()):
-                col[row[it], j] = r.history[key][k, m]
-        out[key] = col
+            out[key][rows[j], j] = r.history[key][:, r.chosen[0] if r.chosen else 0]
     return out
 
 

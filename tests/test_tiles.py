@@ -81,9 +81,14 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
         seen.append(sub.out_hw)
         y, x, _, _ = boxes[len(seen) - 1]
         return _result(truth[..., y:y + 64, x:x + 64], stop=10 * len(seen)), None
-    res, _ = fit_tiled(problem, cfg, exact)
+    lines = []
+    res, _ = fit_tiled(problem, cfg, exact, say=lines.append)
     n = len(boxes)
     assert len(seen) == n == 15 and set(seen) == {(64, 64)}
+    # before each tile a line: where it lies, and the time left at the rate so far (1 s a tile)
+    assert len(lines) == n and lines[0] == "tile 1 of 15: rows 0-64, columns 0-64"
+    assert lines[-1] == ("tile 15 of 15: rows 96-160, columns 160-224; 1 s per tile so far, "
+                         "about 1 s for the 1 left")
     assert torch.allclose(res.output, truth, atol=1e-6)          # the blend is exact
     assert res.stop_iteration == [10 * n] and res.restores == [n] and not res.interrupted
     assert res.history["loss"].shape == (2, n)                   # one log column per tile
@@ -101,10 +106,13 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     assert float(res.output[..., :30, :30].abs().max()) == 0     # the first tile's output
 
 
-def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended():
+def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     img = data.camera()[100:228, 80:200]         # 128×120: 2 × 2 tiles of 64
-    r = restore(img, "denoising", observed=False, tile=64, tile_overlap=0,
+    r = restore(img, "denoising", observed=False, tile=64, tile_overlap=0, quiet=False,
                 **dict(TINY, iters=150))
+    err = capsys.readouterr().err
+    assert "tile 1 of 4: rows 0-64, columns 0-64\n" in err
+    assert "tile 4 of 4: rows 64-128, columns 64-128; " in err and "for the 1 left" in err
     assert r.array.shape == (128, 120, 1)
     assert r.metrics["psnr"] > r.metrics["psnr_in"] + 2.0
     assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
@@ -130,6 +138,7 @@ def test_the_command_line_writes_a_tiled_fit_with_a_log_per_tile(tmp_path):
                         "--tile-overlap", "16"], capture_output=True, text=True, cwd=ROOT,
                        env=e, timeout=600)
     assert r.returncode == 0, r.stderr
+    assert "tile 1 of" not in r.stderr                           # --quiet: no tile lines
     folder = tmp_path / "out" / "wide"
     with Image.open(folder / "output.png") as im:
         assert im.size == (200, 150)

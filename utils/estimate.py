@@ -51,13 +51,16 @@ def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
     return line
 
 
+def say(line: str, stream=None):
+    """``line`` on stderr (or ``stream``), above a progress bar (``tqdm.write``), where stdout
+    keeps the results."""
+    from tqdm import tqdm
+    tqdm.write(line, file=stream or sys.stderr)
+
+
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
             stream=None):
-    """An ``on_rate`` callback that prints :func:`estimate_line` to stderr, above the progress
-    bar (``tqdm.write``), where stdout keeps the results."""
-    from tqdm import tqdm
-
+    """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`)."""
     def report(rate, iters):
-        tqdm.write(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop),
-                   file=stream or sys.stderr)
+        say(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop), stream)
     return report

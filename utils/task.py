@@ -21,6 +21,7 @@ import torch
 
 from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
+from utils.estimate import say
 from utils.device import resolve_device
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
@@ -250,8 +251,9 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_o
     in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
     tile is fitted so and the results blended (``utils.tiles.fit_tiled``)."""
     if tiled(problem, cfg):
+        lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
         return fit_tiled(problem, cfg, lambda p, rate: _fit_whole(p, cfg, observers, rate,
-                                                                   **fit_overrides), on_rate)
+                                                                   **fit_overrides), on_rate, lines)
     return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from utils.estimate import duration
 from utils.fit import FitResult
 
 
@@ -83,12 +84,25 @@ def _history(results) -> dict:
     return out
 
 
-def fit_tiled(problem, cfg: dict, fit_one, on_rate=None):
+def tile_line(k: int, boxes, seconds_done: float) -> str:
+    """The line printed before tile ``k`` (from 0) of ``boxes``: where it lies and, after the
+    first, the time the tiles left will take at the mean of those done."""
+    y, x, th, tw = boxes[k]
+    line = f"tile {k + 1} of {len(boxes)}: rows {y}-{y + th}, columns {x}-{x + tw}"
+    if k:
+        each = seconds_done / k
+        line += (f"; {duration(each)} per tile so far, about "
+                 f"{duration(each * (len(boxes) - k))} for the {len(boxes) - k} left")
+    return line
+
+
+def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None):
     """Fit ``problem`` tile by tile with ``fit_one(tile problem, on_rate) -> (FitResult, config)``
     and blend the tiles' results into one ``FitResult`` of one member (outputs on the whole grid;
     ``stop_iteration``: the iteration by which every tile had stopped, None if one ran to the end;
     ``selection['tiles']``: each tile's box, stop and restores; ``history``: one column per tile).
     Interrupted (Ctrl-C), the tiles not fitted keep the observation and the result is marked so.
+    ``say``: called with :func:`tile_line` before each tile (None: silent).
     """
     if not getattr(problem.data_term, "pixelwise", False):
         raise ValueError(f"--tile needs a data term that acts pixel by pixel; "
@@ -104,6 +118,8 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None):
     rate = None if on_rate is None else (lambda s, n: on_rate(s * len(boxes), n))
     for k, box in enumerate(boxes):
         y, x, th, tw = box
+        if say is not None:
+            say(tile_line(k, boxes, sum(r.seconds for r in results)))
         res, config = fit_one(tile_problem(problem, box), rate if k == 0 else None)
         results.append(res)
         w = (ramp(th, overlap)[:, None] * ramp(tw, overlap)[None, :])[None, None]

@@ -114,3 +114,32 @@ def test_speed_time_cap_lists_the_cases_it_did_not_start(tmp_path):
     assert all("| — |" in r for r in rows)
     assert sum("time cap" in r for r in rows) == 7 and sum("not run" in r for r in rows) == 2
     assert "ratio **—×**" in text
+
+
+def test_compare_pairs_two_grids_run_by_run_and_lists_the_unpaired(tmp_path):
+    from benchmarks import compare
+    from benchmarks.robustness import CSV_HEADER, csv_row
+    from utils.tables import csv_text
+
+    def grid(path, rows):
+        path.write_text(csv_text(CSV_HEADER, [csv_row(r) for r in rows]))
+        return str(path)
+    row = lambda img, seed, got, s: ["denoising", img, seed, f"20.00 → {got:.2f}",  # noqa: E731
+                                     got - 20, s, 0, "yes", "CBM3D", 30.0]
+    a = grid(tmp_path / "a.csv", [row("camera", 0, 26.0, 100), row("moon", 0, 28.0, 100),
+                                  row("moon", 1, 27.0, 100)])
+    b = grid(tmp_path / "b.csv", [row("moon", 0, 29.5, 300), row("camera", 0, 25.0, 200)])
+    text = "\n".join(compare.report(a, b, ("whole", "tiles")))
+    # the pairs: camera −1.00, moon +1.50; mean +0.25, one of two better, times ×2 and ×3
+    assert "| denoising | 2 | +0.25 | -1.00 … +1.50 | 1/2 | -3.00 (worst -4.00) | " \
+           "-2.75 (worst -5.00) | 2.50 |" in text
+    assert "| denoising | moon | 0 | 20.00 | 28.00 | 29.50 | +1.50 | CBM3D 30.00 | 100 / 300 |" \
+        in text
+    assert "Not paired (in one CSV only): denoising moon seed 1 (a.csv)" in text
+    with pytest.raises(SystemExit, match="no run in common"):
+        compare.report(a, grid(tmp_path / "c.csv", [row("coffee", 0, 26.0, 100)]))
+    with pytest.raises(SystemExit, match="missing.csv: no such CSV"):
+        compare.main([a, str(tmp_path / "missing.csv")])
+    compare.main([a, b, "--out", str(tmp_path / "pairs.md")])
+    written = (tmp_path / "pairs.md").read_text()
+    assert written.startswith("# B against A") and "| denoising | 2 | +0.25 |" in written

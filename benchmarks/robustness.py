@@ -166,8 +166,8 @@ def report(rows, tasks, order, argv) -> list[str]:
           f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; total "
           f"{sum(r[5] for r in rows) / 60:.0f} min of fitting",
           "- each run: `tasks.restore(image, task, observed=False, preset='quick', seed=s, "
-          "crop=c)` on the image's c×c centre, c the preset's crop (128; enhancement: 256); "
-          "every run's time limit "
+          "crop=c)` on the image's c×c centre, c the preset's crop (128; enhancement: 256) "
+          "or the command's `--set crop=`; every run's time limit "
           f"{MAX_SECONDS} s", "",
           "## Worst case per task", ""]
     md += markdown(["task", "worst gain (where)", "mean gain", "target",

@@ -14,7 +14,8 @@ from skimage import data
 
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
-from utils.tiles import fit_tiled, ramp, tile_boxes, tile_problem, tile_starts, tiled
+from utils.tiles import (fit_tiled, hole_note, ramp, tile_boxes, tile_problem, tile_starts,
+                         tiled, widest_hole)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, iters=30, log_every=5)
@@ -118,6 +119,25 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
     whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
     assert "tiles" not in whole.metrics
+
+
+def test_a_hole_wider_than_a_quarter_tile_is_filled_by_one_net_and_said_so(tmp_path):
+    img = data.astronaut()[:192, :192]
+    problem, cfg = _problem(img, "inpainting", tile=64, **TINY)     # the 50 % Bernoulli mask
+    assert 0 < widest_hole(problem) < 3 and hole_note(problem, cfg) is None
+    known = np.full((192, 192), 255, np.uint8)
+    known[40:64, 100:124] = 0                   # a 24-pixel hole: 12 from the nearest known
+    Image.fromarray(known).save(tmp_path / "small_hole.png")
+    known[60:160, 40:140] = 0                   # and a 100-pixel one: 50 from it
+    Image.fromarray(known).save(tmp_path / "wide_hole.png")
+    small, cfg = _problem(img, "inpainting", mask=str(tmp_path / "small_hole.png"), tile=64,
+                          **TINY)
+    assert widest_hole(small) == 12 and hole_note(small, cfg) is None
+    r = restore(img, "inpainting", observed=False, mask=tmp_path / "wide_hole.png", tile=64,
+                **dict(TINY, iters=2))
+    assert "tiles" not in r.metrics and r.array.shape == (192, 192, 3)    # one net
+    assert any("reaches 50 pixels from every known pixel, more than a quarter of the 64×64 "
+               "tiles: one net" in w for w in r.fit.warnings)
 
 
 def test_a_term_that_couples_pixels_is_not_tiled_and_bad_tiles_are_refused():

@@ -27,7 +27,7 @@ from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
 from utils.metrics import psnr, ssim
-from utils.tiles import fit_tiled, tiled
+from utils.tiles import fit_tiled, hole_note, tiled
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 
@@ -249,12 +249,20 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_o
     batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers, on_rate: see
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
     in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
-    tile is fitted so and the results blended (``utils.tiles.fit_tiled``)."""
-    if tiled(problem, cfg):
-        lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
+    tile is fitted so and the results blended (``utils.tiles.fit_tiled``), unless a hole of the
+    mask is too wide for a tile (``utils.tiles.hole_note``: one net, the note in the warnings)."""
+    if not tiled(problem, cfg):
+        return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
+    lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
+    note = hole_note(problem, cfg)
+    if note is None:
         return fit_tiled(problem, cfg, lambda p, rate: _fit_whole(p, cfg, observers, rate,
                                                                    **fit_overrides), on_rate, lines)
-    return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
+    if lines is not None:
+        lines(f"warning: {note}")
+    res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
+    res.warnings.append(note)
+    return res, config
 
 
 def _fit_whole(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_overrides):

@@ -16,6 +16,7 @@ project's CPU path (README "On a CPU").
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -52,6 +53,32 @@ def tiled(problem, cfg: dict) -> bool:
     """Whether ``problem`` is fitted in tiles: ``tile`` set and its grid larger than a tile."""
     t = int(cfg.get("tile") or 0)
     return bool(t) and max(problem.out_hw) > t
+
+
+def widest_hole(problem) -> float:
+    """How far (pixels) the unknown pixel of the image's region farthest from every known one
+    lies from them: 0 without a mask (or with nothing unknown), inf with nothing known."""
+    from scipy.ndimage import distance_transform_edt
+    term = problem.data_term
+    m = term.mask
+    if m is None or m.shape[-2:] != term.observation.shape[-2:]:
+        return 0.0
+    h, w = problem.region
+    known = (m.reshape(-1, *m.shape[-2:]) > 0.5).all(0)[:h, :w].cpu().numpy()
+    if known.all():
+        return 0.0
+    return float(distance_transform_edt(~known).max()) if known.any() else math.inf
+
+
+def hole_note(problem, cfg: dict) -> str | None:
+    """Why ``problem`` is not tiled although ``tile`` is set: a hole of its mask reaching more
+    than a quarter of a tile from every known pixel (a tile inside it would see little or
+    nothing to fit; one net fills it from the whole image, as DIP does); None: tile it."""
+    t, d = int(cfg["tile"]), widest_hole(problem)
+    if d <= t / 4:
+        return None
+    return (f"a hole of the mask reaches {d:.0f} pixels from every known pixel, more than a "
+            f"quarter of the {t}×{t} tiles: one net for the whole image instead (--tile)")
 
 
 def tile_problem(problem, box):

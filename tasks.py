@@ -107,8 +107,9 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration); the
     quick preset restores the image whole, at its own size (its centre crop is the command
     line's quick check of the demo and paper images: give ``crop=N`` for the centre only);
-    denoising's quick preset fits an image larger than 128×128 in blended 128×128 tiles, each
-    by its own net (``tile=0``: one net for the whole image; utils/tiles.py).
+    the quick presets of denoising, deblocking and inpainting fit an image larger than 128×128
+    in blended 128×128 tiles, each by its own net (``tile=0``: one net for the whole image;
+    utils/tiles.py).
     quiet=False: the notices, the estimate line and the progress bar.
     Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
     checked like the command line's options; ``full=True`` is the older spelling of

@@ -94,7 +94,7 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
     if notice and not quiet:
         print(notice)
     img, like = from_memory(image)
-    return spec.make_problem(img, cfg), cfg, like, img
+    return spec.problem(img, cfg), cfg, like, img
 
 
 def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",

@@ -205,7 +205,7 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     error, none: ``utils.outdir.staged``); ``reads``: the fingerprints of the other files it
     reads (``fingerprints``); ``rest``: the images still to fit after it, for the estimate line
     (printed unless ``quiet``); returns (summary row, FitResult)."""
-    problem = task.make_problem(img, cfg)
+    problem = task.problem(img, cfg)
     problem.like = problem.like or img
     for note in problem.notes:
         print(f"warning: {note}", file=sys.stderr)

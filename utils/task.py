@@ -21,8 +21,8 @@ import torch
 
 from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
-from utils.estimate import say
 from utils.device import resolve_device
+from utils.estimate import say
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
@@ -96,6 +96,15 @@ class Task:
             self.about = doc.strip().splitlines()[0] if doc.strip() else self.name
         if not self.protocol:
             self.protocol = tuple((g, {}) for g in self.data_groups)
+
+    def problem(self, img, cfg: dict) -> Problem:
+        """``make_problem(img, cfg)``, with a note for the user where ``tile`` is set but a hole
+        of the mask is too wide for tiles, so that one net fits it (``utils.tiles.hole_note``)."""
+        problem = self.make_problem(img, cfg)
+        note = hole_note(problem, cfg) if tiled(problem, cfg) else None
+        if note:
+            problem.notes.append(note)
+        return problem
 
     @property
     def script(self) -> str:
@@ -250,16 +259,15 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_o
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
     in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
     tile is fitted so and the results blended (``utils.tiles.fit_tiled``), unless a hole of the
-    mask is too wide for a tile (``utils.tiles.hole_note``: one net, the note in the warnings)."""
+    mask is too wide for a tile (``utils.tiles.hole_note``: one net, the note in its warnings;
+    ``Task.problem`` puts it in the problem's notes, which the callers show before the fit)."""
     if not tiled(problem, cfg):
         return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
-    lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
     note = hole_note(problem, cfg)
     if note is None:
+        lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
         return fit_tiled(problem, cfg, lambda p, rate: _fit_whole(p, cfg, observers, rate,
                                                                    **fit_overrides), on_rate, lines)
-    if lines is not None:
-        lines(f"warning: {note}")
     res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
     res.warnings.append(note)
     return res, config

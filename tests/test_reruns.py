@@ -113,6 +113,20 @@ def test_two_runs_at_once_on_one_folder_keep_both_rows(tmp_path):
     assert sorted(r["image"] for r in rows(out)) == ["a", "b", "mean"]
 
 
+def test_another_task_on_the_same_folder_is_not_averaged_into_its_summary(tmp_path):
+    a = save(tmp_path / "a.png", data.astronaut()[150:214, 180:244])
+    b = save(tmp_path / "b.png", data.chelsea()[50:114, 100:164])
+    out = tmp_path / "out"
+    assert run("deblocking", "--image", str(a), "--out", str(out))[0] == 0
+    assert run("inpainting", "--image", str(b), "--out", str(out))[0] == 0
+    assert [r["image"] for r in rows(out)] == ["b"]            # inpainting's own rows only
+    assert json.loads((out / "a" / "summary.json").read_text())["task"] == "deblocking"
+    (out / ".summary-rows.json").unlink()                      # rebuilt from the folders alike
+    assert run("deblocking", "--image", str(a), "--out", str(out), "--seed", "3")[0] == 0
+    assert [r["image"] for r in rows(out)] == ["a"]
+    assert "task" not in (out / "summary.csv").read_text().splitlines()[0].split(",")
+
+
 def test_a_failed_move_keeps_every_earlier_file(face, tmp_path):
     out = tmp_path / "out"
     assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0

@@ -107,7 +107,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    device=res.device)
     each = [member_metrics(problem, res, m, runs_on(config))
             for m in range(members)] if members > 1 else []
-    record = dict(summary, warnings=res.warnings, interrupted=res.interrupted,
+    record = dict(summary, task=task.name, warnings=res.warnings, interrupted=res.interrupted,
                   **({"members": each} if each else {}), hyperparameters=recorded(cfg),
                   fit=asdict(config), torch=torch.__version__,
                   cuda=torch.version.cuda,
@@ -123,17 +123,20 @@ ROWS_FILE = ".summary-rows.json"   # every run's rows on one output folder (type
 
 
 def rows_from_folders(out: Path) -> list[dict]:
-    """The rows of the finished or interrupted images whose folders are in ``out``."""
+    """The rows of the finished or interrupted images whose folders are in ``out``, each with
+    the task that fitted it (``task``; None in a record written before it was kept)."""
     recs = (read_record(d) for d in sorted(out.iterdir())
             if d.is_dir() and not d.name.startswith("."))
-    return [row_of(rec) for rec in recs if rec is not None and "image" in rec]
+    return [dict(row_of(rec), task=rec.get("task")) for rec in recs
+            if rec is not None and "image" in rec]
 
 
-def merged_rows(out: Path, rows: list[dict]) -> list[dict]:
-    """This run's rows merged into those of the earlier runs on the same folder (``ROWS_FILE``;
-    rebuilt from the image folders where it is missing or unreadable): one row per image name,
-    this run's replacing an earlier one; an earlier row of a fitted image is kept only while its
-    folder's summary.json is there."""
+def merged_rows(out: Path, rows: list[dict], task: str | None = None) -> list[dict]:
+    """This run's rows merged into those of the earlier runs of ``task`` on the same folder
+    (``ROWS_FILE``; rebuilt from the image folders where it is missing or unreadable): one row
+    per image name, this run's replacing an earlier one; an earlier row of a fitted image is kept
+    only while its folder's summary.json is there; another task's rows are left out (a folder
+    shared by two tasks would otherwise average their measures).  Each row keeps its ``task``."""
     try:
         earlier = json.loads((out / ROWS_FILE).read_text())
         if not isinstance(earlier, list):
@@ -142,18 +145,20 @@ def merged_rows(out: Path, rows: list[dict]) -> list[dict]:
         earlier = rows_from_folders(out)
     mine = {r["image"] for r in rows}
     kept = [r for r in earlier if isinstance(r, dict) and r.get("image") not in mine
+            and r.get("task") in (None, task)
             and (r.get("status") not in ("ok", "interrupted")
                  or (out / str(r.get("image")) / "summary.json").is_file())]
-    return kept + rows
+    return kept + [dict(r, task=task) for r in rows]
 
 
 def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
     """summary.csv and summary.md: one row per image, then their mean, over every run on this
     output folder (``merged_rows``, under a lock: two runs at once keep both their rows)."""
     with locked(out / ".summary.lock"):
-        rows = merged_rows(out, rows)
+        rows = merged_rows(out, rows, task)
         atomic_write_text(out / ROWS_FILE, strict_json(rows))
-        return _write_tables(out, task, rows, device, command)
+        return _write_tables(out, task, [{k: v for k, v in r.items() if k != "task"}
+                                         for r in rows], device, command)
 
 
 def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: str):
@@ -185,8 +190,8 @@ def fingerprints(paths) -> list[dict]:
     return [{"file": Path(p).name, "sha256": sha256_file(p)} for p in paths]
 
 
-RECORD_ONLY = ("warnings", "interrupted", "members", "hyperparameters", "fit", "torch", "cuda",
-               "size", "inputs", "source", "outputs")   # summary.json keys that are not its row
+RECORD_ONLY = ("task", "warnings", "interrupted", "members", "hyperparameters", "fit", "torch",
+               "cuda", "size", "inputs", "source", "outputs")   # summary.json keys, not its row
 
 
 def row_of(rec: dict) -> dict:

@@ -92,8 +92,8 @@ def run_case(name: str, folder: Path, paths: dict) -> dict:
     d = out / image
     summary = json.loads((d / "summary.json").read_text())
     metrics = {k: v for k, v in summary.items() if k not in VOLATILE
-               and k not in ("warnings", "interrupted", "status", "hyperparameters", "fit", "torch",
-                             "cuda")
+               and k not in ("task", "warnings", "interrupted", "status", "hyperparameters",
+                             "fit", "torch", "cuda")
                and isinstance(v, (int, float, str, type(None)))}
     files = {f: hashlib.sha256(_content(d / f)).hexdigest()[:16] for f in FILES}
     return {"metrics": metrics, "files": files}

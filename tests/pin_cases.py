@@ -79,6 +79,7 @@ def run_case(name: str, folder: Path, paths: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     from tasks import get_task
     from utils.cli import main
+    from utils.outputs import row_of
     script, image, argv = CASES[name]
     out = folder / name
     threads = torch.get_num_threads()
@@ -91,9 +92,8 @@ def run_case(name: str, folder: Path, paths: dict) -> dict:
     assert status == 0, f"{name}: exit status {status}"
     d = out / image
     summary = json.loads((d / "summary.json").read_text())
-    metrics = {k: v for k, v in summary.items() if k not in VOLATILE
-               and k not in ("task", "warnings", "interrupted", "status", "hyperparameters",
-                             "fit", "torch", "cuda")
+    # the summary row's scalars (the record's other keys are not behaviour: utils.outputs.row_of)
+    metrics = {k: v for k, v in row_of(summary).items() if k not in VOLATILE and k != "status"
                and isinstance(v, (int, float, str, type(None)))}
     files = {f: hashlib.sha256(_content(d / f)).hexdigest()[:16] for f in FILES}
     return {"metrics": metrics, "files": files}

@@ -2,6 +2,7 @@
 unity, a tile's problem is the image's cut to it, and a tiled fit restores (README "On a CPU")."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ from skimage import data
 
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
-from utils.tiles import (fit_tiled, hole_note, ramp, tile_boxes, tile_problem, tile_starts,
-                         tiled, widest_hole)
+from utils.tiles import (TileStore, fit_tiled, hole_note, problem_key, ramp, tile_boxes,
+                         tile_problem, tile_starts, tiled, widest_hole)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, iters=30, log_every=5)
@@ -105,6 +106,78 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     obs = problem.data_term.observation
     assert torch.equal(res.output[..., 100:, 150:], obs[..., 100:, 150:])  # left as observed
     assert float(res.output[..., :30, :30].abs().max()) == 0     # the first tile's output
+    calls.clear()
+
+    def raising(sub, rate):     # Ctrl-C before the third tile's fit began
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _result(torch.zeros(1, 3, 64, 64)), None
+    res, _ = fit_tiled(problem, cfg, raising)
+    assert len(calls) == 3 and res.interrupted and len(res.selection["tiles"]) == 2
+    assert float(res.output[..., :30, :100].abs().max()) == 0    # the two tiles done stand
+    assert torch.equal(res.output[..., 100:, 150:], obs[..., 100:, 150:])
+
+    def at_once(sub, rate):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):      # before any tile: nothing to keep
+        fit_tiled(problem, cfg, at_once)
+
+
+def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
+    problem, cfg = _problem(data.astronaut()[:150, :200], tile=64, tile_overlap=16, **TINY)
+    truth = torch.rand(1, 3, *problem.out_hw)
+    boxes, calls = tile_boxes(problem.out_hw, 64, 16), []
+
+    def fit_one(stop_at=None):
+        def one(sub, rate):
+            k = next(k for k, b in enumerate(boxes)
+                     if torch.equal(sub.data_term.observation,
+                                    tile_problem(problem, b).data_term.observation))
+            calls.append((k, rate is not None))
+            y, x, _, _ = boxes[k]
+            return _result(truth[..., y:y + 64, x:x + 64], interrupted=k == stop_at,
+                           stop=None if k == 2 else 5 + k), "config"   # tile 3 ran to the end
+        return one
+    key = problem_key(problem, {"seed": 0})
+    store = TileStore(tmp_path / ".astronaut.tiles", key)
+    rates = []
+    res, _ = fit_tiled(problem, cfg, fit_one(stop_at=3), on_rate=lambda s, n: rates.append(s),
+                       store=store)
+    assert res.interrupted and [k for k, _ in calls] == [0, 1, 2, 3]
+    assert sorted(p.name for p in store.folder.glob("tile_*.pt")) == [
+        "tile_0000.pt", "tile_0001.pt", "tile_0002.pt"]          # the interrupted tile is not
+    calls.clear()
+    lines = []
+    res, config = fit_tiled(problem, cfg, fit_one(), on_rate=lambda s, n: rates.append(s),
+                            say=lines.append, store=TileStore(store.folder, key))
+    # the rerun fits tiles 4 to 15 only; the first of them prices the 12 left
+    assert [k for k, _ in calls] == list(range(3, 15)) and calls[0][1] and not calls[1][1]
+    assert lines[0] == ("3 of the 15 tiles were fitted by an earlier run asking the same "
+                        "question: kept (.astronaut.tiles)") and lines[1].startswith("tile 4 of")
+    assert torch.allclose(res.output, truth, atol=1e-6) and not res.interrupted
+    assert res.stop_iteration == [None] and res.restores == [15] and config == "config"
+    assert [t["kept"] for t in res.selection["tiles"]] == [True] * 3 + [False] * 12
+    assert [t["stop_iteration"] for t in res.selection["tiles"]] == [
+        None if k == 2 else 5 + k for k in range(15)]
+    assert res.history["loss"].shape == (2, 15)
+    assert "3 of the 15 tiles were fitted by an earlier run" in res.warnings[-1]
+    # every tile kept: nothing fitted (and no configuration to hand on)
+    calls.clear()
+    res, config = fit_tiled(problem, cfg, fit_one(), store=TileStore(store.folder, key))
+    assert calls == [] and config is None and torch.allclose(res.output, truth, atol=1e-6)
+    # a damaged file is fitted again; another question's tiles are not used, and go
+    (store.folder / "tile_0004.pt").write_bytes(b"not a tile")
+    res, _ = fit_tiled(problem, cfg, fit_one(), store=TileStore(store.folder, key))
+    assert [k for k, _ in calls] == [4]
+    calls.clear()
+    other = TileStore(store.folder, problem_key(problem, {"seed": 1}))
+    fit_tiled(problem, cfg, fit_one(stop_at=1), store=other)
+    assert [k for k, _ in calls] == [0, 1] and len(list(store.folder.glob("tile_*.pt"))) == 1
+    noisier, _ = _problem(data.astronaut()[:150, :200], tile=64, sigma=30, **TINY)
+    assert problem_key(noisier, {"seed": 0}) != key          # another observation
+    other.remove()
+    assert not store.folder.exists()
 
 
 def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
@@ -171,3 +244,50 @@ def test_the_command_line_writes_a_tiled_fit_with_a_log_per_tile(tmp_path):
     rec = json.loads((folder / "summary.json").read_text())
     assert rec["tiles"] == 15 and rec["hyperparameters"]["tile"] == 64
     assert (folder / "fbc.png").exists() and (folder / "psnr_ratio.png").exists()
+
+
+def test_a_tiled_run_stopped_by_ctrl_c_resumes_from_its_finished_tiles(tmp_path):
+    """The user's path: Ctrl-C during the third tile, the same command again; the outputs are
+    those of a run never stopped (each tile seeded alone), the kept tiles then removed."""
+    Image.fromarray(data.camera()[:128, :128]).save(tmp_path / "cam.png")
+    e = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")   # the same rounding
+
+    def command(out):
+        return [sys.executable, str(ROOT / "denoising.py"), "--image", str(tmp_path / "cam.png"),
+                "--out", str(tmp_path / out), "--channels", "8", "--iters", "400",
+                "--log-every", "50", "--tile", "64", "--tile-overlap", "0"]
+    # SIGINT as a terminal's Ctrl-C sends it (a shell without job control has it ignored)
+    run = subprocess.Popen(command("out"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           text=True, cwd=ROOT, env=e,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in run.stderr:           # Ctrl-C once the third tile has begun
+        if "tile 3 of 4" in line:
+            run.send_signal(signal.SIGINT)
+            break
+    run.stderr.read()
+    assert run.wait(timeout=600) == 130
+    kept = tmp_path / "out" / ".cam.tiles"
+    assert len(list(kept.glob("tile_*.pt"))) == 2
+    rec = json.loads((tmp_path / "out" / "cam" / "summary.json").read_text())
+    assert rec["status"] == "interrupted"
+    again = subprocess.run(command("out"), capture_output=True, text=True, cwd=ROOT, env=e,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "2 of the 4 tiles were fitted by an earlier run asking the same question" in \
+        again.stderr
+    assert "tile 1 of 4" not in again.stderr and "tile 3 of 4" in again.stderr
+    assert not kept.exists()
+    rec = json.loads((tmp_path / "out" / "cam" / "summary.json").read_text())
+    assert rec["status"] == "ok" and rec["tiles"] == 4
+    kept.mkdir()                      # a leftover beside a finished image goes too
+    (kept / "tile_0000.pt").write_bytes(b"left over")
+    skipped = subprocess.run(command("out"), capture_output=True, text=True, cwd=ROOT, env=e,
+                             timeout=600)
+    assert "cam: already finished, skipped" in skipped.stdout and not kept.exists()
+    whole = subprocess.run(command("never_stopped") + ["--quiet"], capture_output=True,
+                           text=True, cwd=ROOT, env=e, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    for name in ("output.png", "output_ema.png"):
+        with Image.open(tmp_path / "out" / "cam" / name) as a, \
+                Image.open(tmp_path / "never_stopped" / "cam" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name

@@ -14,7 +14,9 @@ image's outputs are written to a hidden folder and moved into place when complet
 nothing (``utils.outdir.staged``).  Under ``torchrun`` the images are split across ranks and rank
 0 writes the one summary.  An image already finished asking the same question (pixels,
 hyperparameters, the other files read, every output still there: ``utils.outputs``) is skipped
-(resumable); an interrupted one is fitted again.  The summary tables hold the rows of every run
+(resumable); an interrupted one is fitted again, except the tiles of a tiled fit it had
+finished (``utils.tiles.TileStore``, ``.NAME.tiles/``: removed once the outputs are written).
+The summary tables hold the rows of every run
 on the output folder, merged under a lock (``utils.outputs.write_summary``).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -32,7 +35,8 @@ import torch
 
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, number_or_auto, resolve_config)
+                          network_options, number_or_auto, recorded_as_read,
+                          resolve_config)
 from utils.device import command_process, resolve_device
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
@@ -41,6 +45,7 @@ from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_d
 from utils.outputs import failed_row, fingerprints, finished_row, write_outputs, write_summary
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem
+from utils.tiles import TileStore, problem_key, tiled
 
 SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
 CHOICES = choices()
@@ -212,10 +217,29 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     on_rate = None if fit_overrides.get("quiet", cfg.get("quiet")) else printer(
         cfg.get("stop", "none") != "none", fitted_pixels(img.array.shape, cfg),
         sum(fitted_pixels(o.array.shape, cfg) for o in rest), len(rest))
-    res, config = fit_problem(problem, cfg, on_rate=on_rate, **fit_overrides)
+    store = tile_store(out_root, img.name, problem, cfg, img, reads)
+    res, config = fit_problem(problem, cfg, on_rate=on_rate,
+                              tile_store=store if tiled(problem, cfg) else None, **fit_overrides)
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
+    if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
+        store.remove()
     return summary, res
+
+
+def tile_store(out_root, name: str, problem, cfg: dict, img: LoadedImage, reads=()) -> TileStore:
+    """Where the finished tiles of a tiled fit of ``img`` are kept, ``out_root/.NAME.tiles/``,
+    under the digest of the question it answers (hyperparameters, pixels, the other files read,
+    the observation): the same command run again after an interrupt fits only the tiles left."""
+    question = dict(hyperparameters=recorded_as_read(cfg), pixels=img.pixels_sha256,
+                    reads=list(reads), device=resolve_device(cfg["device"]).type,
+                    torch=torch.__version__, format=TileStore.FORMAT)
+    return TileStore(tiles_folder(out_root, name), problem_key(problem, question))
+
+
+def tiles_folder(out_root, name: str) -> Path:
+    """Where ``tile_store`` keeps an image's finished tiles."""
+    return Path(out_root) / f".{name}.tiles"
 
 
 def _distributed():
@@ -277,6 +301,7 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
         done = finished_row(out_root / img.name, cfg, img, reads)
         if done is not None:
             rows[idx] = done
+            shutil.rmtree(tiles_folder(out_root, img.name), ignore_errors=True)
             print(f"{img.name}: already finished, skipped")
             continue
         rest = images[idx + world::world]

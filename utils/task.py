@@ -253,24 +253,35 @@ def _nets(cfg, kw, restarts, out_channels, out_hw):
     return nets, torch.cat(codes)
 
 
-def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_overrides):
+def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, tile_store=None,
+                **fit_overrides):
     """Fit ``restarts`` independent nets (for each λ of ``--lambda auto``) to the problem as one
     batch; returns (``utils.fit.FitResult``, the ``FitConfig`` used).  observers, on_rate: see
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
     in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
     tile is fitted so and the results blended (``utils.tiles.fit_tiled``), unless a hole of the
     mask is too wide for a tile (``utils.tiles.hole_note``: one net, the note in its warnings;
-    ``Task.problem`` puts it in the problem's notes, which the callers show before the fit)."""
+    ``Task.problem`` puts it in the problem's notes, which the callers show before the fit);
+    ``tile_store``: a ``utils.tiles.TileStore`` keeping the finished tiles (resumable)."""
     if not tiled(problem, cfg):
         return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
     note = hole_note(problem, cfg)
     if note is None:
         lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
-        return fit_tiled(problem, cfg, lambda p, rate: _fit_whole(p, cfg, observers, rate,
-                                                                   **fit_overrides), on_rate, lines)
+        res, config = fit_tiled(problem, cfg, lambda p, rate: _fit_whole(
+            p, cfg, observers, rate, **fit_overrides), on_rate, lines, tile_store)
+        # every tile kept from an earlier run: no fit here to hand its configuration on
+        return res, config or _fit_config(cfg, fit_overrides)
     res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
     res.warnings.append(note)
     return res, config
+
+
+def _fit_config(cfg: dict, fit_overrides: dict):
+    """The ``FitConfig`` of a fit of ``cfg``: ``--lambda auto`` tracks the held-out loss."""
+    if len(lambdas(cfg)) > 1:
+        fit_overrides = dict(fit_overrides, track_heldout=True)
+    return fit_config(cfg, **fit_overrides)
 
 
 def _fit_whole(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_overrides):
@@ -285,9 +296,7 @@ def _fit_whole(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_ov
     target = problem.target.expand(n, *problem.target.shape[1:]) if problem.target is not None \
         else None
     groups = lambdas(cfg)
-    if len(groups) > 1:
-        fit_overrides = dict(fit_overrides, track_heldout=True)
-    config = fit_config(cfg, **fit_overrides)
+    config = _fit_config(cfg, fit_overrides)
     res = fit(nets if n > 1 else nets[0], codes, term, config, target=target,
               region=problem.region, observers=observers, on_rate=on_rate)
     if len(groups) > 1:

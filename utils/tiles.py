@@ -10,17 +10,28 @@ net's output meets the next.  Only data terms that act pixel by pixel can be cut
 deblocking, inpainting, enhancement: ``DataTerm.pixelwise``); a blur or a downsampling couples
 each pixel of the observation to pixels of the next tile.
 
+A tiled fit of a large image takes many minutes on a CPU, so each finished tile is kept on disk
+(``TileStore``: ``.NAME.tiles/`` beside the image's output folder); a run stopped by Ctrl-C, a
+kill or a crash, started again with the same question, fits only the tiles it had not finished.
+Every tile's net, input and noise are seeded from ``seed`` alone, so the tiles kept are the ones
+the new run would have fitted.
+
 Ulyanov, Vedaldi, Lempitsky, "Deep Image Prior", CVPR 2018 fit whole images; the tiling is this
 project's CPU path (README "On a CPU").
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from utils.atomic import atomic_write
 from utils.estimate import duration
 from utils.fit import FitResult
 
@@ -99,7 +110,7 @@ def tile_problem(problem, box):
 
 
 def _history(results) -> dict:
-    """The tiles' logs side by side, one column per tile (its result's first chosen member),
+    """The tiles' logs side by side, one column per tile (each result is :func:`one_member`'s),
     NaN where a tile had stopped."""
     its = np.unique(np.concatenate([r.history["iteration"] for r in results])).astype(np.int64)
     rows = [np.searchsorted(its, r.history["iteration"]) for r in results]
@@ -107,29 +118,143 @@ def _history(results) -> dict:
     for key in (k for k in results[0].history if k != "iteration"):
         out[key] = np.full((len(its), len(results)), np.nan)
         for j, r in enumerate(results):
-            out[key][rows[j], j] = r.history[key][:, r.chosen[0] if r.chosen else 0]
+            out[key][rows[j], j] = r.history[key][:, 0]
     return out
 
 
-def tile_line(k: int, boxes, seconds_done: float) -> str:
-    """The line printed before tile ``k`` (from 0) of ``boxes``: where it lies and, after the
-    first, the time the tiles left will take at the mean of those done."""
+def tile_line(k: int, boxes, seconds_done: float, done: int | None = None,
+              left: int | None = None) -> str:
+    """The line printed before tile ``k`` (from 0) of ``boxes``: where it lies and, once ``done``
+    tiles (default ``k``) took ``seconds_done``, the time the ``left`` ones (default: from ``k``
+    on) will take at their mean."""
+    done = k if done is None else done
+    left = len(boxes) - k if left is None else left
     y, x, th, tw = boxes[k]
     line = f"tile {k + 1} of {len(boxes)}: rows {y}-{y + th}, columns {x}-{x + tw}"
-    if k:
-        each = seconds_done / k
+    if done:
+        each = seconds_done / done
         line += (f"; {duration(each)} per tile so far, about "
-                 f"{duration(each * (len(boxes) - k))} for the {len(boxes) - k} left")
+                 f"{duration(each * left)} for the {left} left")
     return line
 
 
-def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None):
+def problem_key(problem, question: dict) -> str:
+    """A digest of what a tiled fit answers: ``question`` (hyperparameters, the source's pixels,
+    the other files read) and the observation and mask the tiles are cut from."""
+    h = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode())
+    term = problem.data_term
+    for t in (term.observation, term.mask):
+        if t is not None:
+            t = t.detach().float().cpu().contiguous()
+            h.update(str(tuple(t.shape)).encode() + t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def one_member(res: FitResult) -> FitResult:
+    """``res`` as the one member a tile contributes: the chosen members' mean outputs, the first
+    chosen member's stop and log, its members' restores summed."""
+    c = res.chosen[0] if res.chosen else 0
+    return FitResult(
+        output=res.final("output"), last_output=res.final("last_output"),
+        ema_output=res.final("ema_output"), stop_iteration=[res.stop_iteration[c]],
+        best_iteration=[None], best_output=None,
+        history={k: v if k == "iteration" else v[:, c:c + 1] for k, v in res.history.items()},
+        iterations=res.iterations, seconds=res.seconds, its_per_sec=res.its_per_sec,
+        device=res.device, interrupted=res.interrupted, warnings=list(res.warnings),
+        restores=[int(sum(res.restores))])
+
+
+class TileStore:
+    """The finished tiles of one tiled fit, one file each (``tile_0003.pt``, written atomically) in
+    ``folder``, under ``key`` (:func:`problem_key`): a file of another key, another box or an
+    unreadable one is not used (the tile is fitted again), and the first tile saved under a new
+    key removes the other key's files.  ``remove()`` once the image's outputs are written."""
+
+    FORMAT = 1      # of the files: part of the key, so that another layout is not read
+
+    def __init__(self, folder, key: str):
+        self.folder, self.key = Path(folder), key
+
+    def _path(self, k: int) -> Path:
+        return self.folder / f"tile_{k:04d}.pt"
+
+    def load(self, k: int, box) -> FitResult | None:
+        """Tile ``k``'s result kept by an earlier run asking the same question, or None."""
+        try:
+            d = torch.load(self._path(k), map_location="cpu", weights_only=True)
+            if d["key"] != self.key or d["box"] != list(box):
+                return None
+            hw = tuple(d["output"].shape[-2:])
+            if hw != tuple(box[2:]):
+                return None
+            return FitResult(
+                output=d["output"], last_output=d["last_output"], ema_output=d["ema_output"],
+                stop_iteration=[d["stop_iteration"]], best_iteration=[None], best_output=None,
+                history={k: v.numpy() for k, v in d["history"].items()},
+                iterations=d["iterations"], seconds=d["seconds"], its_per_sec=d["its_per_sec"],
+                device=d["device"], warnings=list(d["warnings"]), restores=[d["restores"]])
+        except Exception:   # noqa: BLE001 (missing, truncated, another format: fit it again)
+            return None
+
+    def save(self, k: int, box, res: FitResult) -> None:
+        """Keep tile ``k``'s finished result (``one_member``); a full disk or a read-only
+        folder only costs the resumption."""
+        try:
+            self._forget_others()
+            d = dict(key=self.key, box=list(box), output=res.output, last_output=res.last_output,
+                     ema_output=res.ema_output, stop_iteration=res.stop_iteration[0],
+                     iterations=int(res.iterations), seconds=float(res.seconds),
+                     its_per_sec=float(res.its_per_sec), device=str(res.device),
+                     warnings=[str(w) for w in res.warnings], restores=int(res.restores[0]),
+                     history={k: torch.from_numpy(np.ascontiguousarray(v))
+                              for k, v in res.history.items()})
+            atomic_write(self._path(k), lambda p: torch.save(d, p))
+        except (OSError, RuntimeError):     # torch.save reports a full disk as RuntimeError
+            pass
+
+    def _forget_others(self) -> None:
+        mark = self.folder / "key"
+        try:
+            if mark.read_text() == self.key:
+                return
+        except OSError:
+            pass
+        self.remove()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(self.key)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _fit_tile(k, boxes, kept, results, problem, fit_one, rate, say, store):
+    """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far) and keep
+    it in ``store``: (its ``one_member`` result, the fit's config, whether the run stops here);
+    (None, None, True) on a Ctrl-C before it had a result."""
+    res = config = None
+    try:
+        if say is not None:
+            say(tile_line(k, boxes, sum(r.seconds for r in results), len(results),
+                          sum(r is None for r in kept[k:])))
+        first = all(r is not None for r in kept[:k])   # it prices the tiles left
+        raw, config = fit_one(tile_problem(problem, boxes[k]), rate if first else None)
+        res = one_member(raw)
+        if store is not None and not res.interrupted:
+            store.save(k, boxes[k], res)
+    except KeyboardInterrupt:   # not inside the fit (which returns what it did)
+        return res, config, True
+    return res, config, res.interrupted
+
+
+def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     """Fit ``problem`` tile by tile with ``fit_one(tile problem, on_rate) -> (FitResult, config)``
     and blend the tiles' results into one ``FitResult`` of one member (outputs on the whole grid;
     ``stop_iteration``: the iteration by which every tile had stopped, None if one ran to the end;
     ``selection['tiles']``: each tile's box, stop and restores; ``history``: one column per tile).
     Interrupted (Ctrl-C), the tiles not fitted keep the observation and the result is marked so.
-    ``say``: called with :func:`tile_line` before each tile (None: silent).
+    ``say``: called with :func:`tile_line` before each tile (None: silent).  ``store``: a
+    :class:`TileStore`; the tiles it holds are taken as fitted (a line says how many), each tile
+    fitted is saved to it.
     """
     if not getattr(problem.data_term, "pixelwise", False):
         raise ValueError(f"--tile needs a data term that acts pixel by pixel; "
@@ -140,32 +265,49 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None):
     names = ("output", "last_output", "ema_output")
     acc = {k: torch.zeros(1, obs.shape[1], *problem.out_hw) for k in names}
     weight = torch.zeros(1, 1, *problem.out_hw)
-    results, config = [], None
-    # the estimate line: the first tile's rate stands for every tile's
-    rate = None if on_rate is None else (lambda s, n: on_rate(s * len(boxes), n))
+    results, placed, config = [], [], None   # placed: the index of each result's tile
+    kept = [None if store is None else store.load(k, b) for k, b in enumerate(boxes)]
+    n_kept = sum(r is not None for r in kept)
+    if n_kept and say is not None:
+        say(f"{n_kept} of the {len(boxes)} tiles were fitted by an earlier run asking the same "
+            f"question: kept ({store.folder.name})")
+    # the estimate line: the first tile fitted stands for every tile left
+    rate = None if on_rate is None else (lambda s, n: on_rate(s * (len(boxes) - n_kept), n))
+    stopped = False
     for k, box in enumerate(boxes):
         y, x, th, tw = box
-        if say is not None:
-            say(tile_line(k, boxes, sum(r.seconds for r in results)))
-        res, config = fit_one(tile_problem(problem, box), rate if k == 0 else None)
+        res = kept[k]
+        if res is None:
+            if stopped:     # interrupted: the tiles left keep the observation (or were kept)
+                continue
+            res, config_k, stopped = _fit_tile(k, boxes, kept, results, problem, fit_one,
+                                               rate, say, store)
+            config = config_k or config
+            if res is None:     # Ctrl-C before this tile had a result: the tiles done stand
+                if not results:
+                    raise KeyboardInterrupt
+                continue
         results.append(res)
+        placed.append(k)
         w = (ramp(th, overlap)[:, None] * ramp(tw, overlap)[None, :])[None, None]
         for name in names:
             acc[name][..., y:y + th, x:x + tw] += w * res.final(name).detach().float().cpu()
         weight[..., y:y + th, x:x + tw] += w
-        if res.interrupted:
-            break
     missing = weight == 0       # tiles an interruption left unfitted: the observation
     weight = weight.clamp_min(1e-12)
     out = {k: torch.where(missing, obs.cpu().float(), v / weight)
            for k, v in acc.items()}
-    stops = [r.stop_iteration[r.chosen[0] if r.chosen else 0] for r in results]
+    stops = [r.stop_iteration[0] for r in results]
     done = len(results) == len(boxes) and all(s is not None for s in stops)
-    info = [dict(box=list(b), stop_iteration=s, iterations=r.iterations,
-                 restores=int(sum(r.restores)), seconds=round(r.seconds, 2))
-            for b, s, r in zip(boxes, stops, results)]
+    info = [dict(box=list(boxes[k]), stop_iteration=s, iterations=r.iterations,
+                 restores=int(sum(r.restores)), seconds=round(r.seconds, 2),
+                 kept=kept[k] is not None)
+            for k, s, r in zip(placed, stops, results)]
     seconds = sum(r.seconds for r in results)
-    warnings = [f"tile {k + 1}: {w}" for k, r in enumerate(results) for w in r.warnings]
+    warnings = [f"tile {k + 1}: {w}" for k, r in zip(placed, results) for w in r.warnings]
+    if n_kept:
+        warnings.append(f"{n_kept} of the {len(boxes)} tiles were fitted by an earlier run "
+                        "(kept; their seconds are that run's)")
     combined = FitResult(
         output=out["output"], last_output=out["last_output"], ema_output=out["ema_output"],
         stop_iteration=[max(stops) if done else None], best_iteration=[None],
@@ -173,7 +315,9 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None):
         iterations=max(r.iterations for r in results), seconds=seconds,
         # a pass over the whole image (every tile one iteration) per second
         its_per_sec=float(np.mean([r.iterations for r in results])) / seconds if seconds else 0.0,
-        device=results[0].device, interrupted=any(r.interrupted for r in results),
+        # the device of this run's tiles (a kept tile's is its run's)
+        device=next((r.device for k, r in zip(placed, results) if kept[k] is None),
+                    results[0].device), interrupted=stopped,
         warnings=warnings, restores=[sum(i["restores"] for i in info)],
         selection={"tiles": info})
     return combined, config

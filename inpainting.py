@@ -51,7 +51,7 @@ config = dict(
 # ---- the CPU quick preset: a 128×128 centre crop and a narrower, faster decoder at lr 0.002
 # (0.005 collapses grayscale fits; benchmarks/robustness.py: results/robustness.md); an image
 # larger than the crop is fitted in blended tiles of the crop's size unless a hole of its mask is
-# too wide for them (tile: one such net for a whole 256² image came out 1.2–2.6 dB below
+# too wide for them (tile: one such net for a whole 256² image came out 1.1–2.6 dB below
 # biharmonic inpainting, the tiles 0.07 below to 1.0 dB above it: results/tiles.md) ----
 quick = dict(crop=128, channels=64, iters=900, lr=0.002, log_every=10, stop_window=20,
              tile=128)

@@ -135,6 +135,8 @@ def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
                      if torch.equal(sub.data_term.observation,
                                     tile_problem(problem, b).data_term.observation))
             calls.append((k, rate is not None))
+            if rate is not None:        # 1 s an iteration for this tile
+                rate(1.0, 10)
             y, x, _, _ = boxes[k]
             return _result(truth[..., y:y + 64, x:x + 64], interrupted=k == stop_at,
                            stop=None if k == 2 else 5 + k), "config"   # tile 3 ran to the end
@@ -142,17 +144,20 @@ def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
     key = problem_key(problem, {"seed": 0})
     store = TileStore(tmp_path / ".astronaut.tiles", key)
     rates = []
-    res, _ = fit_tiled(problem, cfg, fit_one(stop_at=3), on_rate=lambda s, n: rates.append(s),
-                       store=store)
+
+    def on_rate(rate, iters, share=1.0):
+        rates.append((rate, share))
+    res, _ = fit_tiled(problem, cfg, fit_one(stop_at=3), on_rate=on_rate, store=store)
     assert res.interrupted and [k for k, _ in calls] == [0, 1, 2, 3]
     assert sorted(p.name for p in store.folder.glob("tile_*.pt")) == [
         "tile_0000.pt", "tile_0001.pt", "tile_0002.pt"]          # the interrupted tile is not
     calls.clear()
     lines = []
-    res, config = fit_tiled(problem, cfg, fit_one(), on_rate=lambda s, n: rates.append(s),
-                            say=lines.append, store=TileStore(store.folder, key))
-    # the rerun fits tiles 4 to 15 only; the first of them prices the 12 left
+    res, config = fit_tiled(problem, cfg, fit_one(), on_rate=on_rate, say=lines.append,
+                            store=TileStore(store.folder, key))
+    # the rerun fits tiles 4 to 15 only; the first of them prices the 12 left, 0.8 of the image
     assert [k for k, _ in calls] == list(range(3, 15)) and calls[0][1] and not calls[1][1]
+    assert rates == [(15.0, 1.0), (12.0, 0.8)]
     assert lines[0] == ("3 of the 15 tiles were fitted by an earlier run asking the same "
                         "question: kept (.astronaut.tiles)") and lines[1].startswith("tile 4 of")
     assert torch.allclose(res.output, truth, atol=1e-6) and not res.interrupted

@@ -33,16 +33,17 @@ def fitted_pixels(shape, cfg: dict) -> int:
 
 
 def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
-                  rest_images: int = 0, stops: bool = True) -> str:
-    """The line: ``rate`` seconds per iteration of this image (``pixels`` fitted), ``iters``
-    iterations; ``rest_images`` more images of ``rest_pixels`` pixels in all after it."""
+                  rest_images: int = 0, stops: bool = True, share: float = 1.0) -> str:
+    """The line: ``rate`` seconds per iteration of what is left of this image (``pixels``
+    fitted; ``share`` of them left: a tiled fit resumed), ``iters`` iterations; ``rest_images``
+    more images of ``rest_pixels`` pixels in all after it."""
     mine = rate * iters
     bound = "at most " if stops else ""
     line = (f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for this image's "
             f"{iters} iterations")
     total = mine
     if rest_images:
-        total += mine * rest_pixels / max(pixels, 1)
+        total += mine * rest_pixels / max(pixels * share, 1)
         line += (f"; about {duration(total)} for it and the {rest_images} image"
                  f"{'s' if rest_images > 1 else ''} after it")
     if total > LONG_S:
@@ -60,7 +61,9 @@ def say(line: str, stream=None):
 
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
             stream=None):
-    """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`)."""
-    def report(rate, iters):
-        say(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop), stream)
+    """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`); its optional
+    third argument: the share of the image left (a tiled fit resumed)."""
+    def report(rate, iters, share=1.0):
+        say(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share),
+            stream)
     return report

@@ -272,7 +272,9 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         say(f"{n_kept} of the {len(boxes)} tiles were fitted by an earlier run asking the same "
             f"question: kept ({store.folder.name})")
     # the estimate line: the first tile fitted stands for every tile left
-    rate = None if on_rate is None else (lambda s, n: on_rate(s * (len(boxes) - n_kept), n))
+    left = len(boxes) - n_kept
+    rate = None if on_rate is None else (
+        lambda s, n: on_rate(s * left, n, left / len(boxes)) if n_kept else on_rate(s * left, n))
     stopped = False
     for k, box in enumerate(boxes):
         y, x, th, tw = box

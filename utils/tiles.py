@@ -230,7 +230,7 @@ class TileStore:
 def _fit_tile(k, boxes, kept, results, problem, fit_one, rate, say, store):
     """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far) and keep
     it in ``store``: (its ``one_member`` result, the fit's config, whether the run stops here);
-    (None, None, True) on a Ctrl-C before it had a result."""
+    (None, config, True) on a Ctrl-C before it had a result (raised again if no tile is done)."""
     res = config = None
     try:
         if say is not None:
@@ -242,6 +242,8 @@ def _fit_tile(k, boxes, kept, results, problem, fit_one, rate, say, store):
         if store is not None and not res.interrupted:
             store.save(k, boxes[k], res)
     except KeyboardInterrupt:   # not inside the fit (which returns what it did)
+        if res is None and not results:
+            raise               # nothing done to keep
         return res, config, True
     return res, config, res.interrupted
 
@@ -286,8 +288,6 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
                                                rate, say, store)
             config = config_k or config
             if res is None:     # Ctrl-C before this tile had a result: the tiles done stand
-                if not results:
-                    raise KeyboardInterrupt
                 continue
         results.append(res)
         placed.append(k)

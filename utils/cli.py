@@ -217,13 +217,13 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     on_rate = None if fit_overrides.get("quiet", cfg.get("quiet")) else printer(
         cfg.get("stop", "none") != "none", fitted_pixels(img.array.shape, cfg),
         sum(fitted_pixels(o.array.shape, cfg) for o in rest), len(rest))
-    store = tile_store(out_root, img.name, problem, cfg, img, reads)
-    res, config = fit_problem(problem, cfg, on_rate=on_rate,
-                              tile_store=store if tiled(problem, cfg) else None, **fit_overrides)
+    store = tile_store(out_root, img.name, problem, cfg, img, reads) \
+        if tiled(problem, cfg) else None
+    res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
-        store.remove()
+        forget_tiles(out_root, img.name)
     return summary, res
 
 
@@ -240,6 +240,11 @@ def tile_store(out_root, name: str, problem, cfg: dict, img: LoadedImage, reads=
 def tiles_folder(out_root, name: str) -> Path:
     """Where ``tile_store`` keeps an image's finished tiles."""
     return Path(out_root) / f".{name}.tiles"
+
+
+def forget_tiles(out_root, name: str) -> None:
+    """Remove the tiles kept for an image that is finished."""
+    shutil.rmtree(tiles_folder(out_root, name), ignore_errors=True)
 
 
 def _distributed():
@@ -301,7 +306,7 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
         done = finished_row(out_root / img.name, cfg, img, reads)
         if done is not None:
             rows[idx] = done
-            shutil.rmtree(tiles_folder(out_root, img.name), ignore_errors=True)
+            forget_tiles(out_root, img.name)
             print(f"{img.name}: already finished, skipped")
             continue
         rest = images[idx + world::world]

@@ -171,6 +171,8 @@ class TileStore:
     key removes the other key's files.  ``remove()`` once the image's outputs are written."""
 
     FORMAT = 1      # of the files: part of the key, so that another layout is not read
+    FIELDS = ("output", "last_output", "ema_output", "stop_iteration", "iterations", "seconds",
+              "its_per_sec", "device", "warnings", "restores")   # of a one_member result
 
     def __init__(self, folder, key: str):
         self.folder, self.key = Path(folder), key
@@ -184,15 +186,9 @@ class TileStore:
             d = torch.load(self._path(k), map_location="cpu", weights_only=True)
             if d["key"] != self.key or d["box"] != list(box):
                 return None
-            hw = tuple(d["output"].shape[-2:])
-            if hw != tuple(box[2:]):
-                return None
-            return FitResult(
-                output=d["output"], last_output=d["last_output"], ema_output=d["ema_output"],
-                stop_iteration=[d["stop_iteration"]], best_iteration=[None], best_output=None,
-                history={k: v.numpy() for k, v in d["history"].items()},
-                iterations=d["iterations"], seconds=d["seconds"], its_per_sec=d["its_per_sec"],
-                device=d["device"], warnings=list(d["warnings"]), restores=[d["restores"]])
+            return FitResult(**{f: d[f] for f in self.FIELDS}, best_iteration=[None],
+                             best_output=None,
+                             history={k: v.numpy() for k, v in d["history"].items()})
         except Exception:   # noqa: BLE001 (missing, truncated, another format: fit it again)
             return None
 
@@ -201,11 +197,8 @@ class TileStore:
         folder only costs the resumption."""
         try:
             self._forget_others()
-            d = dict(key=self.key, box=list(box), output=res.output, last_output=res.last_output,
-                     ema_output=res.ema_output, stop_iteration=res.stop_iteration[0],
-                     iterations=int(res.iterations), seconds=float(res.seconds),
-                     its_per_sec=float(res.its_per_sec), device=str(res.device),
-                     warnings=[str(w) for w in res.warnings], restores=int(res.restores[0]),
+            d = {f: getattr(res, f) for f in self.FIELDS}
+            d.update(key=self.key, box=list(box),
                      history={k: torch.from_numpy(np.ascontiguousarray(v))
                               for k, v in res.history.items()})
             atomic_write(self._path(k), lambda p: torch.save(d, p))

@@ -80,6 +80,9 @@ def make_problem(img, cfg):
 def validate(cfg):
     if cfg["factor"] not in (2, 4, 8):
         return f"--factor must be 2, 4 or 8, got {cfg['factor']}"
+    if cfg.get("tile") and cfg.get("tile_overlap", 0) % cfg["factor"]:   # tiles on the LR grid
+        return (f"--tile-overlap must be a multiple of --factor ({cfg['factor']}), got "
+                f"{cfg['tile_overlap']}")
 
 
 TASK = Task("super_resolution", config, make_problem, quick=quick, presets=presets,

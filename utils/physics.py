@@ -48,7 +48,12 @@ class DataTerm(nn.Module):
     left out of :meth:`loss` and scored alone by :meth:`heldout_loss`.
     """
 
-    pixelwise = False   # A(x) at a pixel from that pixel of x alone: the term can be tiled
+    # utils/tiles.py: a term can be fitted in tiles when A(x) at a pixel reads x near it only
+    # (``local``); ``pixelwise``: from that pixel alone, so a tile's observation needs no edge
+    # cut off; ``scale``: output pixels per observation pixel along an axis (SR's factor)
+    pixelwise = False
+    local = False
+    scale = 1
 
     def __init__(self, observation, mask=None):
         super().__init__()
@@ -187,7 +192,7 @@ class DataTerm(nn.Module):
 class IdentityTerm(DataTerm):
     """A = I: denoising, JPEG deblocking, detail enhancement (DIP Sec. 4; Shi et al. Sec. 5).
     E(x) = ||x - y||^2 / N."""
-    pixelwise = True    # each pixel of A(x) depends on that pixel of x only (utils/tiles.py)
+    pixelwise = local = True
 
 
 class MaskedTerm(DataTerm):
@@ -199,7 +204,7 @@ class MaskedTerm(DataTerm):
     Mask shape (B or 1, 1 or C, H, W).
     """
 
-    pixelwise = True
+    pixelwise = local = True
 
     def __init__(self, observation, mask):
         super().__init__(observation, mask)
@@ -252,9 +257,11 @@ def downsample(x, factor):
 class DownsampleTerm(DataTerm):
     """Super-resolution (DIP Sec. 4, Eq. 5): E(x) = ||d(x) - y_LR||^2, d = :func:`downsample`."""
 
+    local = True    # an LR pixel reads a 4f × 4f footprint of x
+
     def __init__(self, observation, factor):
         super().__init__(observation)
-        self.factor = int(factor)
+        self.factor = self.scale = int(factor)
         self.register_buffer("kernel", lanczos_kernel(self.factor))
 
     def forward(self, x):
@@ -301,6 +308,8 @@ def blur(x, kernel):
 
 class BlurTerm(DataTerm):
     """Deblurring: E(x) = ||k * x - y||^2 with a fixed blur kernel k (:func:`blur`)."""
+
+    local = True    # a pixel of k * x reads the kernel's footprint of x
 
     def __init__(self, observation, kernel):
         super().__init__(observation)

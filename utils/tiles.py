@@ -6,9 +6,13 @@ crops were within 1–2 dB (results/tiles.md).  Fitting the image as tiles of th
 size, each with its own net and its own stop, costs about the same per pixel and iteration and
 restores the quality measured on crops.  The tiles overlap by ``tile_overlap`` pixels and are
 blended with weights that fall linearly towards each tile's edges, so no seam is left where one
-net's output meets the next.  Only data terms that act pixel by pixel can be cut so (denoising,
-deblocking, inpainting, enhancement: ``DataTerm.pixelwise``); a blur or a downsampling couples
-each pixel of the observation to pixels of the next tile.
+net's output meets the next.  A data term that acts pixel by pixel (denoising, deblocking,
+inpainting, enhancement: ``DataTerm.pixelwise``) is cut with the tile.  One whose observed pixel
+reads a neighbourhood of the image (``DataTerm.local``: super-resolution's downsampling, a
+blur) is cut on the observation's grid (``DataTerm.scale``: the LR grid of SR), and the observed
+pixels whose neighbourhood reaches past the tile's inner edges leave its loss
+(:func:`footprint_inside`): the tile's net cannot see the pixels outside that they read, and the
+tile next to it fits them.
 
 A tiled fit of a large image takes many minutes on a CPU, so each finished tile is kept on disk
 (``TileStore``: ``.NAME.tiles/`` beside the image's output folder); a run stopped by Ctrl-C, a
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from utils.atomic import atomic_write
 from utils.estimate import duration
@@ -92,19 +97,48 @@ def hole_note(problem, cfg: dict) -> str | None:
             f"quarter of the {t}×{t} tiles: one net for the whole image instead (--tile)")
 
 
+def footprint_inside(term, out_hw, box) -> torch.Tensor:
+    """(1, 1, h, w) on the observation grid of ``box`` (an output-grid box, scaled by
+    ``term.scale``): 1 where the observed pixel reads output pixels inside the box only.
+
+    Found by probing the term's own operator (its kernel and its padding at the image's
+    borders): A applied to an image that is 0 inside the box and between 1 and 2 at random
+    outside is exactly 0 where the footprint stays inside; where it reaches past an edge, the
+    outside pixels it reads weigh at least ~1e-3 of the total (the smallest edge row of DIP's
+    Lanczos kernel or of a 3σ Gaussian), far above the 1e-6 threshold."""
+    y, x, th, tw = box
+    f = term.scale
+    probe = 1 + torch.rand(1, 1, *out_hw, generator=torch.Generator().manual_seed(0))
+    probe[..., y:y + th, x:x + tw] = 0
+    with torch.no_grad():
+        a = term(probe.to(term.observation.device))
+    return (a[..., y // f:(y + th) // f, x // f:(x + tw) // f].abs() < 1e-6).float()
+
+
 def tile_problem(problem, box):
-    """The part of ``problem`` inside ``box``: the observation (and mask) cut to it, the ground
-    truth too, the true image's part of it as the region (the padding lies bottom and right)."""
+    """The part of ``problem`` inside ``box``: the observation (and mask) cut to it (on the
+    observation's grid: ``box`` scaled by ``DataTerm.scale``), the observed pixels that read
+    past the tile's inner edges left out of the loss (:func:`footprint_inside`) unless the term
+    acts pixel by pixel, the ground truth cut too, the true image's part of it as the region
+    (the padding lies bottom and right)."""
     y, x, th, tw = box
     term = problem.data_term
+    f = term.scale
+    if (y | x | th | tw) % f:
+        raise ValueError(f"a tile of {term.scale}× super-resolution must lie on the low-"
+                         f"resolution grid: {box} is not in multiples of {f}")
     cut = lambda t: t if t is None or t.shape[-2:] != term.observation.shape[-2:] \
-        else t[..., y:y + th, x:x + tw].contiguous()    # noqa: E731 (a mask may broadcast)
-    sub = term.with_buffers(observation=cut(term.observation), mask=cut(term.mask),
-                            holdout=None)
+        else t[..., y // f:(y + th) // f, x // f:(x + tw) // f].contiguous()    # noqa: E731
+    mask = cut(term.mask)       # (a mask of another shape broadcasts: kept whole)
+    if not term.pixelwise:
+        inside = footprint_inside(term, problem.out_hw, box)
+        mask = inside if mask is None else mask * inside
+    sub = term.with_buffers(observation=cut(term.observation), mask=mask, holdout=None)
     h, w = problem.region
     return dataclasses.replace(
         problem, data_term=sub, out_hw=(th, tw), region=(min(th, h - y), min(tw, w - x)),
-        target=None if problem.target is None else cut(problem.target),
+        target=None if problem.target is None else
+        problem.target[..., y:y + th, x:x + tw].contiguous(),
         inputs={}, baseline={}, evaluate=None, finish=None, present=None, observed=None,
         notes=[])
 
@@ -246,14 +280,15 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     and blend the tiles' results into one ``FitResult`` of one member (outputs on the whole grid;
     ``stop_iteration``: the iteration by which every tile had stopped, None if one ran to the end;
     ``selection['tiles']``: each tile's box, stop and restores; ``history``: one column per tile).
-    Interrupted (Ctrl-C), the tiles not fitted keep the observation and the result is marked so.
+    Interrupted (Ctrl-C), the tiles not fitted keep the observation (SR: its bicubic upscaling)
+    and the result is marked so.
     ``say``: called with :func:`tile_line` before each tile (None: silent).  ``store``: a
     :class:`TileStore`; the tiles it holds are taken as fitted (a line says how many), each tile
     fitted is saved to it.
     """
-    if not getattr(problem.data_term, "pixelwise", False):
-        raise ValueError(f"--tile needs a data term that acts pixel by pixel; "
-                         f"{type(problem.data_term).__name__} does not (use --tile 0)")
+    if not problem.data_term.local:
+        raise ValueError(f"--tile needs a data term whose observed pixels read the image near "
+                         f"them; {type(problem.data_term).__name__} does not (use --tile 0)")
     tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
     boxes = tile_boxes(problem.out_hw, tile, overlap)
     obs = problem.data_term.observation
@@ -290,8 +325,10 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         weight[..., y:y + th, x:x + tw] += w
     missing = weight == 0       # tiles an interruption left unfitted: the observation
     weight = weight.clamp_min(1e-12)
-    out = {k: torch.where(missing, obs.cpu().float(), v / weight)
-           for k, v in acc.items()}
+    fill = obs.cpu().float()
+    if fill.shape[-2:] != problem.out_hw:       # SR's LR image: bicubic on the output's grid
+        fill = F.interpolate(fill, size=problem.out_hw, mode="bicubic").clamp(0, 1)
+    out = {k: torch.where(missing, fill, v / weight) for k, v in acc.items()}
     stops = [r.stop_iteration[0] for r in results]
     done = len(results) == len(boxes) and all(s is not None for s in stops)
     info = [dict(box=list(boxes[k]), stop_iteration=s, iterations=r.iterations,

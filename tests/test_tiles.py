@@ -15,7 +15,7 @@ from skimage import data
 
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
-from utils.tiles import (TileStore, fit_tiled, hole_note, problem_key, ramp, tile_boxes,
+from utils.tiles import (TileStore, check_seams, fit_tiled, hole_note, problem_key, ramp, tile_boxes,
                          tile_problem, tile_starts, tiled, widest_hole)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,6 +278,17 @@ def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
     with pytest.raises(ValueError, match="--tile-overlap must be a multiple of --factor .4."):
         restore(data.camera()[:160, :160], "super_resolution", observed=False, tile=64,
                 tile_overlap=10, **TINY)
+    # tiles that overlap by less than one observed pixel reads leave the seams to no net
+    for task, kw, width in [("super_resolution", dict(factor=8, tile_overlap=24), 32),
+                            ("deblurring", dict(blur_sigma=6, tile_overlap=32), 37)]:
+        problem, cfg = _problem(data.astronaut()[:256, :256], task, tile=128, **kw)
+        with pytest.raises(ValueError, match=f"--tile-overlap {kw['tile_overlap']} is too "
+                           f"narrow for .*reads {width} rows.*give --tile-overlap {width} or "
+                           "more"):
+            fit_tiled(problem, cfg, None)
+        problem, cfg = _problem(data.astronaut()[:256, :256], task, tile=128,
+                                **dict(kw, tile_overlap=40))
+        check_seams(problem, tile_boxes(problem.out_hw, 128, 40), 40)   # wide enough
     with pytest.raises(ValueError, match="--tile must be 0 .no tiles. or a multiple of 32"):
         restore(data.camera()[:160, :160], "denoising", tile=100, **TINY)
     with pytest.raises(ValueError, match="--tile-overlap must be at most half of --tile"):

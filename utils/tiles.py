@@ -115,6 +115,38 @@ def footprint_inside(term, out_hw, box) -> torch.Tensor:
     return (a[..., y // f:(y + th) // f, x // f:(x + tw) // f].abs() < 1e-6).float()
 
 
+def footprint_width(term, out_hw) -> int:
+    """How many rows of the image the observed pixel nearest the middle reads (its gradient's
+    nonzero rows): DIP's Lanczos downsampler 4f, a blur 2·ceil(3σ) + 1."""
+    h, w = out_hw
+    x = torch.zeros(1, 1, h, w, device=term.observation.device, requires_grad=True)
+    a = term(x)
+    a[0, 0, a.shape[-2] // 2, a.shape[-1] // 2].backward()
+    return int((x.grad[0, 0] != 0).any(1).sum())
+
+
+def check_seams(problem, boxes, overlap: int) -> None:
+    """A ValueError unless every observed pixel is counted by some tile (:func:`footprint_inside`):
+    the tiles must overlap by at least what one observed pixel reads, or the pixels along the
+    seams would be fitted by no net."""
+    term = problem.data_term
+    counted = torch.zeros(term.observation.shape[-2:], dtype=torch.bool,
+                          device=term.observation.device)
+    f = term.scale
+    for y, x, th, tw in boxes:
+        inside = footprint_inside(term, problem.out_hw, (y, x, th, tw))[0, 0] > 0
+        counted[y // f:(y + th) // f, x // f:(x + tw) // f] |= inside
+    if counted.all():
+        return
+    width = footprint_width(term, problem.out_hw)
+    need = -(-width // f) * f
+    raise ValueError(
+        f"--tile-overlap {overlap} is too narrow for {type(term).__name__}: an observed pixel "
+        f"reads {width} rows and columns of the image, so {int((~counted).sum())} observed "
+        f"pixels along the tiles' seams would be fitted by no tile; give --tile-overlap {need} "
+        f"or more (at most half of --tile), or --tile 0")
+
+
 def tile_problem(problem, box):
     """The part of ``problem`` inside ``box``: the observation (and mask) cut to it (on the
     observation's grid: ``box`` scaled by ``DataTerm.scale``), the observed pixels that read
@@ -291,6 +323,8 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
                          f"them; {type(problem.data_term).__name__} does not (use --tile 0)")
     tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
     boxes = tile_boxes(problem.out_hw, tile, overlap)
+    if not problem.data_term.pixelwise:
+        check_seams(problem, boxes, overlap)
     obs = problem.data_term.observation
     names = ("output", "last_output", "ema_output")
     acc = {k: torch.zeros(1, obs.shape[1], *problem.out_hw) for k in names}

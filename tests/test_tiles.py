@@ -268,6 +268,20 @@ def test_a_tiled_super_resolution_fit_restores_the_observation_on_every_tile():
     assert r.metrics["y_psnr"] > r.metrics["y_psnr_bicubic"] - 1   # −0.63 (one net: −1.92)
 
 
+def test_an_interrupted_tiled_super_resolution_fills_the_tiles_left_by_bicubic_upscaling():
+    import torch.nn.functional as F
+    problem, cfg = _problem(data.astronaut()[:128, :192], "super_resolution", factor=4,
+                            tile=64, tile_overlap=32, **TINY)
+
+    def first_only(sub, rate):      # the first tile's fit is interrupted: it stands, no other
+        return _result(torch.zeros(1, 3, 64, 64), interrupted=True), None
+    res, _ = fit_tiled(problem, cfg, first_only)
+    assert res.interrupted and res.output.shape[-2:] == problem.out_hw == (128, 192)
+    assert float(res.output[..., :32, :32].abs().max()) == 0
+    up = F.interpolate(problem.data_term.observation, size=(128, 192), mode="bicubic")
+    assert torch.allclose(res.output[..., 64:, 64:], up.clamp(0, 1)[..., 64:, 64:])
+
+
 def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
     import dataclasses
     from utils.physics import DataTerm

@@ -104,8 +104,8 @@ def footprint_inside(term, out_hw, box) -> torch.Tensor:
     Found by probing the term's own operator (its kernel and its padding at the image's
     borders): A applied to an image that is 0 inside the box and between 1 and 2 at random
     outside is exactly 0 where the footprint stays inside; where it reaches past an edge, the
-    outside pixels it reads weigh at least ~1e-3 of the total (the smallest edge row of DIP's
-    Lanczos kernel or of a 3σ Gaussian), far above the 1e-6 threshold."""
+    outside pixels it reads make it far larger than the 1e-6 threshold (the smallest seen:
+    2.7e-4, over SR ×2, ×4, ×8 and blurs of σ 0.5, 1.6, 20, every tile of 256² images)."""
     y, x, th, tw = box
     f = term.scale
     probe = 1 + torch.rand(1, 1, *out_hw, generator=torch.Generator().manual_seed(0))

@@ -15,8 +15,8 @@ from skimage import data
 
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
-from utils.tiles import (TileStore, check_seams, fit_tiled, hole_note, problem_key, ramp, tile_boxes,
-                         tile_problem, tile_starts, tiled, widest_hole)
+from utils.tiles import (TileStore, check_seams, fit_tiled, hole_note, problem_key, ramp,
+                         tile_boxes, tile_problem, tile_starts, tiled, widest_hole)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, iters=30, log_every=5)
@@ -234,7 +234,7 @@ def test_a_coupling_term_is_cut_on_its_grid_and_leaves_out_what_reads_past_the_t
         y, x0, th, tw = box
         sub = tile_problem(problem, box)
         cut = sub.data_term
-        lr = (slice(None), slice(None), slice(y // f, (y + th) // f), slice(x0 // f, (x0 + tw) // f))
+        lr = (..., slice(y // f, (y + th) // f), slice(x0 // f, (x0 + tw) // f))
         assert torch.equal(cut.observation, term.observation[lr])
         assert torch.equal(sub.target, problem.target[..., y:y + th, x0:x0 + tw])
         # where the tile counts an observed pixel, its own operator gives the whole image's

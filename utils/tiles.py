@@ -125,19 +125,19 @@ def footprint_width(term, out_hw) -> int:
     return int((x.grad[0, 0] != 0).any(1).sum())
 
 
-def check_seams(problem, boxes, overlap: int) -> None:
-    """A ValueError unless every observed pixel is counted by some tile (:func:`footprint_inside`):
-    the tiles must overlap by at least what one observed pixel reads, or the pixels along the
-    seams would be fitted by no net."""
+def check_seams(problem, boxes, overlap: int) -> list[torch.Tensor]:
+    """Each tile's :func:`footprint_inside` (for :func:`tile_problem`), or a ValueError unless
+    every observed pixel is counted by some tile: the tiles must overlap by at least what one
+    observed pixel reads, or the pixels along the seams would be fitted by no net."""
     term = problem.data_term
     counted = torch.zeros(term.observation.shape[-2:], dtype=torch.bool,
                           device=term.observation.device)
     f = term.scale
-    for y, x, th, tw in boxes:
-        inside = footprint_inside(term, problem.out_hw, (y, x, th, tw))[0, 0] > 0
-        counted[y // f:(y + th) // f, x // f:(x + tw) // f] |= inside
+    insides = [footprint_inside(term, problem.out_hw, box) for box in boxes]
+    for (y, x, th, tw), inside in zip(boxes, insides):
+        counted[y // f:(y + th) // f, x // f:(x + tw) // f] |= inside[0, 0] > 0
     if counted.all():
-        return
+        return insides
     width = footprint_width(term, problem.out_hw)
     need = -(-width // f) * f
     raise ValueError(
@@ -147,12 +147,12 @@ def check_seams(problem, boxes, overlap: int) -> None:
         f"or more (at most half of --tile), or --tile 0")
 
 
-def tile_problem(problem, box):
+def tile_problem(problem, box, inside=None):
     """The part of ``problem`` inside ``box``: the observation (and mask) cut to it (on the
     observation's grid: ``box`` scaled by ``DataTerm.scale``), the observed pixels that read
     past the tile's inner edges left out of the loss (:func:`footprint_inside`) unless the term
-    acts pixel by pixel, the ground truth cut too, the true image's part of it as the region
-    (the padding lies bottom and right)."""
+    acts pixel by pixel (``inside``: that footprint when already known), the ground truth cut
+    too, the true image's part of it as the region (the padding lies bottom and right)."""
     y, x, th, tw = box
     term = problem.data_term
     f = term.scale
@@ -163,7 +163,8 @@ def tile_problem(problem, box):
         else t[..., y // f:(y + th) // f, x // f:(x + tw) // f].contiguous()    # noqa: E731
     mask = cut(term.mask)       # (a mask of another shape broadcasts: kept whole)
     if not term.pixelwise:
-        inside = footprint_inside(term, problem.out_hw, box)
+        if inside is None:
+            inside = footprint_inside(term, problem.out_hw, box)
         mask = inside if mask is None else mask * inside
     sub = term.with_buffers(observation=cut(term.observation), mask=mask, holdout=None)
     h, w = problem.region
@@ -286,9 +287,10 @@ class TileStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _fit_tile(k, boxes, kept, results, problem, fit_one, rate, say, store):
-    """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far) and keep
-    it in ``store``: (its ``one_member`` result, the fit's config, whether the run stops here);
+def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):
+    """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far;
+    ``cut(k)``: its problem) and keep it in ``store``: (its ``one_member`` result, the fit's
+    config, whether the run stops here);
     (None, config, True) on a Ctrl-C before it had a result (raised again if no tile is done)."""
     res = config = None
     try:
@@ -296,7 +298,7 @@ def _fit_tile(k, boxes, kept, results, problem, fit_one, rate, say, store):
             say(tile_line(k, boxes, sum(r.seconds for r in results), len(results),
                           sum(r is None for r in kept[k:])))
         first = all(r is not None for r in kept[:k])   # it prices the tiles left
-        raw, config = fit_one(tile_problem(problem, boxes[k]), rate if first else None)
+        raw, config = fit_one(cut(k), rate if first else None)
         res = one_member(raw)
         if store is not None and not res.interrupted:
             store.save(k, boxes[k], res)
@@ -323,7 +325,8 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
                          f"them; {type(problem.data_term).__name__} does not (use --tile 0)")
     tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
     boxes = tile_boxes(problem.out_hw, tile, overlap)
-    if not problem.data_term.pixelwise:
+    # the observed pixels each tile counts: found once (a check, then the tiles' masks)
+    insides = [None] * len(boxes) if problem.data_term.pixelwise else \
         check_seams(problem, boxes, overlap)
     obs = problem.data_term.observation
     names = ("output", "last_output", "ema_output")
@@ -346,8 +349,9 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         if res is None:
             if stopped:     # interrupted: the tiles left keep the observation (or were kept)
                 continue
-            res, config_k, stopped = _fit_tile(k, boxes, kept, results, problem, fit_one,
-                                               rate, say, store)
+            res, config_k, stopped = _fit_tile(
+                k, boxes, kept, results, lambda j: tile_problem(problem, boxes[j], insides[j]),
+                fit_one, rate, say, store)
             config = config_k or config
             if res is None:     # Ctrl-C before this tile had a result: the tiles done stand
                 continue

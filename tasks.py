@@ -29,6 +29,7 @@ from utils.estimate import fitted_pixels, printer
 from utils.imageio import to_array
 from utils.inmemory import from_memory, to_memory
 from utils.task import Task, fit_problem, oracle_free_metrics, score
+from utils.tiles import TileStore, store_for, tiled
 
 ROOT = Path(__file__).resolve().parent
 _DECLARES = re.compile(r"^TASK = Task\(", re.M)
@@ -98,7 +99,8 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
 
 
 def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
-            quiet: bool = True, full: bool | None = None, **hyperparameters) -> Restored:
+            quiet: bool = True, full: bool | None = None, tiles_folder=None,
+            **hyperparameters) -> Restored:
     """Restore ``image`` with ``task`` (a name or a ``Task``).
 
     observed=True: the image is the degraded observation (a real noisy photo, JPEG,
@@ -109,7 +111,9 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     line's quick check of the demo and paper images: give ``crop=N`` for the centre only);
     the quick presets of denoising, deblocking and inpainting fit an image larger than 128×128
     in blended 128×128 tiles, each by its own net (``tile=0``: one net for the whole image;
-    utils/tiles.py).
+    utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as it finishes;
+    the same call made again after an interrupt (Ctrl-C, a closed session) fits only the tiles
+    left; the folder is removed once the image is restored.
     quiet=False: the notices, the estimate line and the progress bar.
     Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
     checked like the command line's options; ``full=True`` is the older spelling of
@@ -129,9 +133,15 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
         warnings.warn(note, stacklevel=2)
     on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
                                                                            cfg))
-    res, _ = fit_problem(problem, cfg, on_rate=on_rate)
+    store = None
+    if tiles_folder is not None and tiled(problem, cfg):
+        TileStore.check_folder(tiles_folder)
+        store = store_for(Path(tiles_folder), problem, cfg, img.pixels_sha256)
+    res, _ = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store)
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt
+    if store is not None:
+        store.remove()
     h, w = problem.region
     arr = to_array(res.final()[..., :h, :w])
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else \

@@ -233,8 +233,8 @@ def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_pa
 
 # ---------------------------------------------------------------- the estimate line
 def test_durations_and_the_estimate_line():
-    assert [duration(s) for s in (0.4, 42, 185, 7620)] == ["0 s", "42 s", "3 min 05 s",
-                                                          "2 h 07 min"]
+    assert ([duration(s) for s in (0.04, 0.4, 3.0, 9.96, 42, 185, 7620)]
+            == ["0 s", "0.4 s", "3 s", "10 s", "42 s", "3 min 05 s", "2 h 07 min"])
     line = estimate_line(0.16, 600, 128 * 128)
     assert "at most 1 min 36 s for this image's 600 iterations" in line
     assert "shorter" not in line

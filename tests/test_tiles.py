@@ -199,6 +199,56 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     assert "tiles" not in whole.metrics
 
 
+def test_restore_keeps_finished_tiles_in_its_tiles_folder_and_resumes_from_them(tmp_path,
+                                                                                 monkeypatch):
+    """The Python caller's path: Ctrl-C between tiles 2 and 3 of ``restore(..., tiles_folder=)``,
+    the same call again: it fits tiles 3 and 4 only and returns what a call never stopped
+    returns (each tile seeded alone); the folder is gone once the image is restored."""
+    import utils.task
+    img, folder = data.camera()[100:228, 80:208], tmp_path / "kept"
+    kw = dict(observed=False, tile=64, tile_overlap=0, quiet=False, **dict(TINY, iters=40))
+    said = []
+
+    def say(line):                    # the line before each tile; Ctrl-C before the third
+        said.append(line)
+        if line.startswith("tile 3 of 4"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(utils.task, "say", say)
+    with pytest.raises(KeyboardInterrupt):
+        restore(img, "denoising", tiles_folder=folder, **kw)
+    assert sorted(p.name for p in folder.glob("tile_*.pt")) == ["tile_0000.pt", "tile_0001.pt"]
+    said.clear()
+    monkeypatch.setattr(utils.task, "say", said.append)
+    again = restore(img, "denoising", tiles_folder=folder, **kw)
+    assert said[0].startswith("2 of the 4 tiles were fitted by an earlier run")
+    assert [s[:11] for s in said[1:]] == ["tile 3 of 4", "tile 4 of 4"]
+    assert not folder.exists()
+    never = restore(img, "denoising", **kw)
+    assert np.array_equal(again.array, never.array)
+    assert again.metrics["psnr"] == never.metrics["psnr"]
+    # another question (another seed) does not take the tiles kept for this one
+    monkeypatch.setattr(utils.task, "say", say)
+    with pytest.raises(KeyboardInterrupt):
+        restore(img, "denoising", tiles_folder=folder, **kw)
+    said.clear()
+    monkeypatch.setattr(utils.task, "say", said.append)
+    restore(img, "denoising", tiles_folder=folder, seed=1, **kw)
+    assert [s[:11] for s in said] == [f"tile {k} of 4" for k in (1, 2, 3, 4)]
+    # a folder holding anything but kept tiles is refused before any fit, and left as it was
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "tile_0000.pt").write_bytes(b"a kept tile")
+    said.clear()
+    with pytest.raises(ValueError, match=r"tiles_folder .*kept: holds notes\.txt, which are not "
+                                         r"kept tiles; give a new or empty folder"):
+        restore(img, "denoising", tiles_folder=folder, **kw)
+    assert said == [] and sorted(p.name for p in folder.iterdir()) == ["notes.txt", "tile_0000.pt"]
+    with pytest.raises(ValueError, match="notes.txt: is a file, not a folder"):
+        restore(img, "denoising", tiles_folder=folder / "notes.txt", **kw)
+    TileStore(folder, "k").remove()               # only its own files go
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
 def test_a_hole_wider_than_a_quarter_tile_is_filled_by_one_net_and_said_so(tmp_path):
     img = data.astronaut()[:192, :192]
     problem, cfg = _problem(img, "inpainting", tile=64, **TINY)     # the 50 % Bernoulli mask

@@ -35,8 +35,7 @@ import torch
 
 import dataset
 from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, number_or_auto, recorded_as_read,
-                          resolve_config)
+                          network_options, number_or_auto, resolve_config)
 from utils.device import command_process, resolve_device
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
@@ -45,7 +44,7 @@ from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_d
 from utils.outputs import failed_row, fingerprints, finished_row, write_outputs, write_summary
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem
-from utils.tiles import TileStore, problem_key, tiled
+from utils.tiles import store_for, tiled
 
 SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
 CHOICES = choices()
@@ -217,7 +216,7 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     on_rate = None if fit_overrides.get("quiet", cfg.get("quiet")) else printer(
         cfg.get("stop", "none") != "none", fitted_pixels(img.array.shape, cfg),
         sum(fitted_pixels(o.array.shape, cfg) for o in rest), len(rest))
-    store = tile_store(out_root, img.name, problem, cfg, img, reads) \
+    store = store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads) \
         if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
     with staged(out_root, img.name) as folder:
@@ -227,18 +226,8 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     return summary, res
 
 
-def tile_store(out_root, name: str, problem, cfg: dict, img: LoadedImage, reads=()) -> TileStore:
-    """Where the finished tiles of a tiled fit of ``img`` are kept, ``out_root/.NAME.tiles/``,
-    under the digest of the question it answers (hyperparameters, pixels, the other files read,
-    the observation): the same command run again after an interrupt fits only the tiles left."""
-    question = dict(hyperparameters=recorded_as_read(cfg), pixels=img.pixels_sha256,
-                    reads=list(reads), device=resolve_device(cfg["device"]).type,
-                    torch=torch.__version__, format=TileStore.FORMAT)
-    return TileStore(tiles_folder(out_root, name), problem_key(problem, question))
-
-
 def tiles_folder(out_root, name: str) -> Path:
-    """Where ``tile_store`` keeps an image's finished tiles."""
+    """Where the command line keeps an image's finished tiles (``utils.tiles.store_for``)."""
     return Path(out_root) / f".{name}.tiles"
 
 

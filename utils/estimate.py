@@ -16,8 +16,11 @@ LONG_S = 15 * 60    # an estimate past this says how to make the run shorter
 
 
 def duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
-    s = int(round(max(seconds, 0.0)))
+    """``0.4 s``, ``3 s``, ``42 s``, ``3 min 05 s``, ``2 h 07 min``: tenths of a second below
+    10 s, so that a sub-second tile does not read ``0 s``."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f}".rstrip("0").rstrip(".") + " s"
+    s = int(round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:

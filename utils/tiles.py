@@ -25,11 +25,12 @@ project's CPU path (README "On a CPU").
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import atomic_write
+from utils.config import recorded_as_read
+from utils.device import resolve_device
 from utils.estimate import duration
 from utils.fit import FitResult
 
@@ -217,6 +220,17 @@ def problem_key(problem, question: dict) -> str:
     return h.hexdigest()
 
 
+def store_for(folder, problem, cfg: dict, pixels: str, reads=()) -> TileStore:
+    """Where the finished tiles of a tiled fit are kept: ``folder``, under the digest of the
+    question it answers (hyperparameters, ``pixels``: the source's pixel digest, ``reads``: the
+    other files read, the device kind, torch, the observation): the same call made again after
+    an interrupt fits only the tiles left."""
+    question = dict(hyperparameters=recorded_as_read(cfg), pixels=pixels, reads=list(reads),
+                    device=resolve_device(cfg["device"]).type, torch=torch.__version__,
+                    format=TileStore.FORMAT)
+    return TileStore(folder, problem_key(problem, question))
+
+
 def one_member(res: FitResult) -> FitResult:
     """``res`` as the one member a tile contributes: the chosen members' mean outputs, the first
     chosen member's stop and log, its members' restores summed."""
@@ -240,6 +254,7 @@ class TileStore:
     FORMAT = 1      # of the files: part of the key, so that another layout is not read
     FIELDS = ("output", "last_output", "ema_output", "stop_iteration", "iterations", "seconds",
               "its_per_sec", "device", "warnings", "restores")   # of a one_member result
+    OWN = re.compile(r"key|tile_\d+\.pt|\.tile_\d+\.pt\..+\.tmp")  # with atomic_write's leftovers
 
     def __init__(self, folder, key: str):
         self.folder, self.key = Path(folder), key
@@ -284,7 +299,32 @@ class TileStore:
         mark.write_text(self.key)
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete this store's files (``key``, ``tile_*.pt``, a crashed write's leftovers), then
+        the folder if that emptied it: a folder a caller named keeps whatever else it holds."""
+        for p in self.own_files(self.folder):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+    @classmethod
+    def own_files(cls, folder) -> list[Path]:
+        folder = Path(folder)
+        return [p for p in folder.iterdir() if p.is_file() and cls.OWN.fullmatch(p.name)] \
+            if folder.is_dir() else []
+
+    @classmethod
+    def check_folder(cls, folder) -> None:
+        """A ValueError naming ``folder`` when it is a file or holds anything but kept tiles (a
+        store there could not be written, or its removal would leave the folder)."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"tiles_folder {folder}: is a file, not a folder")
+        other = sorted(p.name for p in set(folder.iterdir()) - set(cls.own_files(folder))) \
+            if folder.is_dir() else []
+        if other:
+            raise ValueError(f"tiles_folder {folder}: holds {', '.join(other[:3])}"
+                             f"{' …' if len(other) > 3 else ''}, which are not kept tiles; "
+                             "give a new or empty folder")
 
 
 def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):

@@ -249,6 +249,35 @@ def test_restore_keeps_finished_tiles_in_its_tiles_folder_and_resumes_from_them(
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
+def test_restarts_and_an_automatic_lambda_survive_the_tiles(tmp_path):
+    """A tiled fit keeps one member per restart (member m: the blend of the tiles' members m),
+    so the restarts' spread is the whole image's; with ``--lambda auto`` each tile's λ is said
+    (before: the members were averaged inside each tile, and ``lambda_chosen`` was missing)."""
+    img = data.camera()[100:228, 80:208]
+    r = restore(img, "denoising", observed=False, tile=64, tile_overlap=0, restarts=2,
+                ln_lambda="auto", **dict(TINY, iters=20))
+    assert r.fit.output.shape[0] == 2 and len(r.fit.stop_iteration) == 2
+    assert not torch.equal(r.fit.output[0], r.fit.output[1])        # two restarts, not copies
+    chosen = r.metrics["lambda_chosen"].split(" / ")
+    assert len(chosen) == 4 and set(chosen) <= set(t["lambda"] for t in
+                                                     r.fit.selection["tiles"])
+    assert r.metrics["uncertainty_mean"] > 0 and r.metrics["psnr_spread"] >= 0
+    assert len(r.metrics["psnr_members"].split(" / ")) == 2
+    mean = r.fit.output.mean(0)[..., :128, :128].permute(1, 2, 0).numpy()
+    assert np.allclose(r.array, mean.clip(0, 1), atol=1e-6)
+    Image.fromarray(img).save(tmp_path / "cam.png")
+    cli = subprocess.run([sys.executable, str(ROOT / "denoising.py"), "--quiet", "--image",
+                          str(tmp_path / "cam.png"), "--out", str(tmp_path / "out"),
+                          "--channels", "8", "--iters", "10", "--log-every", "5", "--tile", "64",
+                          "--tile-overlap", "0", "--restarts", "2"], capture_output=True,
+                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         timeout=600)
+    assert cli.returncode == 0, cli.stderr
+    rec = json.loads((tmp_path / "out" / "cam" / "summary.json").read_text())
+    assert "uncertainty.png" in rec["outputs"] and len(rec["members"]) == 2
+    assert all(m["psnr_peak"] is None for m in rec["members"])      # no member log in tiles
+
+
 def test_a_hole_wider_than_a_quarter_tile_is_filled_by_one_net_and_said_so(tmp_path):
     img = data.astronaut()[:192, :192]
     problem, cfg = _problem(img, "inpainting", tile=64, **TINY)     # the 50 % Bernoulli mask

@@ -326,10 +326,12 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
         out["heldout_loss"] = float((r * m).sum() / m.sum())
     if "lambda" in res.selection:
         out["lambda_chosen"] = res.selection["lambda"]
-    if "tiles" in res.selection:     # each tile's own stop (None: it ran to the end)
-        out["tiles"] = len(res.selection["tiles"])
-        out["tile_stops"] = " / ".join(str(i["stop_iteration"] or "-")
-                                       for i in res.selection["tiles"])
+    tiles = res.selection.get("tiles")
+    if tiles:     # each tile's own stop (None: it ran to the end) and, with auto, its own λ
+        out["tiles"] = len(tiles)
+        out["tile_stops"] = " / ".join(str(i["stop_iteration"] or "-") for i in tiles)
+        if any("lambda" in i for i in tiles):
+            out["lambda_chosen"] = " / ".join(i.get("lambda", "-") for i in tiles)
     members = _members(res, problem.region)
     if len(members) > 1:
         out["uncertainty_mean"] = float(255 * members.std(0).mean())
@@ -399,8 +401,10 @@ def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:
 
 def _peak(res, m: int):
     """The best logged PSNR to the ground truth of member ``m`` (the oracle's peak, at
-    ``best_iteration``), or None without a ground truth or a log."""
+    ``best_iteration``), or None without a ground truth or a log (or in tiles)."""
     col = res.history.get("psnr_gt")
+    if "tiles" in res.selection:    # its columns are the tiles', not the members'
+        return None
     if col is None or not len(col) or not np.isfinite(col[:, m]).any():
         return None
     return float(np.nanmax(col[:, m]))

@@ -180,8 +180,8 @@ def tile_problem(problem, box, inside=None):
 
 
 def _history(results) -> dict:
-    """The tiles' logs side by side, one column per tile (each result is :func:`one_member`'s),
-    NaN where a tile had stopped."""
+    """The tiles' logs side by side, one column per tile (its first member's, each result being
+    :func:`tile_members`'), NaN where a tile had stopped."""
     its = np.unique(np.concatenate([r.history["iteration"] for r in results])).astype(np.int64)
     rows = [np.searchsorted(its, r.history["iteration"]) for r in results]
     out = {"iteration": its}
@@ -231,18 +231,21 @@ def store_for(folder, problem, cfg: dict, pixels: str, reads=()) -> TileStore:
     return TileStore(folder, problem_key(problem, question))
 
 
-def one_member(res: FitResult) -> FitResult:
-    """``res`` as the one member a tile contributes: the chosen members' mean outputs, the first
-    chosen member's stop and log, its members' restores summed."""
-    c = res.chosen[0] if res.chosen else 0
+def tile_members(res: FitResult) -> FitResult:
+    """``res`` as a tile contributes it: its chosen members (all of them but with ``--lambda
+    auto``, the chosen λ's restarts), each with its outputs, stop, restores and log, and the λ it
+    chose (``selection['lambda']``); member m of the image is the blend of every tile's member
+    m, so the restarts' spread (``uncertainty.png``) is the whole image's."""
+    c = res.chosen or list(range(res.output.shape[0]))
     return FitResult(
-        output=res.final("output"), last_output=res.final("last_output"),
-        ema_output=res.final("ema_output"), stop_iteration=[res.stop_iteration[c]],
-        best_iteration=[None], best_output=None,
-        history={k: v if k == "iteration" else v[:, c:c + 1] for k, v in res.history.items()},
+        output=res.output[c], last_output=res.last_output[c], ema_output=res.ema_output[c],
+        stop_iteration=[res.stop_iteration[m] for m in c], best_iteration=[None] * len(c),
+        best_output=None,
+        history={k: v if k == "iteration" else v[:, c] for k, v in res.history.items()},
         iterations=res.iterations, seconds=res.seconds, its_per_sec=res.its_per_sec,
         device=res.device, interrupted=res.interrupted, warnings=list(res.warnings),
-        restores=[int(sum(res.restores))])
+        restores=[int(res.restores[m]) for m in c],
+        selection={"lambda": res.selection["lambda"]} if "lambda" in res.selection else {})
 
 
 class TileStore:
@@ -251,9 +254,9 @@ class TileStore:
     unreadable one is not used (the tile is fitted again), and the first tile saved under a new
     key removes the other key's files.  ``remove()`` once the image's outputs are written."""
 
-    FORMAT = 1      # of the files: part of the key, so that another layout is not read
+    FORMAT = 2      # of the files: part of the key, so that another layout is not read
     FIELDS = ("output", "last_output", "ema_output", "stop_iteration", "iterations", "seconds",
-              "its_per_sec", "device", "warnings", "restores")   # of a one_member result
+              "its_per_sec", "device", "warnings", "restores", "selection")  # of tile_members
     OWN = re.compile(r"key|tile_\d+\.pt|\.tile_\d+\.pt\..+\.tmp")  # with atomic_write's leftovers
 
     def __init__(self, folder, key: str):
@@ -268,14 +271,14 @@ class TileStore:
             d = torch.load(self._path(k), map_location="cpu", weights_only=True)
             if d["key"] != self.key or d["box"] != list(box):
                 return None
-            return FitResult(**{f: d[f] for f in self.FIELDS}, best_iteration=[None],
-                             best_output=None,
+            return FitResult(**{f: d[f] for f in self.FIELDS},
+                             best_iteration=[None] * len(d["stop_iteration"]), best_output=None,
                              history={k: v.numpy() for k, v in d["history"].items()})
         except Exception:   # noqa: BLE001 (missing, truncated, another format: fit it again)
             return None
 
     def save(self, k: int, box, res: FitResult) -> None:
-        """Keep tile ``k``'s finished result (``one_member``); a full disk or a read-only
+        """Keep tile ``k``'s finished result (``tile_members``); a full disk or a read-only
         folder only costs the resumption."""
         try:
             self._forget_others()
@@ -329,7 +332,7 @@ class TileStore:
 
 def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):
     """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far;
-    ``cut(k)``: its problem) and keep it in ``store``: (its ``one_member`` result, the fit's
+    ``cut(k)``: its problem) and keep it in ``store``: (its ``tile_members`` result, the fit's
     config, whether the run stops here);
     (None, config, True) on a Ctrl-C before it had a result (raised again if no tile is done)."""
     res = config = None
@@ -339,7 +342,7 @@ def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):
                           sum(r is None for r in kept[k:])))
         first = all(r is not None for r in kept[:k])   # it prices the tiles left
         raw, config = fit_one(cut(k), rate if first else None)
-        res = one_member(raw)
+        res = tile_members(raw)
         if store is not None and not res.interrupted:
             store.save(k, boxes[k], res)
     except KeyboardInterrupt:   # not inside the fit (which returns what it did)
@@ -351,9 +354,11 @@ def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):
 
 def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     """Fit ``problem`` tile by tile with ``fit_one(tile problem, on_rate) -> (FitResult, config)``
-    and blend the tiles' results into one ``FitResult`` of one member (outputs on the whole grid;
-    ``stop_iteration``: the iteration by which every tile had stopped, None if one ran to the end;
-    ``selection['tiles']``: each tile's box, stop and restores; ``history``: one column per tile).
+    and blend the tiles' results into one ``FitResult`` (outputs on the whole grid; one member
+    per restart, member m the blend of the tiles' members m; ``stop_iteration``: per member, the
+    iteration by which every tile had stopped, None if one ran to the end; ``selection['tiles']``:
+    each tile's box, stop and restores (its first member's) and λ chosen (``--lambda auto``);
+    ``history``: one column per tile).
     Interrupted (Ctrl-C), the tiles not fitted keep the observation (SR: its bicubic upscaling)
     and the result is marked so.
     ``say``: called with :func:`tile_line` before each tile (None: silent).  ``store``: a
@@ -370,7 +375,7 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         check_seams(problem, boxes, overlap)
     obs = problem.data_term.observation
     names = ("output", "last_output", "ema_output")
-    acc = {k: torch.zeros(1, obs.shape[1], *problem.out_hw) for k in names}
+    acc = {}            # each output's weighted sum, (members, C, H, W), from the first tile
     weight = torch.zeros(1, 1, *problem.out_hw)
     results, placed, config = [], [], None   # placed: the index of each result's tile
     kept = [None if store is None else store.load(k, b) for k, b in enumerate(boxes)]
@@ -399,7 +404,9 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         placed.append(k)
         w = (ramp(th, overlap)[:, None] * ramp(tw, overlap)[None, :])[None, None]
         for name in names:
-            acc[name][..., y:y + th, x:x + tw] += w * res.final(name).detach().float().cpu()
+            t = getattr(res, name).detach().float().cpu()
+            acc.setdefault(name, torch.zeros(len(t), obs.shape[1], *problem.out_hw))
+            acc[name][..., y:y + th, x:x + tw] += w * t
         weight[..., y:y + th, x:x + tw] += w
     missing = weight == 0       # tiles an interruption left unfitted: the observation
     weight = weight.clamp_min(1e-12)
@@ -407,12 +414,16 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     if fill.shape[-2:] != problem.out_hw:       # SR's LR image: bicubic on the output's grid
         fill = F.interpolate(fill, size=problem.out_hw, mode="bicubic").clamp(0, 1)
     out = {k: torch.where(missing, fill, v / weight) for k, v in acc.items()}
-    stops = [r.stop_iteration[0] for r in results]
-    done = len(results) == len(boxes) and all(s is not None for s in stops)
-    info = [dict(box=list(boxes[k]), stop_iteration=s, iterations=r.iterations,
+    members = len(out["output"])
+
+    def stopped_by(m):   # the iteration by which every tile's member m had stopped, or None
+        stops = [r.stop_iteration[m] for r in results]
+        done = len(results) == len(boxes) and all(s is not None for s in stops)
+        return max(stops) if done else None
+    info = [dict(box=list(boxes[k]), stop_iteration=r.stop_iteration[0], iterations=r.iterations,
                  restores=int(sum(r.restores)), seconds=round(r.seconds, 2),
-                 kept=kept[k] is not None)
-            for k, s, r in zip(placed, stops, results)]
+                 kept=kept[k] is not None, **r.selection)
+            for k, r in zip(placed, results)]
     seconds = sum(r.seconds for r in results)
     warnings = [f"tile {k + 1}: {w}" for k, r in zip(placed, results) for w in r.warnings]
     if n_kept:
@@ -420,7 +431,7 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
                         "(kept; their seconds are that run's)")
     combined = FitResult(
         output=out["output"], last_output=out["last_output"], ema_output=out["ema_output"],
-        stop_iteration=[max(stops) if done else None], best_iteration=[None],
+        stop_iteration=[stopped_by(m) for m in range(members)], best_iteration=[None] * members,
         best_output=None, history=_history(results),
         iterations=max(r.iterations for r in results), seconds=seconds,
         # a pass over the whole image (every tile one iteration) per second
@@ -428,6 +439,6 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         # the device of this run's tiles (a kept tile's is its run's)
         device=next((r.device for k, r in zip(placed, results) if kept[k] is None),
                     results[0].device), interrupted=stopped,
-        warnings=warnings, restores=[sum(i["restores"] for i in info)],
+        warnings=warnings, restores=[sum(r.restores[m] for r in results) for m in range(members)],
         selection={"tiles": info})
     return combined, config

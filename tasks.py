@@ -113,7 +113,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     in blended 128×128 tiles, each by its own net (``tile=0``: one net for the whole image;
     utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as it finishes;
     the same call made again after an interrupt (Ctrl-C, a closed session) fits only the tiles
-    left; the folder is removed once the image is restored.
+    left; the folder is removed once the image is restored (one call at a time per folder; one
+    holding other files is refused).
     quiet=False: the notices, the estimate line and the progress bar.
     Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
     checked like the command line's options; ``full=True`` is the older spelling of
@@ -134,9 +135,10 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
                                                                            cfg))
     store = None
-    if tiles_folder is not None and tiled(problem, cfg):
+    if tiles_folder is not None:
         TileStore.check_folder(tiles_folder)
-        store = store_for(Path(tiles_folder), problem, cfg, img.pixels_sha256)
+        if tiled(problem, cfg):
+            store = store_for(Path(tiles_folder), problem, cfg, img.pixels_sha256)
     res, _ = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store)
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt

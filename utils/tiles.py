@@ -257,7 +257,9 @@ class TileStore:
     FORMAT = 2      # of the files: part of the key, so that another layout is not read
     FIELDS = ("output", "last_output", "ema_output", "stop_iteration", "iterations", "seconds",
               "its_per_sec", "device", "warnings", "restores", "selection")  # of tile_members
-    OWN = re.compile(r"key|tile_\d+\.pt|\.tile_\d+\.pt\..+\.tmp")  # with atomic_write's leftovers
+    MARK = ".dip-tiles-key"     # the key of the tiles beside it: what makes them this store's
+    OWN = re.compile(r"\.?tile_\d{4,}\.pt(\..+\.tmp)?")  # tiles, atomic_write's leftovers
+    LITTER = re.compile(r"\.DS_Store|Thumbs\.db|desktop\.ini|\.nfs.*")   # a file browser's
 
     def __init__(self, folder, key: str):
         self.folder, self.key = Path(folder), key
@@ -291,7 +293,7 @@ class TileStore:
             pass
 
     def _forget_others(self) -> None:
-        mark = self.folder / "key"
+        mark = self.folder / self.MARK
         try:
             if mark.read_text() == self.key:
                 return
@@ -302,8 +304,8 @@ class TileStore:
         mark.write_text(self.key)
 
     def remove(self) -> None:
-        """Delete this store's files (``key``, ``tile_*.pt``, a crashed write's leftovers), then
-        the folder if that emptied it: a folder a caller named keeps whatever else it holds."""
+        """Delete this store's files (the mark, its tiles, a crashed write's leftovers), then the
+        folder if that emptied it: a folder a caller named keeps whatever else it holds."""
         for p in self.own_files(self.folder):
             p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -311,19 +313,29 @@ class TileStore:
 
     @classmethod
     def own_files(cls, folder) -> list[Path]:
-        folder = Path(folder)
-        return [p for p in folder.iterdir() if p.is_file() and cls.OWN.fullmatch(p.name)] \
-            if folder.is_dir() else []
+        """A store's files in ``folder``: none unless its mark holds a key (a digest), so that a
+        caller's own ``tile_0.pt`` is never taken for a kept tile."""
+        mark = Path(folder) / cls.MARK
+        try:
+            if not re.fullmatch(r"[0-9a-f]{64}", mark.read_text()):
+                return []
+        except (OSError, UnicodeDecodeError):
+            return []
+        return [mark] + [p for p in mark.parent.iterdir()
+                         if p.is_file() and cls.OWN.fullmatch(p.name)]
 
     @classmethod
     def check_folder(cls, folder) -> None:
-        """A ValueError naming ``folder`` when it is a file or holds anything but kept tiles (a
-        store there could not be written, or its removal would leave the folder)."""
+        """A ValueError naming ``folder`` when it is a file or holds anything but a store's files
+        (and a file browser's litter): a store there could overwrite them.  One call at a time
+        per folder: two questions in one folder remove each other's tiles."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"tiles_folder {folder}: is a file, not a folder")
-        other = sorted(p.name for p in set(folder.iterdir()) - set(cls.own_files(folder))) \
-            if folder.is_dir() else []
+        if not folder.is_dir():
+            return
+        other = sorted(p.name for p in set(folder.iterdir()) - set(cls.own_files(folder))
+                       if not cls.LITTER.fullmatch(p.name))
         if other:
             raise ValueError(f"tiles_folder {folder}: holds {', '.join(other[:3])}"
                              f"{' …' if len(other) > 3 else ''}, which are not kept tiles; "
@@ -357,7 +369,7 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     and blend the tiles' results into one ``FitResult`` (outputs on the whole grid; one member
     per restart, member m the blend of the tiles' members m; ``stop_iteration``: per member, the
     iteration by which every tile had stopped, None if one ran to the end; ``selection['tiles']``:
-    each tile's box, stop and restores (its first member's) and λ chosen (``--lambda auto``);
+    each tile's box, stop (its first member's), restores (its members') and λ chosen;
     ``history``: one column per tile).
     Interrupted (Ctrl-C), the tiles not fitted keep the observation (SR: its bicubic upscaling)
     and the result is marked so.
@@ -405,7 +417,10 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         w = (ramp(th, overlap)[:, None] * ramp(tw, overlap)[None, :])[None, None]
         for name in names:
             t = getattr(res, name).detach().float().cpu()
-            acc.setdefault(name, torch.zeros(len(t), obs.shape[1], *problem.out_hw))
+            if name not in acc:
+                acc[name] = torch.zeros(len(t), obs.shape[1], *problem.out_hw)
+            if len(t) != len(acc[name]):    # the store's key holds restarts and λ: never so
+                raise ValueError(f"tile {k + 1} has {len(t)} members, tile 1 {len(acc[name])}")
             acc[name][..., y:y + th, x:x + tw] += w * t
         weight[..., y:y + th, x:x + tw] += w
     missing = weight == 0       # tiles an interruption left unfitted: the observation

@@ -109,9 +109,9 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration); the
     quick preset restores the image whole, at its own size (its centre crop is the command
     line's quick check of the demo and paper images: give ``crop=N`` for the centre only);
-    the quick presets of denoising, deblocking and inpainting fit an image larger than 128×128
-    in blended 128×128 tiles, each by its own net (``tile=0``: one net for the whole image;
-    utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as it finishes;
+    the quick presets of denoising, deblocking, inpainting and deblurring fit an image larger
+    than 128×128 in blended 128×128 tiles, each by its own net (``tile=0``: one net for the
+    whole image; utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as it finishes;
     the same call made again after an interrupt (Ctrl-C, a closed session) fits only the tiles
     left; the folder is removed once the image is restored (one call at a time per folder; one
     holding other files is refused).

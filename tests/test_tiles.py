@@ -16,7 +16,8 @@ from skimage import data
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
 from utils.tiles import (TileStore, check_seams, fit_tiled, hole_note, problem_key, ramp,
-                         tile_boxes, tile_problem, tile_starts, tiled, widest_hole)
+                         seam_overlap, tile_boxes, tile_problem, tile_starts, tiled,
+                         widest_hole)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, iters=30, log_every=5)
@@ -406,9 +407,20 @@ def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
                            f"narrow for .*reads {width} rows.*give --tile-overlap {width} or "
                            "more"):
             fit_tiled(problem, cfg, None)
+        # a fit (fit_problem) widens it to that width instead, and says so before the fit
+        assert problem.notes[-1].startswith(f"--tile-overlap {kw['tile_overlap']} widened to "
+                                            f"{width}: an observed pixel of ")
+        assert seam_overlap(problem, cfg)[0] == width
+        check_seams(problem, tile_boxes(problem.out_hw, 128, width), width)   # wide enough
         problem, cfg = _problem(data.astronaut()[:256, :256], task, tile=128,
                                 **dict(kw, tile_overlap=40))
-        check_seams(problem, tile_boxes(problem.out_hw, 128, 40), 40)   # wide enough
+        assert seam_overlap(problem, cfg) == (40, None) and not problem.notes
+    # a footprint wider than half a tile: one net for the whole image, said before the fit
+    problem, cfg = _problem(data.astronaut()[:256, :256], "deblurring", tile=128, blur_sigma=12)
+    overlap, note = seam_overlap(problem, cfg)
+    assert overlap is None and note == problem.notes[-1] and note.endswith(
+        "reads 73 rows and columns of the image, more than half of the 128×128 tiles: one net "
+        "for the whole image instead (--tile)")
     with pytest.raises(ValueError, match="--tile must be 0 .no tiles. or a multiple of 32"):
         restore(data.camera()[:160, :160], "denoising", tile=100, **TINY)
     with pytest.raises(ValueError, match="--tile-overlap must be at most half of --tile"):

@@ -27,7 +27,7 @@ from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
 from utils.metrics import psnr, ssim
-from utils.tiles import fit_tiled, hole_note, tiled
+from utils.tiles import fit_tiled, hole_note, seam_overlap, tiled
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 
@@ -99,9 +99,11 @@ class Task:
 
     def problem(self, img, cfg: dict) -> Problem:
         """``make_problem(img, cfg)``, with a note for the user where ``tile`` is set but a hole
-        of the mask is too wide for tiles, so that one net fits it (``utils.tiles.hole_note``)."""
+        of the mask or an observed pixel's footprint is too wide for tiles, so that one net fits
+        it, or the overlap is widened (``utils.tiles.hole_note``, ``seam_overlap``)."""
         problem = self.make_problem(img, cfg)
-        note = hole_note(problem, cfg) if tiled(problem, cfg) else None
+        note = (hole_note(problem, cfg) or seam_overlap(problem, cfg)[1]) \
+            if tiled(problem, cfg) else None
         if note:
             problem.notes.append(note)
         return problem
@@ -260,20 +262,25 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, tile_st
     ``utils.fit.Fit``.  An ImageError, before any net is built, when the members would not fit
     in memory (:func:`check_memory`).  With ``tile`` set and an image larger than a tile, each
     tile is fitted so and the results blended (``utils.tiles.fit_tiled``), unless a hole of the
-    mask is too wide for a tile (``utils.tiles.hole_note``: one net, the note in its warnings;
-    ``Task.problem`` puts it in the problem's notes, which the callers show before the fit);
+    mask is too wide for a tile (``utils.tiles.hole_note``) or an observed pixel reads more than
+    half a tile (``utils.tiles.seam_overlap``, which also widens a too narrow overlap): one net,
+    the note in its warnings; ``Task.problem`` puts it in the problem's notes, which the callers
+    show before the fit);
     ``tile_store``: a ``utils.tiles.TileStore`` keeping the finished tiles (resumable)."""
     if not tiled(problem, cfg):
         return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
     note = hole_note(problem, cfg)
-    if note is None:
+    overlap, seam = (None, None) if note else seam_overlap(problem, cfg)
+    if overlap is not None:
         lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
-        res, config = fit_tiled(problem, cfg, lambda p, rate: _fit_whole(
-            p, cfg, observers, rate, **fit_overrides), on_rate, lines, tile_store)
+        res, config = fit_tiled(problem, dict(cfg, tile_overlap=overlap), lambda p, rate:
+                                _fit_whole(p, cfg, observers, rate, **fit_overrides), on_rate,
+                                lines, tile_store)
+        res.warnings += [seam] if seam else []
         # every tile kept from an earlier run: no fit here to hand its configuration on
         return res, config or _fit_config(cfg, fit_overrides)
     res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
-    res.warnings.append(note)
+    res.warnings.append(note or seam)
     return res, config
 
 

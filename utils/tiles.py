@@ -128,6 +128,27 @@ def footprint_width(term, out_hw) -> int:
     return int((x.grad[0, 0] != 0).any(1).sum())
 
 
+def seam_overlap(problem, cfg: dict) -> tuple[int | None, str | None]:
+    """The overlap ``problem``'s tiles are fitted with: ``tile_overlap``, widened to what one
+    observed pixel reads (:func:`footprint_width`, on the observation's grid) where narrower, so
+    that every observed pixel along a seam is fitted by some tile, and a note saying so; (None,
+    note) where that is more than half a tile: one net fits the whole image."""
+    tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
+    term = problem.data_term
+    if term.pixelwise or not term.local:
+        return overlap, None
+    width = footprint_width(term, problem.out_hw)
+    need = -(-width // term.scale) * term.scale
+    if overlap >= need:
+        return overlap, None
+    what = f"an observed pixel of {type(term).__name__} reads {width} rows and columns of the image"
+    if need > tile // 2:
+        return None, (f"{what}, more than half of the {tile}×{tile} tiles: one net for the whole "
+                      "image instead (--tile)")
+    return need, (f"--tile-overlap {overlap} widened to {need}: {what}, and the tiles must "
+                  "overlap by as much for every one along their seams to be fitted")
+
+
 def check_seams(problem, boxes, overlap: int) -> list[torch.Tensor]:
     """Each tile's :func:`footprint_inside` (for :func:`tile_problem`), or a ValueError unless
     every observed pixel is counted by some tile: the tiles must overlap by at least what one

@@ -111,10 +111,10 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     line's quick check of the demo and paper images: give ``crop=N`` for the centre only);
     the quick presets of denoising, deblocking, inpainting and deblurring fit an image larger
     than 128×128 in blended 128×128 tiles, each by its own net (``tile=0``: one net for the
-    whole image; utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as it finishes;
-    the same call made again after an interrupt (Ctrl-C, a closed session) fits only the tiles
-    left; the folder is removed once the image is restored (one call at a time per folder; one
-    holding other files is refused).
+    whole image; utils/tiles.py).  tiles_folder: a folder where a tiled fit keeps each tile as
+    it finishes; the same call made again after an interrupt (Ctrl-C, a closed session) fits
+    only the tiles left; the folder is removed once the image is restored (one call at a time
+    per folder; one holding other files is refused).
     quiet=False: the notices, the estimate line and the progress bar.
     Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
     checked like the command line's options; ``full=True`` is the older spelling of
@@ -138,7 +138,7 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     if tiles_folder is not None:
         TileStore.check_folder(tiles_folder)
         if tiled(problem, cfg):
-            store = store_for(Path(tiles_folder), problem, cfg, img.pixels_sha256)
+            store = store_for(tiles_folder, problem, cfg, img.pixels_sha256)
     res, _ = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store)
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt

@@ -409,9 +409,9 @@ def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:
 def _peak(res, m: int):
     """The best logged PSNR to the ground truth of member ``m`` (the oracle's peak, at
     ``best_iteration``), or None without a ground truth or a log (or in tiles)."""
-    col = res.history.get("psnr_gt")
     if "tiles" in res.selection:    # its columns are the tiles', not the members'
         return None
+    col = res.history.get("psnr_gt")
     if col is None or not len(col) or not np.isfinite(col[:, m]).any():
         return None
     return float(np.nanmax(col[:, m]))

@@ -128,6 +128,13 @@ def footprint_width(term, out_hw) -> int:
     return int((x.grad[0, 0] != 0).any(1).sum())
 
 
+def seam_width(term, out_hw) -> tuple[int, int]:
+    """(what one observed pixel reads, :func:`footprint_width`; the overlap that needs: that
+    width rounded up to the observation's grid)."""
+    width = footprint_width(term, out_hw)
+    return width, -(-width // term.scale) * term.scale
+
+
 def seam_overlap(problem, cfg: dict) -> tuple[int | None, str | None]:
     """The overlap ``problem``'s tiles are fitted with: ``tile_overlap``, widened to what one
     observed pixel reads (:func:`footprint_width`, on the observation's grid) where narrower, so
@@ -137,8 +144,7 @@ def seam_overlap(problem, cfg: dict) -> tuple[int | None, str | None]:
     term = problem.data_term
     if term.pixelwise or not term.local:
         return overlap, None
-    width = footprint_width(term, problem.out_hw)
-    need = -(-width // term.scale) * term.scale
+    width, need = seam_width(term, problem.out_hw)
     if overlap >= need:
         return overlap, None
     what = f"an observed pixel of {type(term).__name__} reads {width} rows and columns of the image"
@@ -162,8 +168,7 @@ def check_seams(problem, boxes, overlap: int) -> list[torch.Tensor]:
         counted[y // f:(y + th) // f, x // f:(x + tw) // f] |= inside[0, 0] > 0
     if counted.all():
         return insides
-    width = footprint_width(term, problem.out_hw)
-    need = -(-width // f) * f
+    width, need = seam_width(term, problem.out_hw)
     raise ValueError(
         f"--tile-overlap {overlap} is too narrow for {type(term).__name__}: an observed pixel "
         f"reads {width} rows and columns of the image, so {int((~counted).sum())} observed "

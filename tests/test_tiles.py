@@ -196,8 +196,13 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     assert r.array.shape == (128, 120, 1)
     assert r.metrics["psnr"] > r.metrics["psnr_in"] + 2.0
     assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
+    assert r.metrics["tile_overlap"] == 0
     whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
     assert "tiles" not in whole.metrics
+    # the summary has the overlap fitted with: a blur's widened one, not the one asked
+    blurred = restore(img, "deblurring", observed=False, tile=64, tile_overlap=8, blur_sigma=3,
+                      **dict(TINY, iters=2))
+    assert blurred.metrics["tiles"] == 9 and blurred.metrics["tile_overlap"] == 19   # 3 × 3
 
 
 def test_restore_keeps_finished_tiles_in_its_tiles_folder_and_resumes_from_them(tmp_path,

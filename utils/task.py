@@ -336,6 +336,8 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
     tiles = res.selection.get("tiles")
     if tiles:     # each tile's own stop (None: it ran to the end) and, with auto, its own λ
         out["tiles"] = len(tiles)
+        # the overlap fitted with: --tile-overlap, or what a blur or SR's downsampling widened it to
+        out["tile_overlap"] = res.selection["tile_overlap"]
         out["tile_stops"] = " / ".join(str(i["stop_iteration"] or "-") for i in tiles)
         if any("lambda" in i for i in tiles):
             out["lambda_chosen"] = " / ".join(i.get("lambda", "-") for i in tiles)

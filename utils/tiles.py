@@ -395,8 +395,8 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     and blend the tiles' results into one ``FitResult`` (outputs on the whole grid; one member
     per restart, member m the blend of the tiles' members m; ``stop_iteration``: per member, the
     iteration by which every tile had stopped, None if one ran to the end; ``selection['tiles']``:
-    each tile's box, stop (its first member's), restores (its members') and λ chosen;
-    ``history``: one column per tile).
+    each tile's box, stop (its first member's), restores (its members') and λ chosen,
+    ``selection['tile_overlap']``: the overlap fitted with; ``history``: one column per tile).
     Interrupted (Ctrl-C), the tiles not fitted keep the observation (SR: its bicubic upscaling)
     and the result is marked so.
     ``say``: called with :func:`tile_line` before each tile (None: silent).  ``store``: a
@@ -481,5 +481,5 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         device=next((r.device for k, r in zip(placed, results) if kept[k] is None),
                     results[0].device), interrupted=stopped,
         warnings=warnings, restores=[sum(r.restores[m] for r in results) for m in range(members)],
-        selection={"tiles": info})
+        selection={"tiles": info, "tile_overlap": overlap})
     return combined, config

@@ -83,20 +83,24 @@ def make_problem(img, cfg):
         y = to_tensor(padded)
         return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": colour},
                        like=img, observed=clean, present=lambda out: with_chroma(out, colour),
-                       notes=[f"{img.path or img.name}: colour JPEG: the net restores its Y "
-                              "channel and the output keeps the input's chroma (Cb, Cr); "
+                       notes=[f"{img.path or img.name}: a colour image: the net restores its "
+                              "Y channel and the output keeps the input's chroma (Cb, Cr); "
                               "--color rgb restores all three channels"])
     if cfg["color"] == "y" and clean.shape[-1] == 3:
         # Y in [16, 235]/255 (BT.601 studio range), quantised to 8 bits like a decoded image
         luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
         clean, padded = luma(clean), luma(padded)
         like = dataclasses.replace(img, array=clean, mode="L", alpha=None)
+        alpha = " (its alpha channel dropped)" if img.alpha is not None else ""
+        notes = [f"{img.path or img.name}: a colour image: its Y channel is compressed and "
+                 f"restored, as deblocking papers do, so the outputs are gray{alpha}; --color rgb "
+                 "compresses and restores all three channels"]
     else:
-        like = img
+        like, notes = img, []
     if cfg["observed"]:
         y = to_tensor(padded)
         return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": clean}, like=like,
-                       observed=clean)
+                       observed=clean, notes=notes)
     # degrade the padded image (blocks stay aligned at the top-left, the padding is
     # bottom/right); with --crop32 there is no padding and this is the paper's protocol
     obs = from_uint8(jpeg_compress(to_uint8(padded), cfg["quality"]))
@@ -104,7 +108,8 @@ def make_problem(img, cfg):
     return Problem(IdentityTerm(to_tensor(obs)), obs.shape[:2], region,
                    target=to_tensor(padded), inputs={"jpeg": jpeg}, like=like,
                    baseline=_metrics("_in", jpeg, clean), observed=jpeg,
-                   evaluate=lambda out: {"psnr_b": _metrics("", out, clean)["psnr_b"]})
+                   evaluate=lambda out: {"psnr_b": _metrics("", out, clean)["psnr_b"]},
+                   notes=notes)
 
 
 def validate(cfg):

@@ -69,11 +69,16 @@ def mask_file(img, cfg):
 
 
 def _checked(known, path):
-    """A mask must mark some pixel known; one that marks every pixel leaves nothing to fill."""
+    """A mask must mark some pixel known; one that marks every pixel leaves nothing to fill, and
+    one that marks under a quarter of them known is likely inverted (the holes painted white)."""
     if not known.any():
         raise ImageError(path, "the mask marks no pixel as known (all black): nothing to fit")
-    return [] if not known.all() else [f"{path}: the mask marks every pixel as known: "
-                                       "nothing to fill"]
+    if known.all():
+        return [f"{path}: the mask marks every pixel as known: nothing to fill"]
+    if known.mean() < 0.25:
+        return [f"{path}: the mask marks only {100 * known.mean():.0f} % of the pixels as known "
+                "(white = known, black = to fill): if its holes are the white part, invert it"]
+    return []
 
 
 def user_mask(img, cfg):

@@ -93,12 +93,12 @@ def main(argv=None):
     ctx = Context(args, argv)
     only = args.only or parts
     runs = all_runs(tasks, only, args.seeds, args.toy)
+    if ctx.data_dir is None:    # said before the plan too: its counts are then one image
+        print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
+              "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
     if args.dry_run:
         plan(runs, ctx)
         return 0
-    if ctx.data_dir is None:
-        print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
-              "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
     if args.unpack:
         try:
             written, meta = unpack(args.unpack, ctx.out)

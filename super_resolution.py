@@ -66,12 +66,18 @@ def make_problem(img, cfg):
         bic = from_uint8(bicubic_upscale(to_uint8(lr_img), f))
         return Problem(DownsampleTerm(to_tensor(lr_pad), f), out_hw, region,
                        inputs={"bicubic": bic, "lr": lr_img}, observed=lr_img)
-    hr, hr_pad, region = prepare(img, cfg, multiple=32)
+    hr, hr_pad, (h, w) = prepare(img, cfg, multiple=32)
     lr_pad = from_uint8(pil_downscale(to_uint8(hr_pad), f))
-    lr = lr_pad[:region[0] // f, :region[1] // f]
+    lr = lr_pad[:h // f, :w // f]
     bic = from_uint8(bicubic_upscale(to_uint8(lr), f))
     hr_eval = hr[:bic.shape[0], :bic.shape[1]]
-    return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region,
+    # the output is what the low-resolution image covers (DIP crops the image so): bicubic's size
+    region = bic.shape[:2]
+    notes = [] if region == (h, w) else [
+        f"{img.path or img.name}: {w}×{h} is not a multiple of ×{f}: its top-left "
+        f"{region[1]}×{region[0]}, which the {w // f}×{h // f} low-resolution image covers, is "
+        "restored and scored"]
+    return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region, notes=notes,
                    target=to_tensor(hr_pad), inputs={"bicubic": bic, "lr": lr}, observed=lr,
                    baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr_eval))[0])},
                    evaluate=lambda out: {"y_psnr": float(y_psnr(

@@ -92,12 +92,14 @@ def downsample_log(text: str, marks=()) -> str:
 
 
 def _marks(rec: dict) -> list:
-    """Stop and oracle iterations of a record (scalars, or a list written as text)."""
+    """Stop and oracle iterations of a record (scalars, or one per member written as text:
+    ``410 / - / 380``, before 2026-12-07 ``[410, None, 380]``)."""
     out = []
     for k in ("stop_iteration", "best_iteration"):
         v = rec.get(k)
         if isinstance(v, str):
-            out += [int(x) for x in v.strip("[]").split(",") if x.strip().isdigit()]
+            out += [int(x) for x in v.strip("[]").replace("/", ",").split(",")
+                    if x.strip().isdigit()]
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out.append(int(v))
     return out

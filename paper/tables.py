@@ -37,10 +37,12 @@ RUN_KEYS = ("stop_iteration", "iterations", "seconds")
 
 
 def number(v):
-    """A number from a summary value (the list of a multi-restart stop iteration is averaged)."""
-    if isinstance(v, str) and v.startswith("["):
-        vals = [x for x in ast.literal_eval(v) if x is not None]
-        return float(np.mean(vals)) if vals else None
+    """A number from a summary value (a multi-restart stop iteration, ``410 / - / 380`` or
+    from before 2026-12-07 ``[410, None, 380]``, is averaged over the members that stopped)."""
+    if isinstance(v, str) and (v.startswith("[") or " / " in v):
+        vals = [x for x in ast.literal_eval(v) if x is not None] if v.startswith("[") else \
+            [number(x) for x in v.split(" / ") if x != "-"]
+        return None if not vals or None in vals else float(np.mean(vals))
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return None if isinstance(v, float) and math.isnan(v) else float(v)
     try:

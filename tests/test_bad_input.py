@@ -64,6 +64,17 @@ def test_missing_path(tmp_path, out):
     check_rejected(r, out, "nope.png")
 
 
+def test_a_paper_image_by_name_without_the_data_says_how_to_get_it(tmp_path, out):
+    (tmp_path / "data").mkdir()
+    r = run("denoising.py", *FAST, "--image", "kodim01", "--data-dir", str(tmp_path / "data"),
+            "--out", str(out))
+    check_rejected(r, out, "kodim01: a paper image (denoising/kodim01.png), but not in ")
+    assert "`python -m dataset.fetch denoising`, or give --data-dir" in r.stderr
+    r = run("denoising.py", *FAST, "--image", "kodim99", "--data-dir", str(tmp_path / "data"),
+            "--out", str(out))
+    check_rejected(r, out, "kodim99: no such file or directory")
+
+
 def test_folder_without_images(tmp_path, out):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hi")

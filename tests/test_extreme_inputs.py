@@ -234,6 +234,24 @@ def test_an_observed_colour_jpeg_comes_back_in_colour_with_its_chroma(tmp_path, 
         assert np.abs(_chroma(out) - _chroma(src)).mean() < 1.5 / 255, name
 
 
+def test_a_colour_image_deblocked_as_the_papers_do_says_its_outputs_are_gray(tmp_path, capsys):
+    from skimage import data
+    rgba = np.dstack([data.astronaut()[100:164, 150:214], np.full((64, 64), 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "photo.png")
+    status, cap = run("deblocking", "--image", tmp_path / "photo.png", "--out", tmp_path / "out",
+                      capsys=capsys)
+    assert status == 0, cap.err
+    assert "its Y channel is compressed and restored, as deblocking papers do, so the outputs " \
+           "are gray (its alpha channel dropped); --color rgb" in cap.err
+    with Image.open(tmp_path / "out" / "photo" / "output.png") as im:
+        assert im.mode == "L"
+    status, cap = run("deblocking", "--image", tmp_path / "photo.png", "--color", "rgb", "--out",
+                      tmp_path / "rgb", capsys=capsys)
+    assert status == 0 and "gray" not in cap.err
+    with Image.open(tmp_path / "rgb" / "photo" / "output.png") as im:
+        assert im.mode == "RGBA"
+
+
 def test_restore_of_a_colour_jpeg_gives_it_back_in_colour(tmp_path):
     """The Python API shows what the command line writes: Y restored, the chroma kept."""
     import warnings

@@ -147,12 +147,43 @@ def test_super_resolution_observed_is_factor_larger(small_png, tmp_path):
         assert im.size == (160, 160)
 
 
+def test_the_image_line_says_how_the_fit_ended():
+    from utils.cli import image_line
+    assert image_line({"psnr_in": 20.123, "psnr": 28.5, "ssim": 0.8, "stop_iteration": None,
+                       "iterations": 600, "seconds": 12.34}) == (
+        "psnr_in 20.12, psnr 28.50, ssim 0.8000, ran to the end (600 iterations), seconds 12.3")
+    # super-resolution: the bicubic baseline beside the net's Y-PSNR; restarts: one stop each
+    assert image_line({"y_psnr_bicubic": 24.2, "psnr": 25.0, "y_psnr": 25.3,
+                       "stop_iteration": "410 / -", "iterations": 900, "seconds": 5.0}) == (
+        "y_psnr_bicubic 24.20, psnr 25.00, y_psnr 25.30, stop_iteration 410 / -, seconds 5.0")
+
+
+def test_super_resolution_of_a_size_not_a_multiple_of_the_factor_restores_what_lr_covers():
+    import warnings
+
+    from skimage import data
+
+    from tasks import restore
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = restore(data.astronaut()[:97, :131], "super_resolution", observed=False, iters=2,
+                    channels_down=8, channels_up=8, scales=3, log_every=1)
+    # the output is bicubic's size (4 × the 32×24 LR image), so both are scored on it
+    assert r.array.shape == (96, 128, 3)
+    assert {"psnr", "y_psnr", "y_psnr_bicubic"} <= set(r.metrics)
+    assert any("131×97 is not a multiple of ×4: its top-left 128×96, which the 32×24 "
+               "low-resolution image covers, is restored" in str(w.message) for w in caught)
+
+
 def test_enhancement_end_to_end(small_png, tmp_path):
     r = run("enhancement.py", *TINY, "--iters", "5", "--image", str(small_png), "--out",
             str(tmp_path))
     assert r.returncode == 0, r.stderr
     for name in ("base", "enhanced", "side_by_side"):
         assert is_png(tmp_path / "face" / f"{name}.png")
+    # output.png is the result (the enhanced image), not the smooth base the net fitted
+    got = {n: (tmp_path / "face" / f"{n}.png").read_bytes() for n in ("output", "enhanced", "base")}
+    assert got["output"] == got["enhanced"] != got["base"]
 
 
 @pytest.mark.skipif(not DATA, reason="DIP_DATA_DIR not set")

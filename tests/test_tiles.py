@@ -90,7 +90,8 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     assert len(seen) == n == 15 and set(seen) == {(64, 64)}
     # before each tile a line: where it lies, and the time left at the rate so far (1 s a tile)
     assert len(lines) == n and lines[0] == "tile 1 of 15: rows 0-64, columns 0-64"
-    assert lines[-1] == ("tile 15 of 15: rows 96-160, columns 160-224; 1 s per tile so far, "
+    # (in the 150×200 image: the padding to 160×224 is not the user's)
+    assert lines[-1] == ("tile 15 of 15: rows 96-150, columns 160-200; 1 s per tile so far, "
                          "about 1 s for the 1 left")
     assert torch.allclose(res.output, truth, atol=1e-6)          # the blend is exact
     assert res.stop_iteration == [10 * n] and res.restores == [n] and not res.interrupted
@@ -192,7 +193,7 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
                 **dict(TINY, iters=150))
     err = capsys.readouterr().err
     assert "tile 1 of 4: rows 0-64, columns 0-64\n" in err
-    assert "tile 4 of 4: rows 64-128, columns 64-128; " in err and "for the 1 left" in err
+    assert "tile 4 of 4: rows 64-128, columns 64-120; " in err and "for the 1 left" in err
     assert r.array.shape == (128, 120, 1)
     assert r.metrics["psnr"] > r.metrics["psnr_in"] + 2.0
     assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
@@ -200,8 +201,9 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
     assert "tiles" not in whole.metrics
     # the summary has the overlap fitted with: a blur's widened one, not the one asked
-    blurred = restore(img, "deblurring", observed=False, tile=64, tile_overlap=8, blur_sigma=3,
-                      **dict(TINY, iters=2))
+    with pytest.warns(UserWarning, match="--tile-overlap 8 widened to 19: an observed pixel"):
+        blurred = restore(img, "deblurring", observed=False, tile=64, tile_overlap=8,
+                          blur_sigma=3, **dict(TINY, iters=2))
     assert blurred.metrics["tiles"] == 9 and blurred.metrics["tile_overlap"] == 19   # 3 × 3
 
 

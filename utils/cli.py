@@ -46,7 +46,19 @@ from utils.tables import cell, fmt
 from utils.task import Task, fit_problem
 from utils.tiles import store_for, tiled
 
-SHOWN = ("psnr_in", "psnr", "ssim", "stop_iteration", "seconds")
+SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "stop_iteration", "seconds")
+
+
+def image_line(summary: dict) -> str:
+    """An image's line after its fit: its scores (none without the ground truth), where it
+    stopped ("ran to the end": the stop rule never fired), its seconds."""
+    def part(k):
+        if k == "stop_iteration" and summary[k] is None:
+            return f"ran to the end ({summary.get('iterations')} iterations)"
+        return f"{k} {fmt(summary[k], k)}"
+    return ", ".join(part(k) for k in SHOWN if k in summary)
+
+
 CHOICES = choices()
 
 
@@ -54,8 +66,12 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-def _add(group, name, value, help):
-    text = f"{help} [{value}]".replace("%", "%%")     # argparse formats help with %
+def _add(group, name, value, help, quick=None):
+    """``quick``: the task's CPU quick preset, whose value of ``name`` the help names too."""
+    q = f"; CPU quick preset: {quick[name]}" if quick and name in quick else ""
+    if q and name == "crop":    # the preset's quick check; an image of yours is fitted whole
+        q += " for the demo and the paper's images"
+    text = f"{help} [{value}{q}]".replace("%", "%%")     # argparse formats help with %
     kw = dict(dest=name, default=None, help=text)
     if name in CHOICES:
         kw["choices"] = CHOICES[name]
@@ -86,15 +102,15 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     presets.add_argument("--full", action="store_true", help="the paper's configuration on "
                          "any device")
     for name, (value, help) in RUN_OPTIONS.items():
-        _add(g, name, value, help)
+        _add(g, name, value, help, task.quick)
     h = p.add_argument_group(f"hyperparameters (the config block of {task.script})")
     for name, value in task.config.items():
-        _add(h, name, value, task.help.get(name, ""))
+        _add(h, name, value, task.help.get(name, ""), task.quick)
     lib = p.add_argument_group("the loop and the networks (library defaults)")
     for name, (value, help) in {**fit_options(),
                                 **network_options(task.config.get("net"))}.items():
         if name not in task.config and name not in RUN_OPTIONS:
-            _add(lib, name, value, help)
+            _add(lib, name, value, help, task.quick)
     return p
 
 
@@ -142,7 +158,15 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
                 except ValueError as e:  # an ambiguous name
                     raise ImageError(image, str(e))
             if found is None:
-                raise
+                stem = image.strip("/").lower().rpartition("/")[2]
+                known = [r["path"] for r in dataset.manifest()
+                         if Path(r["path"]).stem.lower() == stem]
+                if not known:
+                    raise
+                group = known[0].split("/")[0]
+                where = f"not in {data_dir}" if data_dir else "no data folder found"
+                raise ImageError(image, f"a paper image ({known[0]}), but {where}: get it with "
+                                 f"`python -m dataset.fetch {group}`, or give --data-dir")
             paths = [found]
         return (*_load_all(paths), None)
     if data_dir_arg and not Path(data_dir_arg).is_dir():
@@ -271,8 +295,7 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     except Exception as e:  # one image failing must not lose the others' work
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
-    print(f"{img.name}: " + ", ".join(f"{k} {fmt(summary[k], k)}" for k in SHOWN
-                                      if k in summary))
+    print(f"{img.name}: " + image_line(summary))
     if res.interrupted:
         print("interrupted: outputs so far are written and marked interrupted", file=sys.stderr)
         return summary, 130, res.device, True
@@ -437,7 +460,9 @@ def _run(task: Task, args, argv) -> int:
         return max(status, 1)
     if len(table) > 1:
         m = table[-1]
-        print("mean: " + ", ".join(f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
-                                    if k in m))
+        scores = [f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
+                  if fmt(m.get(k), k) != ""]
+        if scores:     # none without the ground truth (--observed, enhancement)
+            print("mean: " + ", ".join(scores))
     print(f"results: {out_root}/summary.md")
     return status

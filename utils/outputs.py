@@ -60,6 +60,11 @@ def write_log(path, history, column="member"):
     atomic_write_text(path, csv_text(header, rows))
 
 
+def each_member(values) -> str:
+    """A value per member, as the tables show them: ``410 / - / 380`` (``-``: never stopped)."""
+    return " / ".join("-" if v is None else str(int(v)) for v in values)
+
+
 def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem, res, config,
                   reads=()):
     """Every output of one fitted image into ``folder``; returns its summary row.  Its
@@ -100,9 +105,9 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
         write_montage(folder / "montage.png", problem, shown_final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
-                   stop_iteration=stop_it if members == 1 else str(res.stop_iteration),
+                   stop_iteration=stop_it if members == 1 else each_member(res.stop_iteration),
                    best_iteration=res.best_iteration[first], iterations=res.iterations,
-                   restores=res.restores[0] if members == 1 else str(res.restores),
+                   restores=res.restores[0] if members == 1 else each_member(res.restores),
                    seconds=round(res.seconds, 2), its_per_sec=round(res.its_per_sec, 3),
                    device=res.device)
     each = [member_metrics(problem, res, m, runs_on(config))

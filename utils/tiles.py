@@ -219,14 +219,17 @@ def _history(results) -> dict:
 
 
 def tile_line(k: int, boxes, seconds_done: float, done: int | None = None,
-              left: int | None = None) -> str:
-    """The line printed before tile ``k`` (from 0) of ``boxes``: where it lies and, once ``done``
-    tiles (default ``k``) took ``seconds_done``, the time the ``left`` ones (default: from ``k``
-    on) will take at their mean."""
+              left: int | None = None, region=None) -> str:
+    """The line printed before tile ``k`` (from 0) of ``boxes``: where it lies in the image
+    (``region``, its (h, w): the padding past it left out) and, once ``done`` tiles (default
+    ``k``) took ``seconds_done``, the time the ``left`` ones (default: from ``k`` on) will take
+    at their mean."""
     done = k if done is None else done
     left = len(boxes) - k if left is None else left
     y, x, th, tw = boxes[k]
-    line = f"tile {k + 1} of {len(boxes)}: rows {y}-{y + th}, columns {x}-{x + tw}"
+    h, w = region or (y + th, x + tw)
+    line = (f"tile {k + 1} of {len(boxes)}: rows {y}-{min(y + th, h)}, "
+            f"columns {x}-{min(x + tw, w)}")
     if done:
         each = seconds_done / done
         line += (f"; {duration(each)} per tile so far, about "
@@ -368,16 +371,16 @@ class TileStore:
                              "give a new or empty folder")
 
 
-def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store):
+def _fit_tile(k, boxes, kept, results, cut, fit_one, rate, say, store, region):
     """Fit tile ``k`` (``fit_tiled``'s arguments; ``results``: the tiles placed so far;
-    ``cut(k)``: its problem) and keep it in ``store``: (its ``tile_members`` result, the fit's
-    config, whether the run stops here);
+    ``cut(k)``: its problem; ``region``: the image's (h, w)) and keep it in ``store``: (its
+    ``tile_members`` result, the fit's config, whether the run stops here);
     (None, config, True) on a Ctrl-C before it had a result (raised again if no tile is done)."""
     res = config = None
     try:
         if say is not None:
             say(tile_line(k, boxes, sum(r.seconds for r in results), len(results),
-                          sum(r is None for r in kept[k:])))
+                          sum(r is None for r in kept[k:]), region))
         first = all(r is not None for r in kept[:k])   # it prices the tiles left
         raw, config = fit_one(cut(k), rate if first else None)
         res = tile_members(raw)
@@ -434,7 +437,7 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
                 continue
             res, config_k, stopped = _fit_tile(
                 k, boxes, kept, results, lambda j: tile_problem(problem, boxes[j], insides[j]),
-                fit_one, rate, say, store)
+                fit_one, rate, say, store, problem.region)
             config = config_k or config
             if res is None:     # Ctrl-C before this tile had a result: the tiles done stand
                 continue

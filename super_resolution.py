@@ -10,6 +10,7 @@ a 4-pixel border removed, bicubic side by side.
     python super_resolution.py --factor 8
     python super_resolution.py --image small.png --observed   # upscale a real low-res image ×4
 """
+import dataclasses
 import sys
 
 from utils.imageio import from_uint8, pad_to_multiple, to_tensor, to_uint8
@@ -67,16 +68,16 @@ def make_problem(img, cfg):
         return Problem(DownsampleTerm(to_tensor(lr_pad), f), out_hw, region,
                        inputs={"bicubic": bic, "lr": lr_img}, observed=lr_img)
     hr, hr_pad, (h, w) = prepare(img, cfg, multiple=32)
+    region, notes = (h // f * f, w // f * f), []
+    if region != (h, w):    # DIP crops the image to a multiple of the factor, then downscales it
+        notes = [f"{img.path or img.name}: {w}×{h} is not a multiple of ×{f}: its top-left "
+                 f"{region[1]}×{region[0]} is degraded, restored and scored"]
+        hr, hr_pad, _ = prepare(dataclasses.replace(img, array=hr[:region[0], :region[1]]),
+                                cfg, multiple=32)
     lr_pad = from_uint8(pil_downscale(to_uint8(hr_pad), f))
-    lr = lr_pad[:h // f, :w // f]
+    lr = lr_pad[:region[0] // f, :region[1] // f]
     bic = from_uint8(bicubic_upscale(to_uint8(lr), f))
-    hr_eval = hr[:bic.shape[0], :bic.shape[1]]
-    # the output is what the low-resolution image covers (DIP crops the image so): bicubic's size
-    region = bic.shape[:2]
-    notes = [] if region == (h, w) else [
-        f"{img.path or img.name}: {w}×{h} is not a multiple of ×{f}: its top-left "
-        f"{region[1]}×{region[0]}, which the {w // f}×{h // f} low-resolution image covers, is "
-        "restored and scored"]
+    hr_eval = hr
     return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region, notes=notes,
                    target=to_tensor(hr_pad), inputs={"bicubic": bic, "lr": lr}, observed=lr,
                    baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr_eval))[0])},

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class Restored:
     fit: object            # the full utils.fit.FitResult
     observed: np.ndarray | None = None   # the degraded image the fit saw (after any crop)
     config: dict | None = None   # the configuration resolved (amp: the mode used, never auto)
+    # the net's output as fitted, float32 (H, W, C): what ``array`` shows it as where they differ
+    # (enhancement: the smooth base, not the enhanced image; a colour JPEG: its Y, not its RGB)
+    fitted: np.ndarray | None = None
 
 
 def prepare_problem(image, task, observed: bool = True, mask=None, preset: str = "auto",
@@ -107,7 +111,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     low-resolution image, or with ``mask`` holes); observed=False: apply the task's synthetic
     degradation and report PSNR/SSIM.  preset: ``auto`` (the script's CPU quick preset without
     a GPU, as the command line does), ``quick`` or ``full`` (the paper's configuration); the
-    quick preset restores the image whole, at its own size (its centre crop is the command
+    quick preset restores the image whole, at its own size (super-resolution: cut to a
+    multiple of the factor first; its centre crop is the command
     line's quick check of the demo and paper images: give ``crop=N`` for the centre only);
     the quick presets of denoising, deblocking, inpainting and deblurring fit an image larger
     than 128×128 in blended 128×128 tiles, each by its own net (``tile=0``: one net for the
@@ -149,12 +154,15 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     metrics = {**problem.baseline, **score(problem, arr)} if problem.target is not None else \
         dict(problem.baseline)
     metrics.update(oracle_free_metrics(problem, res))
-    if problem.present is not None:   # what the user gets (a colour JPEG's Y + its chroma)
-        arr = np.asarray(problem.present(arr), np.float32)
+    fitted = arr
+    if problem.like is not None:    # the alpha the task gives its outputs (deblocking's gray: none)
+        like = dataclasses.replace(like, alpha=problem.like.alpha)
+    if problem.present is not None:   # what the user gets (a colour JPEG's Y + its chroma,
+        arr = np.asarray(problem.present(arr), np.float32)      # enhancement's enhanced image)
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,
                     stop_iteration=res.stop_iteration[res.chosen[0] if res.chosen else 0],
                     history=res.history, fit=res,
-                    observed=problem.observed, config=cfg)
+                    observed=problem.observed, config=cfg, fitted=fitted)
 
 
 __all__ = ["restore", "prepare_problem", "Restored", "all_tasks", "get_task", "task_names"]

@@ -83,9 +83,9 @@ CHECK_ITERS = 20                 # the identity check's fits on a CPU without na
 
 def measure_of(task, r) -> float:
     """The task's measure of a run (enhancement, which has no ground truth: the PSNR of the
-    base layer to its input)."""
+    base layer, ``r.fitted``, to its input)."""
     if task.name not in TARGETS:
-        return float(psnr(to_tensor(r.array), to_tensor(r.observed))[0])
+        return float(psnr(to_tensor(r.fitted), to_tensor(r.observed))[0])
     return float(r.metrics[TARGETS[task.name][0]])
 
 
@@ -290,7 +290,7 @@ def identity(tasks, images, log=print) -> list[list]:
     rows = []
     for task in tasks:
         for name in images:
-            outs = [run(task, name, 0, amp, False, iters=CHECK_ITERS)[2].array
+            outs = [run(task, name, 0, amp, False, iters=CHECK_ITERS)[2].fitted
                     for amp in ("auto", "none")]
             diff = float(np.abs(outs[0] - outs[1]).max())
             rows.append([task.name, name, "yes" if diff == 0 else "NO", f"{diff:.3g}"])

@@ -66,7 +66,7 @@ def child(setting: str, on: bool, task: str, name: str, crop: int, iters: int, s
     crop = {"crop": crop} if crop else {}
     r = restore(image(name), task=task, observed=False, preset="quick", amp="none",
                 device="cpu", **settings(spec, 0, {"iters": iters, **own, **crop}))
-    np.save(out, r.array)
+    np.save(out, r.fitted)     # the net's output (enhancement: its base, not the enhanced)
     use = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"s_per_it": 1 / r.fit.its_per_sec, "iterations": r.fit.iterations,
                       "measure": measure_of(spec, r), "share": flushed_share(),

@@ -104,7 +104,8 @@ def test_help_shows_the_defaults_of_the_tasks_own_net():
     assert "[default]" in shown("super_resolution", "--init")
     assert "[0.01]" in shown("denoising", "--act-slope")          # the authors' decoder
     # what the CPU quick preset (automatic without a GPU) sets is named beside the default
-    assert " ".join(shown("denoising", "--iters").split()).endswith("[10000; CPU quick preset: 600]")
+    iters = " ".join(shown("denoising", "--iters").split())
+    assert iters.endswith("[10000; CPU quick preset: 600]")
     assert "[0; CPU quick preset: 128]" in " ".join(shown("deblurring", "--tile TILE").split())
     assert "quick preset" not in shown("super_resolution", "--tile TILE")   # SR's: one net
 

@@ -71,6 +71,21 @@ def test_another_mask_of_the_same_name_is_another_question(tmp_path):
                                        "sha256": hashlib.sha256(mask.read_bytes()).hexdigest()}]
 
 
+def test_a_record_of_an_older_format_is_fitted_again_where_its_outputs_changed(face, tmp_path):
+    """Enhancement's output.png was its base before format 2: such a result is no answer."""
+    for task, again in (("enhancement", True), ("denoising", False)):
+        out = tmp_path / task
+        args = (task, "--image", str(face), "--out", str(out))
+        assert run(*args)[0] == 0
+        rec_path = out / "face" / "summary.json"
+        rec = json.loads(rec_path.read_text())
+        assert rec["format"] == 2
+        del rec["format"]                                   # as written before 2026-12-07
+        rec_path.write_text(json.dumps(rec))
+        status, text, _ = run(*args)
+        assert status == 0 and ("already finished" not in text) == again, task
+
+
 def test_a_missing_output_is_fitted_again(face, tmp_path):
     out = tmp_path / "out"
     assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0

@@ -151,7 +151,9 @@ def test_the_image_line_says_how_the_fit_ended():
     from utils.cli import image_line
     assert image_line({"psnr_in": 20.123, "psnr": 28.5, "ssim": 0.8, "stop_iteration": None,
                        "iterations": 600, "seconds": 12.34}) == (
-        "psnr_in 20.12, psnr 28.50, ssim 0.8000, ran to the end (600 iterations), seconds 12.3")
+        "psnr_in 20.12, psnr 28.50, ssim 0.8000, ran to the end, 600 iterations, seconds 12.3")
+    assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 137,
+                       "seconds": 3.0}) == "interrupted after 137 iterations, seconds 3.0"
     # super-resolution: the bicubic baseline beside the net's Y-PSNR; restarts: one stop each
     assert image_line({"y_psnr_bicubic": 24.2, "psnr": 25.0, "y_psnr": 25.3,
                        "stop_iteration": "410 / -", "iterations": 900, "seconds": 5.0}) == (
@@ -171,8 +173,8 @@ def test_super_resolution_of_a_size_not_a_multiple_of_the_factor_restores_what_l
     # the output is bicubic's size (4 × the 32×24 LR image), so both are scored on it
     assert r.array.shape == (96, 128, 3)
     assert {"psnr", "y_psnr", "y_psnr_bicubic"} <= set(r.metrics)
-    assert any("131×97 is not a multiple of ×4: its top-left 128×96, which the 32×24 "
-               "low-resolution image covers, is restored" in str(w.message) for w in caught)
+    assert any("131×97 is not a multiple of ×4: its top-left 128×96 is degraded, restored and "
+               "scored" in str(w.message) for w in caught)
 
 
 def test_enhancement_end_to_end(small_png, tmp_path):

@@ -51,10 +51,13 @@ SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "stop_iteration"
 
 def image_line(summary: dict) -> str:
     """An image's line after its fit: its scores (none without the ground truth), where it
-    stopped ("ran to the end": the stop rule never fired), its seconds."""
+    stopped ("ran to the end": its stop rule never fired; or where Ctrl-C stopped it), its
+    seconds."""
     def part(k):
         if k == "stop_iteration" and summary[k] is None:
-            return f"ran to the end ({summary.get('iterations')} iterations)"
+            how = "interrupted after" if summary.get("status") == "interrupted" else \
+                "ran to the end,"
+            return f"{how} {summary.get('iterations')} iterations"
         return f"{k} {fmt(summary[k], k)}"
     return ", ".join(part(k) for k in SHOWN if k in summary)
 
@@ -158,7 +161,7 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
                 except ValueError as e:  # an ambiguous name
                     raise ImageError(image, str(e))
             if found is None:
-                stem = image.strip("/").lower().rpartition("/")[2]
+                stem = Path(image.strip("/").lower().rpartition("/")[2]).stem
                 known = [r["path"] for r in dataset.manifest()
                          if Path(r["path"]).stem.lower() == stem]
                 if not known:

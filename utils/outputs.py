@@ -78,7 +78,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
     final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
     ema = crop(res.final("ema_output"))
-    shown = problem.present or (lambda a: a)   # what the user gets (a colour JPEG's Y + chroma)
+    shown = problem.present or (lambda a: a)   # what the user gets (Problem.present)
     for name, arr in problem.inputs.items():
         save(name, arr)
     save("output", shown_final := shown(final))
@@ -112,7 +112,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                    device=res.device)
     each = [member_metrics(problem, res, m, runs_on(config))
             for m in range(members)] if members > 1 else []
-    record = dict(summary, task=task.name, warnings=res.warnings, interrupted=res.interrupted,
+    record = dict(summary, task=task.name, format=FORMAT, warnings=res.warnings,
+                  interrupted=res.interrupted,
                   **({"members": each} if each else {}), hyperparameters=recorded(cfg),
                   fit=asdict(config), torch=torch.__version__,
                   cuda=torch.version.cuda,
@@ -195,13 +196,20 @@ def fingerprints(paths) -> list[dict]:
     return [{"file": Path(p).name, "sha256": sha256_file(p)} for p in paths]
 
 
-RECORD_ONLY = ("task", "warnings", "interrupted", "members", "hyperparameters", "fit", "torch",
-               "cuda", "size", "inputs", "source", "outputs")   # summary.json keys, not its row
+RECORD_ONLY = ("task", "format", "warnings", "interrupted", "members", "hyperparameters", "fit",
+               "torch", "cuda", "size", "inputs", "source", "outputs")  # summary.json's, not rows
 
 
 def row_of(rec: dict) -> dict:
     """The summary row of a summary.json record."""
     return {k: v for k, v in rec.items() if k not in RECORD_ONLY}
+
+
+# the layout of a record and its outputs; a task whose outputs changed meaning with a format
+# fits again over a record of an older one: 2 (2026-12-07) made enhancement's output.png the
+# enhanced image (the base before) and cut an SR image to a multiple of the factor first
+FORMAT = 2
+CHANGED_AT = {"enhancement": 2, "super_resolution": 2}
 
 
 def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
@@ -214,7 +222,8 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
         return None
     source = rec.get("source") or {}
     if rec.get("status") != "ok" or source.get("pixels_sha256") != img.pixels_sha256 \
-            or source.get("reads", []) != list(reads):
+            or source.get("reads", []) != list(reads) \
+            or rec.get("format", 1) < CHANGED_AT.get(rec.get("task"), 1):
         return None
     outputs = rec.get("outputs")
     if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -37,13 +37,14 @@ class Problem:
     """One degraded image, ready to fit."""
     data_term: object                   # utils.physics.DataTerm, observation (1, C, h, w)
     out_hw: tuple                       # network output size (padded)
-    region: tuple                       # true image size inside the output
+    region: tuple                       # the image's part restored, top-left of the output
     target: torch.Tensor | None = None  # ground truth (1, C, H, W) in output space, padded
     inputs: dict = field(default_factory=dict)     # name -> (H, W, C) array to save
     baseline: dict = field(default_factory=dict)   # metrics of the degraded input
     evaluate: Callable | None = None    # (H, W, C) output -> dict of metrics
     finish: Callable | None = None      # (output (H, W, C), out dir, save) -> extra metrics
     present: Callable | None = None     # output as fitted (H, W, C) -> the image the user gets
+    #                                     (a colour JPEG's Y + chroma; enhancement's enhanced)
     like: LoadedImage | None = None     # mode/bit depth/alpha to save outputs with
     observed: np.ndarray | None = None  # the degraded image, (h, w, C) unpadded (baselines)
     notes: list = field(default_factory=list)      # warnings for the user (one line each)
@@ -102,6 +103,7 @@ class Task:
         of the mask or an observed pixel's footprint is too wide for tiles, so that one net fits
         it, or the overlap is widened (``utils.tiles.hole_note``, ``seam_overlap``)."""
         problem = self.make_problem(img, cfg)
+        _cut_alpha(problem, img, cfg)
         note = (hole_note(problem, cfg) or seam_overlap(problem, cfg)[1]) \
             if tiled(problem, cfg) else None
         if note:
@@ -117,7 +119,18 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
     """The ``crop`` entry's centre crop, then the authors' centre crop (``crop32``) or a
     reflect pad to the next multiple (the output is cropped back to the exact input size).
     Returns (image, padded image, region (h, w))."""
-    a = img.array
+    a = _cropped(img.array, cfg, img, multiple)
+    region = a.shape[:2]
+    m = multiple
+    if min(region) < min_size:  # the decoder needs a code of at least 2×2
+        m = max(m, min_size)
+    padded, _ = pad_to_multiple(a, m)
+    return a, padded, region
+
+
+def _cropped(a: np.ndarray, cfg: dict, img, multiple: int = 32) -> np.ndarray:
+    """(H, W[, C]) ``a`` (the image's pixels, or its alpha) after the ``crop`` entry's centre
+    crop and the authors' ``crop32``."""
     c = int(cfg.get("crop") or 0)
     cropped = bool(c and (a.shape[0] > c or a.shape[1] > c))
     if cropped:
@@ -131,12 +144,17 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
                              f"{multiple}, this one is {w}x{h}{after}; without --crop32 it is "
                              "padded instead")
         a = center_crop_multiple(a, multiple)
-    region = a.shape[:2]
-    m = multiple
-    if min(region) < min_size:  # the decoder needs a code of at least 2×2
-        m = max(m, min_size)
-    padded, _ = pad_to_multiple(a, m)
-    return a, padded, region
+    return a
+
+
+def _cut_alpha(problem: Problem, img, cfg: dict) -> None:
+    """Where the output is a part of the image (a crop; super-resolution's multiple of the
+    factor), its alpha is cut as the pixels were, not resized to it (``attach_alpha``)."""
+    if img.alpha is None or not (problem.like is None or problem.like is img):
+        return      # a task's own choice (deblocking's gray outputs have none) stands
+    a = _cropped(img.alpha, cfg, img)[:problem.region[0], :problem.region[1]]
+    if a.shape == tuple(problem.region) != img.alpha.shape:
+        problem.like = replace(img, alpha=a)
 
 
 def _where(img) -> object:

@@ -177,6 +177,32 @@ def test_super_resolution_of_a_size_not_a_multiple_of_the_factor_restores_what_l
                "scored" in str(w.message) for w in caught)
 
 
+def test_an_alpha_channel_is_cut_as_the_pixels_are():
+    import warnings
+
+    from PIL import Image
+    from skimage import data
+
+    from tasks import restore
+    alpha = (np.add.outer(np.arange(97), np.arange(131)) % 256).astype(np.uint8)
+    img = Image.fromarray(np.dstack([data.astronaut()[:97, :131], alpha]))
+    tiny = dict(observed=False, iters=1, log_every=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = restore(img, "super_resolution", channels_down=8, channels_up=8, scales=3, **tiny)
+        crop = restore(img, "denoising", channels=8, crop=64, **tiny)
+        whole = restore(img, "denoising", channels=8, tile=0, **tiny)
+        gray = restore(img, "deblocking", channels=8, **tiny)
+    np.testing.assert_array_equal(np.asarray(sr.image)[..., 3], alpha[:96, :128])  # top-left
+    np.testing.assert_array_equal(np.asarray(crop.image)[..., 3], alpha[16:80, 33:97])  # centre
+    np.testing.assert_array_equal(np.asarray(whole.image)[..., 3], alpha)
+    assert gray.image.mode == "L"       # deblocking's Y: gray, as its warning says, no alpha
+    # enhancement: the image returned is the enhanced one, the net's base is r.fitted
+    e = restore(data.astronaut()[:64, :64], "enhancement", channels=8, iters=5)
+    from utils.physics import enhance
+    np.testing.assert_allclose(e.array, enhance(e.observed, e.fitted), atol=1e-6)
+
+
 def test_enhancement_end_to_end(small_png, tmp_path):
     r = run("enhancement.py", *TINY, "--iters", "5", "--image", str(small_png), "--out",
             str(tmp_path))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.config import check_config, options, resolve_config
+from utils.config import check_config, flag, options, resolve_config
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import to_array
 from utils.inmemory import from_memory, to_memory
@@ -75,6 +75,14 @@ class Restored:
     fitted: np.ndarray | None = None
 
 
+def in_python(text: str, spec: Task) -> str:
+    """A message of the command line's, with its options spelled as ``restore()`` takes them:
+    ``--iters`` → ``iters``, ``--lambda`` → ``ln_lambda``, ``--full`` → ``preset="full"``."""
+    names = {flag(n): n for n in options(spec)}
+    names.update({"--full": 'preset="full"', "--quick": 'preset="quick"'})
+    return re.sub(r"--[a-z][a-z0-9-]*", lambda m: names.get(m.group(0), m.group(0)), text)
+
+
 def prepare_problem(image, task, observed: bool = True, mask=None, preset: str = "auto",
                     quiet: bool = True, **hyperparameters):
     """What ``restore`` fits, before the fit: ``(Problem, resolved cfg, like, LoadedImage)``,
@@ -95,9 +103,9 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
     cfg, notice = resolve_config(spec, given, preset, whole=True)
     err = check_config(spec, cfg)
     if err:
-        raise ValueError(err)
+        raise ValueError(in_python(err, spec))
     if notice and not quiet:
-        print(notice)
+        print(in_python(notice, spec))
     img, like = from_memory(image)
     return spec.problem(img, cfg), cfg, like, img
 
@@ -136,7 +144,7 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     problem, cfg, like, img = prepare_problem(image, spec, observed, mask, preset, quiet,
                                               **hyperparameters)
     for note in img.notes + problem.notes:
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(in_python(note, spec), stacklevel=2)
     on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
                                                                            cfg))
     store = None

@@ -176,12 +176,15 @@ def test_an_unknown_choice_is_one_line(flag, tmp_path, capsys):
 
 
 def test_restore_checks_options_like_the_command_line():
-    with pytest.raises(ValueError, match="--iters"):
+    # the command line's checks, the options named as restore() takes them
+    with pytest.raises(ValueError, match="^iters must be an integer >= 1, got 0"):
         restore(np.zeros((32, 32)), "denoising", iters=0)
-    with pytest.raises(ValueError, match="--upsample"):
+    with pytest.raises(ValueError, match="^upsample"):
         restore(np.zeros((32, 32)), "denoising", upsample="cubic")
-    with pytest.raises(ValueError, match="--lr"):
+    with pytest.raises(ValueError, match="^lr"):
         restore(np.zeros((32, 32)), "denoising", lr=float("nan"))
+    with pytest.raises(ValueError, match="^ln_lambda must be"):
+        restore(np.zeros((32, 32)), "denoising", ln_lambda=-1)
 
 
 # ---------------------------------------------------------------- 5. masks

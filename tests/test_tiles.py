@@ -201,7 +201,7 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
     assert "tiles" not in whole.metrics
     # the summary has the overlap fitted with: a blur's widened one, not the one asked
-    with pytest.warns(UserWarning, match="--tile-overlap 8 widened to 19: an observed pixel"):
+    with pytest.warns(UserWarning, match="^tile_overlap 8 widened to 19: an observed pixel"):
         blurred = restore(img, "deblurring", observed=False, tile=64, tile_overlap=8,
                           blur_sigma=3, **dict(TINY, iters=2))
     assert blurred.metrics["tiles"] == 9 and blurred.metrics["tile_overlap"] == 19   # 3 × 3
@@ -403,7 +403,7 @@ def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
     anywhere = dataclasses.replace(problem, data_term=DataTerm(problem.data_term.observation))
     with pytest.raises(ValueError, match="read the image near them; DataTerm does not"):
         fit_tiled(anywhere, cfg, None)
-    with pytest.raises(ValueError, match="--tile-overlap must be a multiple of --factor .4."):
+    with pytest.raises(ValueError, match="tile_overlap must be a multiple of factor .4."):
         restore(data.camera()[:160, :160], "super_resolution", observed=False, tile=64,
                 tile_overlap=10, **TINY)
     # tiles that overlap by less than one observed pixel reads leave the seams to no net
@@ -428,9 +428,9 @@ def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
     assert overlap is None and note == problem.notes[-1] and note.endswith(
         "reads 73 rows and columns of the image, more than half of the 128×128 tiles: one net "
         "for the whole image instead (--tile)")
-    with pytest.raises(ValueError, match="--tile must be 0 .no tiles. or a multiple of 32"):
+    with pytest.raises(ValueError, match="tile must be 0 .no tiles. or a multiple of 32"):
         restore(data.camera()[:160, :160], "denoising", tile=100, **TINY)
-    with pytest.raises(ValueError, match="--tile-overlap must be at most half of --tile"):
+    with pytest.raises(ValueError, match="tile_overlap must be at most half of tile"):
         restore(data.camera()[:160, :160], "denoising", tile=64, tile_overlap=40, **TINY)
 
 

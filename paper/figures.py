@@ -123,7 +123,9 @@ def montage_files(ctx, tasks):
                 continue
             f = done[0]
             inputs = json.loads((f / "summary.json").read_text()).get("inputs") or []
-            shown = ([inputs[0], "output"] if inputs else ["base", "enhanced"])
+            # enhancement: its base (a record before 2026-12-07 has it as output.png only)
+            base = "base" if (f / "base.png").exists() else "output"
+            shown = ([inputs[0], "output"] if inputs else [base, "enhanced"])
             pair = [(f / f"{n}.png", f"{task.name}: {n if n != 'output' else run.name}")
                     for n in shown]
             if all(p.exists() for p, _ in pair):

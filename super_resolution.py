@@ -52,7 +52,7 @@ config = dict(
 # ---- presets: DIP's ×8 recipe (unless given on the command line); the CPU quick preset, a
 # narrower hourglass on a 128×128 crop with the moving average as the result
 # (benchmarks/robustness.py: results/robustness.md); a larger image of yours is fitted by one
-# net (--tile 128: 0.55 dB better on 256² images at 2.94× the time, results/tiles.md) ----
+# net (--tile 128: 0.64 dB better on 256² images at 2.88× the time, results/tiles.md) ----
 presets = (dict(when=dict(factor=8), values=dict(iters=4000, reg_noise_std=0.05)),)
 quick = dict(crop=128, channels_down=32, channels_up=32, iters=1500, log_every=10, use_ema=True)
 

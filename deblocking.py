@@ -72,14 +72,19 @@ def with_chroma(luma, colour):
     return np.clip(to_array(ycbcr_to_rgb(ycc)), 0, 1)
 
 
+def _luma(a):
+    """The Y (BT.601, in [16, 235]/255) of an RGB (h, w, 3) image, quantised to 8 bits like a
+    decoded image: (h, w, 1)."""
+    return from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))
+
+
 def make_problem(img, cfg):
     clean, padded, region = prepare(img, cfg)
     h, w = region
     if cfg["color"] == "y" and clean.shape[-1] == 3 and cfg["observed"]:
         # a user's colour JPEG: the net restores Y (as below), the output keeps its chroma
         colour = clean
-        luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
-        clean, padded = luma(clean), luma(padded)
+        clean, padded = _luma(clean), _luma(padded)
         y = to_tensor(padded)
         return Problem(IdentityTerm(y), y.shape[-2:], region, inputs={"jpeg": colour},
                        like=img, observed=clean, present=lambda out: with_chroma(out, colour),
@@ -87,9 +92,7 @@ def make_problem(img, cfg):
                               "Y channel and the output keeps the input's chroma (Cb, Cr); "
                               "--color rgb restores all three channels"])
     if cfg["color"] == "y" and clean.shape[-1] == 3:
-        # Y in [16, 235]/255 (BT.601 studio range), quantised to 8 bits like a decoded image
-        luma = lambda a: from_uint8(to_uint8(rgb_to_y(to_tensor(a))[0, 0].numpy()))  # noqa
-        clean, padded = luma(clean), luma(padded)
+        clean, padded = _luma(clean), _luma(padded)
         like = dataclasses.replace(img, array=clean, mode="L", alpha=None)
         alpha = " (its alpha channel dropped)" if img.alpha is not None else ""
         notes = [f"{img.path or img.name}: a colour image: its Y channel is compressed and "

@@ -55,9 +55,10 @@ def make_problem(img, cfg):
         return enhance(x, base, cfg["detail_gain"], cfg["signed"])
 
     def finish(base, out, save):
+        detailed = enhanced(base)
         save("base", base)
-        save("enhanced", enhanced(base))
-        montage([x, base, enhanced(base)], ["input", "base (100 iterations)", "enhanced"],
+        save("enhanced", detailed)
+        montage([x, base, detailed], ["input", "base (100 iterations)", "enhanced"],
                 out / "side_by_side.png")
         return {}
 

@@ -77,12 +77,11 @@ def make_problem(img, cfg):
     lr_pad = from_uint8(pil_downscale(to_uint8(hr_pad), f))
     lr = lr_pad[:region[0] // f, :region[1] // f]
     bic = from_uint8(bicubic_upscale(to_uint8(lr), f))
-    hr_eval = hr
     return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region, notes=notes,
                    target=to_tensor(hr_pad), inputs={"bicubic": bic, "lr": lr}, observed=lr,
-                   baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr_eval))[0])},
+                   baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr))[0])},
                    evaluate=lambda out: {"y_psnr": float(y_psnr(
-                       to_tensor(out[:bic.shape[0], :bic.shape[1]]), to_tensor(hr_eval))[0])})
+                       to_tensor(out[:bic.shape[0], :bic.shape[1]]), to_tensor(hr))[0])})
 
 
 def validate(cfg):

@@ -19,8 +19,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +163,7 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     metrics.update(oracle_free_metrics(problem, res))
     fitted = arr
     if problem.like is not None:    # the alpha the task gives its outputs (deblocking's gray: none)
-        like = dataclasses.replace(like, alpha=problem.like.alpha)
+        like = replace(like, alpha=problem.like.alpha)
     if problem.present is not None:   # what the user gets (a colour JPEG's Y + its chroma,
         arr = np.asarray(problem.present(arr), np.float32)      # enhancement's enhanced image)
     return Restored(image=to_memory(arr, like), array=arr, metrics=metrics,

@@ -27,7 +27,7 @@ from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
 from utils.metrics import psnr, ssim
-from utils.tiles import fit_tiled, hole_note, seam_overlap, tiled
+from utils.tiles import fit_tiled, tile_plan, tiled
 
 LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 
@@ -48,6 +48,8 @@ class Problem:
     like: LoadedImage | None = None     # mode/bit depth/alpha to save outputs with
     observed: np.ndarray | None = None  # the degraded image, (h, w, C) unpadded (baselines)
     notes: list = field(default_factory=list)      # warnings for the user (one line each)
+    # ((tile, tile_overlap), utils.tiles.tile_plan's answer) once found: not given, kept
+    tiling: tuple | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -101,11 +103,10 @@ class Task:
     def problem(self, img, cfg: dict) -> Problem:
         """``make_problem(img, cfg)``, with a note for the user where ``tile`` is set but a hole
         of the mask or an observed pixel's footprint is too wide for tiles, so that one net fits
-        it, or the overlap is widened (``utils.tiles.hole_note``, ``seam_overlap``)."""
+        it, or the overlap is widened (``utils.tiles.tile_plan``)."""
         problem = self.make_problem(img, cfg)
         _cut_alpha(problem, img, cfg)
-        note = (hole_note(problem, cfg) or seam_overlap(problem, cfg)[1]) \
-            if tiled(problem, cfg) else None
+        note = tile_plan(problem, cfg)[1] if tiled(problem, cfg) else None
         if note:
             problem.notes.append(note)
         return problem
@@ -287,18 +288,17 @@ def fit_problem(problem: Problem, cfg: dict, observers=(), on_rate=None, tile_st
     ``tile_store``: a ``utils.tiles.TileStore`` keeping the finished tiles (resumable)."""
     if not tiled(problem, cfg):
         return _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
-    note = hole_note(problem, cfg)
-    overlap, seam = (None, None) if note else seam_overlap(problem, cfg)
-    if overlap is not None:
+    overlap, note = tile_plan(problem, cfg)
+    if overlap is None:
+        res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
+    else:
         lines = None if fit_overrides.get("quiet", cfg.get("quiet")) else say
         res, config = fit_tiled(problem, dict(cfg, tile_overlap=overlap), lambda p, rate:
                                 _fit_whole(p, cfg, observers, rate, **fit_overrides), on_rate,
                                 lines, tile_store)
-        res.warnings += [seam] if seam else []
         # every tile kept from an earlier run: no fit here to hand its configuration on
-        return res, config or _fit_config(cfg, fit_overrides)
-    res, config = _fit_whole(problem, cfg, observers, on_rate, **fit_overrides)
-    res.warnings.append(note or seam)
+        config = config or _fit_config(cfg, fit_overrides)
+    res.warnings += [note] if note else []
     return res, config
 
 

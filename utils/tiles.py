@@ -155,6 +155,18 @@ def seam_overlap(problem, cfg: dict) -> tuple[int | None, str | None]:
                   "overlap by as much for every one along their seams to be fitted")
 
 
+def tile_plan(problem, cfg: dict) -> tuple[int | None, str | None]:
+    """How ``problem``, larger than a tile, is fitted with ``tile`` set: (the overlap of its
+    tiles, or None for one net; the note for the user, or None), from :func:`hole_note` and
+    :func:`seam_overlap`.  Kept on the problem (``Problem.tiling``), so that the note shown
+    before the fit (``Task.problem``) and the fit (``fit_problem``) find it once."""
+    key = (int(cfg["tile"]), int(cfg.get("tile_overlap") or 0))
+    if problem.tiling is None or problem.tiling[0] != key:
+        note = hole_note(problem, cfg)
+        problem.tiling = (key, (None, note) if note else seam_overlap(problem, cfg))
+    return problem.tiling[1]
+
+
 def check_seams(problem, boxes, overlap: int) -> list[torch.Tensor]:
     """Each tile's :func:`footprint_inside` (for :func:`tile_problem`), or a ValueError unless
     every observed pixel is counted by some tile: the tiles must overlap by at least what one
@@ -202,7 +214,7 @@ def tile_problem(problem, box, inside=None):
         target=None if problem.target is None else
         problem.target[..., y:y + th, x:x + tw].contiguous(),
         inputs={}, baseline={}, evaluate=None, finish=None, present=None, observed=None,
-        notes=[])
+        notes=[], tiling=None)
 
 
 def _history(results) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.config import check_config, flag, options, resolve_config
+from utils.config import check_config, choices, flag, options, resolve_config
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import to_array
 from utils.inmemory import from_memory, to_memory
@@ -76,10 +76,27 @@ class Restored:
 
 def in_python(text: str, spec: Task) -> str:
     """A message of the command line's, with its options spelled as ``restore()`` takes them:
-    ``--iters`` → ``iters``, ``--lambda`` → ``ln_lambda``, ``--full`` → ``preset="full"``."""
-    names = {flag(n): n for n in options(spec)}
+    ``--iters`` → ``iters``, ``--crop N`` → ``crop=N``, ``--device cuda`` → ``device="cuda"``,
+    ``--lambda`` → ``ln_lambda``, ``--full`` → ``preset="full"``.  A value is taken with its
+    flag where it is ``N``, a number or one of the option's choices."""
+    opts, known = options(spec), choices()
+    names = {flag(n): n for n in opts}
     names.update({"--full": 'preset="full"', "--quick": 'preset="quick"'})
-    return re.sub(r"--[a-z][a-z0-9-]*", lambda m: names.get(m.group(0), m.group(0)), text)
+
+    def spelled(m):
+        name, value = names.get(m.group(1)), m.group(2)
+        if name is None:
+            return m.group(0)
+        if not value or name not in opts:     # a bare option, or --full / --quick
+            return name + (f" {value}" if value else "")
+        if value == "N" or re.fullmatch(r"-?[0-9.]+", value):
+            return f"{name}={value}"
+        if value in known.get(name, ()) or (name == "device"
+                                            and re.fullmatch(r"cpu|cuda(:[0-9]+)?", value)):
+            return f'{name}="{value}"'
+        return f"{name} {value}"
+    value = r"[A-Za-z0-9](?:[A-Za-z0-9._:]*[A-Za-z0-9])?"
+    return re.sub(rf"(--[a-z][a-z0-9-]*)(?: ({value}))?", spelled, text)
 
 
 def prepare_problem(image, task, observed: bool = True, mask=None, preset: str = "auto",
@@ -145,7 +162,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     for note in img.notes + problem.notes:
         warnings.warn(in_python(note, spec), stacklevel=2)
     on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
-                                                                           cfg))
+                                                                           cfg),
+                                         words=lambda line: in_python(line, spec))
     store = None
     if tiles_folder is not None:
         TileStore.check_folder(tiles_folder)

@@ -192,6 +192,16 @@ def test_restore_gives_back_a_whole_image_at_its_size():
     assert r.config["crop"] == 0 and r.config["amp"] in ("none", "bf16")
     c = restore(data.astronaut(), task="denoising", observed=False, crop=64, **TINY)
     assert c.array.shape == (64, 64, 3)                   # a crop the user gives applies
+    # a crop past the image's sides fits it whole, and says so (one side cut is no such case)
+    with pytest.warns(UserWarning, match="^crop=256: the image is 160x180, no larger, so it is "
+                                         "fitted whole$"):
+        w = restore(big, task="denoising", observed=False, crop=256, **TINY)
+    assert w.array.shape == (180, 160, 1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert restore(big, "denoising", observed=False, crop=170, **TINY).array.shape[:2] \
+            == (170, 160)
 
 
 def run_script(*args, quiet=True):
@@ -248,6 +258,20 @@ def test_durations_and_the_estimate_line():
     assert fitted_pixels((300, 200, 3), {"crop": 128}) == 128 * 128
     assert fitted_pixels((300, 100, 3), {"crop": 128}) == 128 * 100
     assert fitted_pixels((300, 200), {"crop": 0}) == 60000
+
+
+def test_restore_words_the_estimate_line_and_messages_as_keywords(capsys):
+    from tasks import in_python
+    from utils.estimate import printer
+    words = lambda line: in_python(line, DENOISING)                      # noqa: E731
+    assert (words(estimate_line(2.0, 600, 100)).split("; ")[-1]
+            == 'to make it shorter: crop=N (the centre only), iters=N, or a GPU (device="cuda")')
+    # a value goes with its flag only where it is one: N, a number or one of the choices
+    assert (words("--stop must be one of; --stop ratio. --lambda 1.4, --observed restores --full")
+            == 'stop must be one of; stop="ratio". ln_lambda=1.4, observed restores preset="full"')
+    assert words("--no-such-flag 3") == "--no-such-flag 3"
+    printer(True, 100, words=words)(2.0, 600)
+    assert "crop=N" in capsys.readouterr().err
 
 
 def test_the_fit_reports_its_rate_once_after_its_first_iterations():

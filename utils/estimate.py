@@ -63,10 +63,11 @@ def say(line: str, stream=None):
 
 
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
-            stream=None):
+            stream=None, words=None):
     """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`); its optional
-    third argument: the share of the image left (a tiled fit resumed)."""
+    third argument: the share of the image left (a tiled fit resumed).  words: a function
+    that respells the line's options (``restore()``: ``crop=N`` for ``--crop N``)."""
     def report(rate, iters, share=1.0):
-        say(estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share),
-            stream)
+        line = estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share)
+        say(words(line) if words else line, stream)
     return report

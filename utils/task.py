@@ -107,6 +107,10 @@ class Task:
         problem = self.make_problem(img, cfg)
         _cut_alpha(problem, img, cfg)
         note = tile_plan(problem, cfg)[1] if tiled(problem, cfg) else None
+        c, (h, w) = int(cfg.get("crop") or 0), img.array.shape[:2]
+        if c and h <= c and w <= c and (h, w) != (c, c):
+            problem.notes.insert(0, f"--crop {c}: the image is {w}x{h}, no larger, so it is "
+                                    "fitted whole")
         if note:
             problem.notes.append(note)
         return problem

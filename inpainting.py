@@ -43,6 +43,7 @@ config = dict(
     drop_rate=0.5,                  # Bernoulli mask: the fraction of pixels dropped
     mask_seed=100,                  # Bernoulli mask: np.random.seed(100), > drop_rate is known
     mask=None,                      # mask image (white = known pixel) for every image
+    mask_threshold=0.0,             # mask: known from this gray level (0-1); 0: two-valued only
     seed=0,                         # seed of the init and the code
     device="auto",                  # auto | cpu | cuda
     restarts=1,                     # independent fits averaged
@@ -83,10 +84,11 @@ def _checked(known, path):
 
 def user_mask(img, cfg):
     """(the user's mask as (H, W) bool, or None; warnings)."""
-    path = mask_file(img, cfg)
+    path, threshold = mask_file(img, cfg), cfg["mask_threshold"]
     if path is None:
-        return None, []
-    known = load_mask(path, img.array.shape[:2])
+        return None, ([f"--mask-threshold {threshold}: no mask file, so the Bernoulli mask is "
+                       "used"] if threshold else [])
+    known = load_mask(path, img.array.shape[:2], threshold)
     return known, _checked(known, path)
 
 
@@ -94,7 +96,7 @@ def reads(img, cfg):
     """The mask file this image's run reads, checked (the command line calls this up front)."""
     path = mask_file(img, cfg)
     if path is not None:
-        _checked(load_mask(path, img.array.shape[:2]), path)
+        _checked(load_mask(path, img.array.shape[:2], cfg["mask_threshold"]), path)
     return [] if path is None else [Path(path)]
 
 
@@ -134,6 +136,8 @@ def make_problem(img, cfg):
 def validate(cfg):
     if not 0 <= cfg["drop_rate"] < 1:
         return f"--drop-rate must be in [0, 1), got {cfg['drop_rate']}"
+    if not 0 <= cfg["mask_threshold"] <= 1:
+        return f"--mask-threshold must be in [0, 1], got {cfg['mask_threshold']}"
 
 
 TASK = Task("inpainting", config, make_problem, quick=quick,

@@ -404,6 +404,21 @@ def test_error_mask_not_two_valued(tmp_path):
                  "mask is not two-valued: found 3 distinct values")
 
 
+def test_a_threshold_takes_an_anti_aliased_or_jpeg_mask(tmp_path):
+    # the levels 0, 100, 200 (of 255): known from gray 0.5 is the 200s only, from 0.3 also 100
+    three = np.arange(600, dtype=np.uint8).reshape(20, 30) % 3 * 100
+    Image.fromarray(three).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "grey.png", (20, 30), 0.5), three == 200)
+    np.testing.assert_array_equal(load_mask(tmp_path / "grey.png", (20, 30), 0.3), three > 0)
+    # a colour JPEG of a black hole on white: its channels and edges blur, the hole stays
+    m = np.full((40, 60, 3), 255, np.uint8)
+    m[10:30, 20:40] = 0
+    Image.fromarray(m).save(tmp_path / "m.jpg", quality=60)
+    expect_error(lambda: load_mask(tmp_path / "m.jpg", (40, 60)), "m.jpg", "--mask-threshold")
+    known = load_mask(tmp_path / "m.jpg", (40, 60), 0.5)
+    np.testing.assert_array_equal(known, m[..., 0] > 0)
+
+
 # ----------------------------------------------------------------------------- atomic writes
 
 def test_atomic_write_failure_leaves_target_untouched(tmp_path):

@@ -208,6 +208,25 @@ def test_an_all_black_mask_is_refused_and_an_all_white_one_warns(tmp_path, capsy
         assert status == 0 and (said in cap.err if said else "as known" not in cap.err)
 
 
+def test_a_jpeg_mask_is_refused_unless_a_threshold_is_given(tmp_path, capsys):
+    img = png(tmp_path / "a.png")
+    hole = np.full((40, 40), 255, np.uint8)
+    hole[10:30, 10:30] = 0
+    Image.fromarray(hole).save(tmp_path / "hole.jpg", quality=50)
+    args = ("inpainting", "--image", img, "--mask", tmp_path / "hole.jpg")
+    status, cap = run(*args, "--out", tmp_path / "o", capsys=capsys)
+    assert status == 2 and "--mask-threshold 0.5" in one_line(cap.err)
+    assert not (tmp_path / "o").exists()
+    status, cap = run(*args, "--mask-threshold", "1.5", "--out", tmp_path / "o", capsys=capsys)
+    assert status == 2 and "--mask-threshold must be in [0, 1]" in one_line(cap.err)
+    status, cap = run(*args, "--mask-threshold", "0.5", "--out", tmp_path / "o", capsys=capsys)
+    assert status == 0 and (tmp_path / "o" / "a" / "output.png").exists()
+    # a threshold with no mask to apply it to is not silently dropped
+    status, cap = run("inpainting", "--image", img, "--mask-threshold", "0.5", "--out",
+                      tmp_path / "b", capsys=capsys)
+    assert status == 0 and "no mask file, so the Bernoulli mask is used" in cap.err
+
+
 # ---------------------------------------------------------------- 6. interrupted is not finished
 def test_sigterm_saves_the_last_output_and_marks_the_image_interrupted(tmp_path):
     img = png(tmp_path / "a.png")

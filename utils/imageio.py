@@ -37,7 +37,7 @@ from utils.atomic import atomic_write
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageError", "LoadedImage", "load_image", "load_mask", "save_image",
     "to_tensor", "to_array", "pad_to_multiple", "crop_to", "center_crop_multiple",
-    "list_images", "is_image_path", "quantise", "to_uint8", "from_uint8", "MIN_SIZE",
+    "list_images", "quantise", "to_uint8", "from_uint8", "MIN_SIZE",
     "pil_pixels", "from_pixels", "attach_alpha", "check_regular", "icc_matching",
 ]
 
@@ -314,20 +314,23 @@ def from_pixels(pixels: np.ndarray, maxval: float, mode: str, name: str, path=No
                        icc_profile=icc or None)
 
 
-def load_mask(path, shape_hw) -> np.ndarray:
-    """Boolean (H, W) mask, True where the pixel is known (the brighter of two values).
-    Gray or RGB (equal channels) masks at any bit depth; alpha is ignored."""
-    img = load_image(path, min_size=1)
-    a = img.array
+def load_mask(path, shape_hw, threshold: float = 0.0) -> np.ndarray:
+    """Boolean (H, W) mask, True where the pixel is known (the brighter of two values; with
+    ``threshold`` > 0, any mask, known where its mean gray in [0, 1] is at least that). Gray or
+    RGB (equal channels) masks at any bit depth; alpha is ignored."""
+    a = load_image(path, min_size=1).array
     h, w = int(shape_hw[0]), int(shape_hw[1])
     if a.shape[:2] != (h, w):
         raise ImageError(path, f"mask is {a.shape[1]}x{a.shape[0]} but the image is {w}x{h}")
-    if a.shape[2] == 3 and not (a == a[..., :1]).all():
-        raise ImageError(path, "mask is not grayscale: its colour channels differ")
+    if threshold > 0:
+        return a.mean(-1) >= threshold
     values = np.unique(a[..., 0])
-    if len(values) > 2:
-        raise ImageError(path, f"mask is not two-valued: found {len(values)} distinct values "
-                               "(save masks losslessly, e.g. as PNG)")
+    grey = a.shape[2] == 1 or (a == a[..., :1]).all()
+    if not grey or len(values) > 2:
+        raise ImageError(path, ("mask is not grayscale: its colour channels differ" if not grey
+                                else f"mask is not two-valued: found {len(values)} distinct "
+                                "values") + " (save masks losslessly, e.g. as PNG, or give "
+                         "--mask-threshold 0.5: known where the gray is ≥ 0.5)")
     if len(values) == 1 and values[0] == 0:  # one value: all unknown if black, else all known
         return np.zeros((h, w), bool)
     return a[..., 0] >= values[-1]
@@ -450,20 +453,16 @@ def center_crop_multiple(array, multiple: int = 32) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- listing
 
-def is_image_path(path) -> bool:
-    """True if the name has an image extension we list (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def list_images(spec) -> list[Path]:
     """Images named by ``spec``: a file, a folder (non-recursive, sorted) or a glob pattern."""
+    _listed = lambda q: Path(q).suffix.lower() in IMAGE_EXTENSIONS     # noqa: E731
     p = Path(spec)
     if p.is_file():
         return [p]
     if os.path.lexists(p) and not p.is_dir():   # a FIFO, a device, a dangling link
         check_regular(p)
     if p.is_dir():
-        found = sorted(q for q in p.iterdir() if q.is_file() and is_image_path(q)
+        found = sorted(q for q in p.iterdir() if q.is_file() and _listed(q)
                        and not q.name.startswith("."))
         if not found:
             raise ImageError(p, "no images found in this folder")
@@ -472,7 +471,7 @@ def list_images(spec) -> list[Path]:
         seen, found = set(), []
         for q in sorted(glob.glob(str(spec), recursive=True)):
             real = os.path.realpath(q)      # a file reached twice (links, loops) counts once
-            if os.path.isfile(q) and is_image_path(q) and real not in seen:
+            if os.path.isfile(q) and _listed(q) and real not in seen:
                 seen.add(real)
                 found.append(Path(q))
         if not found:

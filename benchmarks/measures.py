@@ -1,16 +1,21 @@
 """Timing of the per-iteration measures: FBC + blurriness + sharpness on one RGB image.
 
     python -m benchmarks.measures [--device cpu|cuda] [--size 512] [--repeat 20] [--threads N]
+                                  [--out results/measures.md]
 
 Baseline: the authors' numpy code takes 199 ms per 512x512 RGB image on the 2-core CPU of
 this project (24 ms FBC + 36 ms blurriness + 139 ms sharpness).
 """
 import argparse
+import datetime
 import os
+import sys
 
 import torch
 
 from benchmarks.timing import median_ms
+from utils.atomic import atomic_write_text
+from utils.device import cpu_model, device_name
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import blurriness, sharpness
 
@@ -34,6 +39,8 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="also write the line, with the device, date and "
+                                                "command, to this markdown file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,9 +55,20 @@ def main(argv=None):
                                sharpness(out)), device, args.repeat, 3)
     base = sum(NUMPY_MS.values()) * (args.size / 512) ** 2  # numpy cost scales with the pixel count
     detail = " + ".join(f"{k} {v:.1f}" for k, v in parts.items())
-    print(f"measures {args.size}x{args.size} RGB on {args.device} ({torch.get_num_threads()} threads): "
-          f"{total:.1f} ms median ({detail}) vs authors' numpy {base:.0f} ms -> {base / total:.1f}x faster"
-          f" [load avg {os.getloadavg()[0]:.1f}]")  # on a shared box, contention swamps everything
+    line = (f"measures {args.size}x{args.size} RGB on {args.device} ({torch.get_num_threads()} "
+            f"threads): {total:.1f} ms median ({detail}) vs authors' numpy {base:.0f} ms -> "
+            f"{base / total:.1f}x faster [load avg {os.getloadavg()[0]:.1f}]")  # contention shows
+    print(line)
+    if args.out:
+        dev = cpu_model() if device.type == "cpu" else device_name(device)
+        atomic_write_text(args.out, (
+            "# The per-iteration measures' time (FBC + blurriness + sharpness)\n\n"
+            f"- device: {dev}, torch {torch.__version__}\n"
+            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"- command: `python -m benchmarks.measures {' '.join(argv or sys.argv[1:])}`\n"
+            "- the authors' numpy code: a constant, timed once on this project's first 2-core "
+            "machine (24 ms FBC + 36 blurriness + 139 sharpness at 512², scaled by the pixels)\n"
+            f"\n{line}\n"))
 
 
 if __name__ == "__main__":

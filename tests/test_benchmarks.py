@@ -143,3 +143,13 @@ def test_compare_pairs_two_grids_run_by_run_and_lists_the_unpaired(tmp_path):
     compare.main([a, b, "--out", str(tmp_path / "pairs.md")])
     written = (tmp_path / "pairs.md").read_text()
     assert written.startswith("# B against A") and "| denoising | 2 | +0.25 |" in written
+
+
+def test_measures_timing_writes_its_record(tmp_path, capsys):
+    from benchmarks import measures
+    measures.main(["--size", "64", "--repeat", "2", "--out", str(tmp_path / "m.md")])
+    text = (tmp_path / "m.md").read_text()
+    said = capsys.readouterr().out.strip()
+    assert said in text and "- device: " in text and "--size 64" in text
+    ms = float(re.search(r"RGB on cpu \(\d+ threads\): ([0-9.]+) ms median", said).group(1))
+    assert ms > 0

@@ -201,7 +201,7 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
     whole = restore(img, "denoising", observed=False, tile=0, **dict(TINY, iters=2))
     assert "tiles" not in whole.metrics
     # the summary has the overlap fitted with: a blur's widened one, not the one asked
-    with pytest.warns(UserWarning, match="^tile_overlap 8 widened to 19: an observed pixel"):
+    with pytest.warns(UserWarning, match="^tile_overlap=8 widened to 19: an observed pixel"):
         blurred = restore(img, "deblurring", observed=False, tile=64, tile_overlap=8,
                           blur_sigma=3, **dict(TINY, iters=2))
     assert blurred.metrics["tiles"] == 9 and blurred.metrics["tile_overlap"] == 19   # 3 × 3

@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.timing import median_ms
 from utils.atomic import atomic_write_text
-from utils.device import bf16_units, cpu_model, device_name
+from utils.device import cpu_words, device_name
 from utils.spectral import frequency_band_correspondence
 from utils.stopping import blurriness, sharpness
 
@@ -60,9 +60,7 @@ def main(argv=None):
             f"{base / total:.1f}x faster [load avg {os.getloadavg()[0]:.1f}]")  # contention shows
     print(line)
     if args.out:
-        dev = (f"{cpu_model()}, {os.cpu_count()} cores, ATen's vector code: "
-               f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16_units()}"
-               if device.type == "cpu" else device_name(device))
+        dev = cpu_words() if device.type == "cpu" else device_name(device)
         atomic_write_text(args.out, (
             "# The per-iteration measures' time (FBC + blurriness + sharpness)\n\n"
             f"- device: {dev}, torch {torch.__version__}\n"

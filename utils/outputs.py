@@ -20,6 +20,7 @@ import torch
 
 from utils.atomic import atomic_write_text
 from utils.config import recorded, recorded_as_read
+from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
 from utils.outdir import locked, read_record
@@ -182,7 +183,8 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
     table = rows + ([mean] if len(rows) > 1 else [])
     atomic_write_text(out / "summary.csv",
                       csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
-    md = [f"# {task}: summary", "", f"device: {device} · torch {torch.__version__} · "
+    where = f"cpu ({cpu_words()})" if device == "cpu" else device   # which CPU moves the numbers
+    md = [f"# {task}: summary", "", f"device: {where} · torch {torch.__version__} · "
           f"last command: `{cell(command)}`", ""]
     md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")

@@ -17,8 +17,9 @@ MISSING = "—"        # a result that does not exist yet
 
 def fmt(value, column: str = "", spec: str | None = None, missing: str = "") -> str:
     """One number format for every table: SSIM columns with 4 decimals, iteration counts and
-    integers as integers, seconds with 1 decimal, every other number with 2 (``spec`` forces a
-    format); None and NaN read ``missing``; anything else as it is."""
+    integers as integers, seconds with 1 decimal, losses with 3 significant digits, every other
+    number with 2 (``spec`` forces a format); None and NaN read ``missing``; anything else as
+    it is."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     if spec is not None:
@@ -31,6 +32,8 @@ def fmt(value, column: str = "", spec: str | None = None, missing: str = "") -> 
         return f"{value:.0f}"
     if column.endswith("seconds"):
         return f"{value:.1f}"
+    if column.endswith("loss"):          # a mean squared error: 0.00774, not 0.01
+        return f"{value:.3g}"
     return f"{value:.2f}"
 
 

@@ -56,6 +56,9 @@ def run_mode(mode, image, iters, out: Path, quick: bool) -> dict:
     if status or not recs:
         return {"mode": mode, "error": f"exit status {status}"}
     rec = json.loads(recs[0].read_text())
+    dropped = [w for w in rec.get("warnings", []) if w.startswith("--compile not used")]
+    if dropped:      # the fit ran eager: not this mode (utils.members' first-step check)
+        return {"mode": mode, "error": dropped[0].split(" on this machine")[0]}
     with (recs[0].parent / "log.csv").open(newline="") as f:
         rows = [(int(r["iteration"]), float(r["psnr_gt"])) for r in csv.DictReader(f)]
     peak_it, peak = max(rows, key=lambda r: r[1])

@@ -33,6 +33,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -183,7 +184,9 @@ def past_cap(row: Row, st: Settings) -> bool:
 def run_case(row: Row, net_name, size, cfg, st, dev, method):
     net, z, y = make_case(net_name, size, st, sigma_method=method)
     try:
-        row.ms, _, row.peak, warm_s = time_fit(net, z, y, cfg, st, dev)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            row.ms, _, row.peak, warm_s = time_fit(net, z, y, cfg, st, dev)
     except Exception as e:  # noqa: BLE001 -- compile / bf16 may be unsupported on this platform
         if not (cfg.compile or cfg.amp != "none"):
             raise
@@ -195,6 +198,9 @@ def run_case(row: Row, net_name, size, cfg, st, dev, method):
     row.share = None if sig is None else sig / row.ms
     if cfg.compile:
         row.note = f"first (compiling) fit {warm_s:.0f} s"
+        refused = [str(w.message) for w in said if "--compile not used" in str(w.message)]
+        if refused:   # utils.members' check: the compiled net was wrong, eager was timed
+            row.note += "; timed eager: " + refused[0].split(": ", 1)[1].split(" on this")[0]
     if sig is None:
         row.note = (row.note + "; " if row.note else "") + "no controlled convs (DIP's net)"
     return net

@@ -102,6 +102,21 @@ def test_parity_quick_and_its_verdict(tmp_path):
     assert parity.verdict(res[1:])[0] is None
 
 
+def test_parity_leaves_out_a_compile_mode_whose_check_dropped_the_compile(tmp_path, monkeypatch):
+    """A mode whose fit ran eager (the compiled net disagreed with eager's at the first step,
+    utils.members) is an error row, never a verdict's candidate."""
+    import utils.members
+    from benchmarks import parity
+    monkeypatch.setattr(utils.members.torch, "compile", lambda f: (lambda z: f(z) * 1.5))
+    out = tmp_path / "parity.md"
+    with pytest.warns(UserWarning, match="^--compile not used"):
+        parity.main(["--quick", "--iters", "4", "--modes", "tf32-compile", "--out", str(out)])
+    row = next(r for r in out.read_text(encoding="utf-8").splitlines()
+               if r.startswith("| tf32-compile |"))
+    assert "--compile not used: torch.compile's output or gradient differs" in row
+    assert "| — |" in row
+
+
 def test_speed_time_cap_lists_the_cases_it_did_not_start(tmp_path):
     """--max-seconds 0 (a lease whose cap has passed): every case is listed, none timed, and
     the table is still written whole."""

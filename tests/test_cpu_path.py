@@ -492,3 +492,22 @@ def test_the_process_settings_benchmark_compares_off_and_on(tmp_path, setting):
     text = (tmp_path / "d.md").read_text()
     assert "| inpainting | 48 | 3 / 3 |" in text and "native bf16:" in text
     assert (tmp_path / "d.csv").read_text().startswith("setting,task,image,crop")
+
+
+def test_a_warning_during_a_drawn_progress_bar_is_a_line_above_it(capsys):
+    """Python's own warning line is overwritten by tqdm's next redraw; while a bar is drawn a
+    warning is one ``warning: MESSAGE`` line (tqdm.write), and the display is restored after."""
+    import warnings
+
+    from utils.estimate import warnings_above_bar
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with warnings_above_bar(True):
+            warnings.warn("--compile not used: a test")
+        assert warnings.showwarning is before
+    with pytest.warns(UserWarning, match="^plain$"):         # no bar: Python's own display
+        with warnings_above_bar(False):
+            warnings.warn("plain")
+    err = capsys.readouterr().err
+    assert "warning: --compile not used: a test\n" in err and "plain" not in err

@@ -404,3 +404,45 @@ def test_a_fit_past_the_deadline_stops_at_its_next_sync_and_is_marked_interrupte
     assert any("time limit" in w for w in res.warnings)
     res = fit(tiny_net(), code(), IdentityTerm(x), cfg(iters=20, sync_every=10))   # restored
     assert not res.interrupted and res.iterations == 20
+
+
+def _fake_compile(monkeypatch, scale):
+    """torch.compile in utils.members replaced by a wrapper that multiplies the net's output by
+    ``scale`` (1: a compile that is right; else one that is wrong, as Inductor's vectorised CPU
+    code was for the decoder on an AVX2-only machine); returns the list of calls it served."""
+    import utils.members
+    calls = []
+
+    def compile_(f):
+        def compiled(z):
+            calls.append(1)
+            return f(z) * scale
+        return compiled
+    monkeypatch.setattr(utils.members.torch, "compile", compile_)
+    return calls
+
+
+def test_a_compiled_net_that_disagrees_with_eager_is_not_used(monkeypatch):
+    """The first call checks the compiled net's output and gradient against eager's: a wrong
+    one (here 1 % off) is dropped with a warning and a note in the fit's warnings, and the fit
+    is the eager fit to the last bit (the check draws from its own generator)."""
+    calls = _fake_compile(monkeypatch, 1.01)
+    y = add_gaussian_noise(crop64(), 25, seed=0)
+    eager = fit(tiny_net(), code(), IdentityTerm(y), cfg(iters=20))
+    with pytest.warns(UserWarning, match=r"^--compile not used: torch.compile's output or "
+                                         r"gradient differs from eager's by 0.01\d* \(relative"):
+        checked = fit(tiny_net(), code(), IdentityTerm(y), cfg(iters=20, compile=True))
+    assert len(calls) == 1                                   # the check's call, no other
+    assert any(w.startswith("--compile not used") for w in checked.warnings)
+    assert torch.equal(checked.output, eager.output)
+    assert not any("compile" in w for w in eager.warnings)
+
+
+def test_a_compiled_net_that_agrees_with_eager_is_used(monkeypatch):
+    calls = _fake_compile(monkeypatch, 1.0)
+    y = add_gaussian_noise(crop64(), 25, seed=0)
+    eager = fit(tiny_net(), code(), IdentityTerm(y), cfg(iters=20))
+    compiled = fit(tiny_net(), code(), IdentityTerm(y), cfg(iters=20, compile=True))
+    assert len(calls) > 20                                   # every step ran the compiled net
+    assert not any("compile" in w for w in compiled.warnings)
+    assert torch.equal(compiled.output, eager.output)

@@ -10,7 +10,9 @@ a fit sooner.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 
 LONG_S = 15 * 60    # an estimate past this says how to make the run shorter
 
@@ -60,6 +62,19 @@ def say(line: str, stream=None):
     keeps the results."""
     from tqdm import tqdm
     tqdm.write(line, file=stream or sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_above_bar(active: bool):
+    """While a progress bar is drawn (``active``): each warning as one ``warning: MESSAGE`` line
+    above it (:func:`say`), where Python's own line would be overwritten by the bar's next
+    redraw (a compile check's warning at a fit's first step was)."""
+    if not active:
+        yield
+        return
+    with warnings.catch_warnings():       # restores the display on the way out
+        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
+        yield
 
 
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,

@@ -32,6 +32,7 @@ import torch
 
 from utils.device import (DeadlineReached, cudnn_settings, device_name, past_deadline,
                           resolve_amp, resolve_device)
+from utils.estimate import warnings_above_bar
 from utils.members import MemberAdam, Members
 from utils.metrics import psnr
 from utils.physics import OBJECTIVES
@@ -91,7 +92,7 @@ class FitConfig:
                             "fp32); auto: bf16 on a CPU with native bf16 where measured as "
                             "good as fp32, else fp32 (utils.device.resolve_amp)")
     tf32: bool = _opt(True, "cuDNN's TF32 convolutions on CUDA (PyTorch's); --no-tf32: strict fp32")
-    compile: bool = _opt(False, "torch.compile the network")
+    compile: bool = _opt(False, "torch.compile the network, checked against eager at step 1")
     channels_last: bool = _opt(False, "channels-last memory format")
 
 
@@ -157,8 +158,7 @@ class Fit:
         if cfg.amp == "auto":   # the task layer resolves it with the task's parity verdict
             amp, cl, _ = resolve_amp(cfg.amp, dev, verified=False)
             cfg = replace(cfg, amp=amp, channels_last=cfg.channels_last if cl is None else cl)
-        self.cfg = cfg
-        self.on_rate, self.rate_start = on_rate, None
+        self.cfg, self.on_rate, self.rate_start = cfg, on_rate, None
         self.members = Members(nets, dev, cfg.channels_last, cfg.compile)
         M = self.M = self.members.count
         if M > 1 and cfg.optimizer != "adam":
@@ -221,8 +221,7 @@ class Fit:
     # ------------------------------------------------------------------ one iteration
     def step(self, i):
         """Forward, loss, backward, EMA and (every ``log_every``) the measures; returns the loss."""
-        cfg = self.cfg
-        z = self.z0
+        cfg, z = self.cfg, self.z0
         if cfg.reg_noise_std > 0:
             z = z + torch.empty_like(z).normal_(generator=self.noise) * cfg.reg_noise_std
         autocast = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
@@ -381,7 +380,7 @@ class Fit:
             self.pbar = tqdm(total=cfg.iters, desc="fit", dynamic_ncols=True, leave=True)
         t0 = time.perf_counter()
         self.last_i, interrupted = -1, False
-        with cudnn_settings(self.dev, cfg.tf32):
+        with cudnn_settings(self.dev, cfg.tf32), warnings_above_bar(self.pbar is not None):
             try:
                 self._adam_loop() if cfg.optimizer == "adam" else self._lbfgs_loop()
             except KeyboardInterrupt as e:
@@ -479,10 +478,11 @@ class Fit:
             if bool(self.nan_stopped[m]) and stop_its[m] is None:   # (run_on: the stop's stays)
                 chosen[m] = self.good_out[m]
         restores = self.restores.cpu().tolist()
+        self.warnings += [self.members.note] if self.members.note else []
         if any(restores):
-            self.warnings.append(
-                f"backtracked {', '.join(map(str, restores))} time(s) (per member): the weights "
-                "went back to the last good checkpoint and the step size was halved each time")
+            self.warnings.append(f"backtracked {', '.join(map(str, restores))} time(s) (per "
+                                 "member): the weights went back to the last good checkpoint and "
+                                 "the step size was halved each time")
         return FitResult(output=chosen.cpu(), last_output=self.good_out.cpu(),
                          ema_output=self.ema.cpu(), stop_iteration=stop_its, best_iteration=best_its,
                          best_output=None if self.best_out is None else self.best_out.cpu(),

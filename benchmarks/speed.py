@@ -33,7 +33,6 @@ import resource
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,7 +73,7 @@ class Row:
     size: str
     log_every: int
     precision: str
-    mode: str
+    mode: str                      # eager | compile
     ms: float | None = None
     its: float | None = None
     peak: float | None = None      # bytes
@@ -84,12 +83,9 @@ class Row:
 
 
 def settings(dev: torch.device, quick: bool, iters: int | None) -> Settings:
-    if quick:
-        s = Settings(64, 64, 64, 16, 3, 1, 1, False)
-    elif dev.type == "cuda":
-        s = Settings(256, 512, 512, 128, 100, 20, 10, True)
-    else:
-        s = Settings(128, 256, 256, 128, 5, 2, 1, True)
+    s = (Settings(64, 64, 64, 16, 3, 1, 1, False) if quick else
+         Settings(256, 512, 512, 128, 100, 20, 10, True) if dev.type == "cuda" else
+         Settings(128, 256, 256, 128, 5, 2, 1, True))
     iters = -(-(iters or s.iters) // s.chunk) * s.chunk  # whole chunks
     return replace(s, iters=iters, quick=quick)
 
@@ -133,7 +129,8 @@ def refresh_ms(nets, method, dev) -> float | None:
 
 def time_fit(nets, z, y, cfg: FitConfig, st: Settings, dev):
     """One fit() of warmup + iters iterations on ``nets``: (median ms per iteration over the
-    timed chunks, ms of every timed chunk, peak bytes after the warm-up, seconds of the warm-up)."""
+    timed chunks, ms of every timed chunk, peak bytes after the warm-up, seconds of the warm-up,
+    the fit's warnings)."""
     stamps = {}  # iteration -> time at its host sync (fit syncs once more after the loop: keep 1st)
 
     def stamp(i, _output):
@@ -145,12 +142,12 @@ def time_fit(nets, z, y, cfg: FitConfig, st: Settings, dev):
 
     reset_peak(dev)
     t0 = time.perf_counter()
-    fit(nets, z, IdentityTerm(y), replace(cfg, iters=st.warmup + st.iters, sync_every=st.chunk),
-        callbacks=[stamp])
+    res = fit(nets, z, IdentityTerm(y), replace(cfg, iters=st.warmup + st.iters,
+                                                sync_every=st.chunk), callbacks=[stamp])
     peak = peak_bytes(dev)
     ends = [stamps[i] for i in sorted(stamps) if i + 1 >= st.warmup]
     per_it = [1e3 * (b - a) / st.chunk for a, b in zip(ends, ends[1:])]
-    return statistics.median(per_it), per_it, peak, ends[0] - t0
+    return statistics.median(per_it), per_it, peak, ends[0] - t0, res.warnings
 
 
 # --------------------------------------------------------------------------- cases
@@ -184,9 +181,7 @@ def past_cap(row: Row, st: Settings) -> bool:
 def run_case(row: Row, net_name, size, cfg, st, dev, method):
     net, z, y = make_case(net_name, size, st, sigma_method=method)
     try:
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            row.ms, _, row.peak, warm_s = time_fit(net, z, y, cfg, st, dev)
+        row.ms, _, row.peak, warm_s, said = time_fit(net, z, y, cfg, st, dev)
     except Exception as e:  # noqa: BLE001 -- compile / bf16 may be unsupported on this platform
         if not (cfg.compile or cfg.amp != "none"):
             raise
@@ -197,10 +192,9 @@ def run_case(row: Row, net_name, size, cfg, st, dev, method):
     sig = refresh_ms([net], method, dev)
     row.share = None if sig is None else sig / row.ms
     if cfg.compile:
-        row.note = f"first (compiling) fit {warm_s:.0f} s"
-        refused = [str(w.message) for w in said if "--compile not used" in str(w.message)]
-        if refused:   # utils.members' check: the compiled net was wrong, eager was timed
-            row.note += "; timed eager: " + refused[0].split(": ", 1)[1].split(" on this")[0]
+        dropped = [w.split(" on this")[0] for w in said if w.startswith("--compile not used")]
+        row.note = f"first (compiling) fit {warm_s:.0f} s" + "".join(  # eager timed: its check
+            f"; timed eager, {w}" for w in dropped[:1])
     if sig is None:
         row.note = (row.note + "; " if row.note else "") + "no controlled convs (DIP's net)"
     return net
@@ -330,12 +324,12 @@ def batch_rows(base, st, dev, method, f32, M):
         seq.note = batched.note
         return [batched, seq]
     nets, z, y = make_case("decoder", st.s1, st, members=M, sigma_method=method)
-    batched.ms, _, batched.peak, _ = time_fit(nets, z, y, base, st, dev)
+    batched.ms, _, batched.peak, *_ = time_fit(nets, z, y, base, st, dev)
     batched.its = 1e3 / batched.ms
     batched.share = refresh_ms(nets, method, dev) / batched.ms
     per_it, peaks = [], []
     for m, n in enumerate(nets):  # each fit timed like any case; the median over all chunks
-        _, times, peak, _ = time_fit(n, z[m:m + 1], y[m:m + 1], base, st, dev)
+        _, times, peak, *_ = time_fit(n, z[m:m + 1], y[m:m + 1], base, st, dev)
         per_it += times
         peaks.append(peak)
     seq.ms = M * statistics.median(per_it)

@@ -438,6 +438,34 @@ def test_a_compiled_net_that_disagrees_with_eager_is_not_used(monkeypatch):
     assert not any("compile" in w for w in eager.warnings)
 
 
+def test_the_compile_check_leaves_the_random_stream_and_refuses_a_nan_gradient(monkeypatch):
+    """The check draws from its own generator (the global stream is where it was), and a
+    compiled net whose output is right but whose gradient is NaN is not used."""
+    import utils.members
+
+    class NanGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.clone()
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("nan")
+    monkeypatch.setattr(utils.members.torch, "compile", lambda f: (lambda z: NanGrad.apply(f(z))))
+    members = utils.members.Members(tiny_net(), "cpu", compile=True)
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    with pytest.warns(UserWarning, match=r"differs from eager's by nan "):
+        members(code())
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert members.note.startswith("--compile not used")
+    assert "not finite" not in members.note                     # eager's step was fine
+
+
 def test_a_compiled_net_that_agrees_with_eager_is_used(monkeypatch):
     calls = _fake_compile(monkeypatch, 1.0)
     y = add_gaussian_noise(crop64(), 25, seed=0)

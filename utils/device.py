@@ -59,7 +59,8 @@ def cpu_words() -> str:
     """This CPU for a record's device line: model, cores, the vector code ATen runs (AVX2,
     AVX512, ...) and how it computes bf16 -- what moves a CPU run's speed and its rounding."""
     cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "?")()
-    return f"{cpu_model()}, {os.cpu_count()} cores, {cap}, native bf16: {bf16_units()}"
+    return (f"{cpu_model()}, {os.cpu_count()} cores, ATen's vector code: {cap}, "
+            f"native bf16: {bf16_units()}")
 
 
 @contextlib.contextmanager

@@ -68,9 +68,13 @@ def say(line: str, stream=None):
 def warnings_above_bar(active: bool):
     """While a progress bar is drawn (``active``): each warning as one ``warning: MESSAGE`` line
     above it (:func:`say`), where Python's own line would be overwritten by the bar's next
-    redraw (a compile check's warning at a fit's first step was)."""
-    if not active:
-        yield
+    redraw (a compile check's warning at a fit's first step was).  Not where warnings are
+    recorded (``catch_warnings(record=True)``, ``pytest.warns``) or shown by a caller's own
+    ``showwarning``: they stay the caller's."""
+    impl = getattr(warnings, "_showwarnmsg_impl", None)        # a catch_warnings(record=True)
+    recorded = getattr(impl, "__name__", "") != "_showwarnmsg_impl"     # or pytest.warns replaces
+    if not active or recorded or warnings.showwarning is not warnings._showwarning_orig:
+        yield                 # a caller records or shows warnings its own way: left to it
         return
     with warnings.catch_warnings():       # restores the display on the way out
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")

@@ -184,8 +184,8 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
     atomic_write_text(out / "summary.csv",
                       csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
     where = f"cpu ({cpu_words()})" if device == "cpu" else device   # which CPU moves the numbers
-    md = [f"# {task}: summary", "", f"device: {where} · torch {torch.__version__} · "
-          f"last command: `{cell(command)}`", ""]
+    md = [f"# {task}: summary", "", f"device of the last run: {where} · torch "
+          f"{torch.__version__} · last command: `{cell(command)}`", ""]
     md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
     return table

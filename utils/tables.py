@@ -32,7 +32,7 @@ def fmt(value, column: str = "", spec: str | None = None, missing: str = "") -> 
         return f"{value:.0f}"
     if column.endswith("seconds"):
         return f"{value:.1f}"
-    if column.endswith("loss"):          # a mean squared error: 0.00774, not 0.01
+    if column.endswith("loss"):          # a mean squared error: 0.00774 (or 5e-05), not 0.01
         return f"{value:.3g}"
     return f"{value:.2f}"
 

@@ -5,6 +5,12 @@ purpose regenerates the file, and its commit says why:
 
     PYTHONPATH=. python tests/pin_cases.py --write   # behaviour changed: this platform's pins only
     PYTHONPATH=. python tests/pin_cases.py --add     # same behaviour: add this platform's pins
+    PYTHONPATH=. python tests/pin_cases.py --add --new-capability   # a CPU capability not pinned
+
+A capability not yet pinned (AVX2 beside AVX512 pins) may differ by more than
+``CROSS_PLATFORM_DB``; ``--new-capability`` adds it anyway, after the adder has run the cases at
+the commit that last wrote the pins and found the same numbers as now on this machine (so the
+difference is the CPU's arithmetic, not a change).
 
 Each case runs a task script in-process at toy scale (tiny nets, a few iterations, one thread)
 on a small crop of a ``skimage.data`` image and fingerprints what it wrote: the full-precision
@@ -14,7 +20,9 @@ The pins are kept per platform: the canary (a small conv/Adam computation in pla
 ATen's CPU capability (``AVX2``, ``AVX512``: oneDNN picks other kernels, whose rounding Adam's
 first, sign-like steps amplify).  On a pinned platform every number and file must be identical;
 elsewhere the metrics are compared with the first platform's within ``CROSS_PLATFORM_DB``
-(measured: an AVX2 CPU against the AVX512 pins differs by up to 0.0049 dB).
+(measured: an AVX2 CPU against the AVX512 pins differed by up to 0.0049 dB on 2026-12-03, and by
+0.11 dB in the denoising case on 2026-12-07, an AMD EPYC with AVX2 only; since then that
+platform has pins of its own).
 """
 from __future__ import annotations
 
@@ -140,10 +148,11 @@ if __name__ == "__main__":
         entry = run_all(Path(tmp))
     if "--add" in sys.argv:   # same behaviour: this platform's pins beside the others
         pins = json.loads(PINNED.read_text())
-        ref = pins["platforms"][0]["cases"]
+        kin = [e for e in pins["platforms"] if e["cpu"] == entry["cpu"]]
+        ref = (kin or pins["platforms"])[0]["cases"]
         far = [(n, k) for n, c in entry["cases"].items() for k, v in c["metrics"].items()
                if not close(v, ref[n]["metrics"][k])]
-        if far:
+        if far and (kin or "--new-capability" not in sys.argv):
             sys.exit(f"not the same behaviour (beyond {CROSS_PLATFORM_DB} dB): {far}")
         pins["platforms"] = [e for e in pins["platforms"] if not same_platform(e, entry)]
         pins["platforms"].append(entry)

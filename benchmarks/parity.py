@@ -30,6 +30,7 @@ from paper.runner import FIG_IMAGE, MODES
 from tasks import get_task
 from utils.atomic import atomic_write_text
 from utils.cli import main as task_main
+from utils.members import dropped_compile
 from utils.tables import markdown
 
 TOLERANCE_DB = 0.1
@@ -56,9 +57,9 @@ def run_mode(mode, image, iters, out: Path, quick: bool) -> dict:
     if status or not recs:
         return {"mode": mode, "error": f"exit status {status}"}
     rec = json.loads(recs[0].read_text())
-    dropped = [w for w in rec.get("warnings", []) if w.startswith("--compile not used")]
+    dropped = dropped_compile(rec.get("warnings", []))
     if dropped:      # the fit ran eager: not this mode (utils.members' first-step check)
-        return {"mode": mode, "error": dropped[0].split(" on this machine")[0]}
+        return {"mode": mode, "error": dropped}
     with (recs[0].parent / "log.csv").open(newline="") as f:
         rows = [(int(r["iteration"]), float(r["psnr_gt"])) for r in csv.DictReader(f)]
     peak_it, peak = max(rows, key=lambda r: r[1])

@@ -44,6 +44,7 @@ from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
 from utils.device import bf16_units, cpu_model, command_process
 from utils.fit import FitConfig, fit
+from utils.members import dropped_compile
 from utils.physics import IdentityTerm
 from utils.tables import fmt
 
@@ -192,9 +193,8 @@ def run_case(row: Row, net_name, size, cfg, st, dev, method):
     sig = refresh_ms([net], method, dev)
     row.share = None if sig is None else sig / row.ms
     if cfg.compile:
-        dropped = [w.split(" on this")[0] for w in said if w.startswith("--compile not used")]
-        row.note = f"first (compiling) fit {warm_s:.0f} s" + "".join(  # eager timed: its check
-            f"; timed eager, {w}" for w in dropped[:1])
+        row.note = f"first (compiling) fit {warm_s:.0f} s" + "".join(   # eager timed instead
+            f"; timed eager, {d}" for d in [dropped_compile(said)] if d)
     if sig is None:
         row.note = (row.note + "; " if row.note else "") + "no controlled convs (DIP's net)"
     return net

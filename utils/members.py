@@ -19,6 +19,15 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 
+DROPPED = "--compile not used"     # how a fit's warning that its compile was dropped begins
+
+
+def dropped_compile(said) -> str | None:
+    """Why a fit's compile was dropped (its warning among ``said``, without the machine), or
+    None: how the benchmarks tell a compiled run from one that ran eager."""
+    return next((w.split(" on this machine")[0] for w in said if w.startswith(DROPPED)), None)
+
+
 class Members:
     """One net or several independent ones: ``forward(z) -> (M, C, H, W)`` for codes
     ``z`` (M, C, h, w), with the weights in ``flat`` (M, N)."""
@@ -50,7 +59,7 @@ class Members:
 
             batched = vmap(one)
             self._forward = lambda z: batched(self._views(None), buffers, z)
-        self.note, self.compile_error = None, None   # why a compile was not used; its check
+        self.note = None                   # why a compile asked for was not used
         self._unchecked = torch.compile(self._forward) if compile else None
 
     def _views(self, member):
@@ -97,12 +106,12 @@ class Members:
             outs.append((y.detach().float(), g))
         errs = [float((c - e).abs().max()) / max(float(e.abs().max()), 1e-12)
                 for e, c in zip(outs[0], outs[1])]            # output, gradient
-        self.compile_error = max(errs, key=lambda e: (e != e, e))     # NaN first
+        err = max(errs, key=lambda e: (e != e, e))     # NaN first
         if all(e <= tolerance for e in errs):                   # False for NaN
             return compiled
         eager_ok = all(bool(t.isfinite().all()) for t in outs[0])
-        self.note = (f"--compile not used: torch.compile's output or gradient differs from "
-                     f"eager's by {self.compile_error:.3g} (relative; at most {tolerance:g} "
+        self.note = (f"{DROPPED}: torch.compile's output or gradient differs from "
+                     f"eager's by {err:.3g} (relative; at most {tolerance:g} "
                      f"expected) on this machine (torch {torch.__version__}, {dev}); the fit runs "
                      "eager" + ("" if eager_ok else " (eager's own first step is not finite)"))
         warnings.warn(self.note, stacklevel=2)

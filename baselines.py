@@ -33,6 +33,7 @@ from tasks import all_tasks
 from utils.classic import METHODS, available, bm3d
 from utils.config import resolve_config
 from utils.device import cpu_model
+from utils.args import integer
 from utils.atomic import atomic_write_text
 from utils.imageio import load_image
 from utils.tables import csv_number, csv_text, key_value
@@ -48,6 +49,8 @@ def cases(task, data_dir=None, limit=None):
     data_dir = resolve_data_dir(data_dir)
     if data_dir is None:
         raise FileNotFoundError("no image folder: set DIP_DATA_DIR or run python -m dataset.fetch")
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such image folder")
     for group, settings in task.protocol:
         paths = task_images(data_dir, group)
         if not paths:
@@ -147,23 +150,36 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=list(tasks), action="append",
                     help="run this task only (repeatable)")
-    ap.add_argument("--images", type=int, default=None, help="first N images per set only")
+    ap.add_argument("--images", type=integer(1), default=None, help="first N images per set only")
     ap.add_argument("--force", action="store_true", help="recompute tables whose CSV exists")
     ap.add_argument("--out", default="results/paper", help="output folder (default results/paper)")
     ap.add_argument("--data-dir", default=None, help="image folder (default $DIP_DATA_DIR)")
     args = ap.parse_args(argv)
-    for name in args.only or tasks:
-        path = Path(args.out) / f"baselines_{name}.csv"
-        if path.exists() and not args.force:
-            print(f"{name}: {path} exists, skipped (--force to recompute)")
-            continue
-        print(f"{name}: running")
-        t0 = time.time()
-        rows, columns, seconds = run_task(tasks[name], args.data_dir, args.images)
-        meta = run_meta(command_line("baselines.py", sys.argv[1:] if argv is None else argv),
-                        seconds, args.images, time.time() - t0)
-        print(f"{name}: wrote {write_task(args.out, tasks[name], rows, columns, meta, seconds)[0]}")
+    try:
+        if args.data_dir and not Path(args.data_dir).is_dir():
+            raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for name in args.only or tasks:
+            run_one(name, tasks[name], args, argv)
+    except OSError as e:   # no data folder, a missing set, an output folder that is a file
+        print(f"error: {e.strerror and f'{e.filename}: {e.strerror}' or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_one(name, task, args, argv):
+    """One task's table, unless its CSV exists (``--force``)."""
+    path = Path(args.out) / f"baselines_{name}.csv"
+    if path.exists() and not args.force:
+        print(f"{name}: {path} exists, skipped (--force to recompute)")
+        return
+    print(f"{name}: running")
+    t0 = time.time()
+    rows, columns, seconds = run_task(task, args.data_dir, args.images)
+    meta = run_meta(command_line("baselines.py", sys.argv[1:] if argv is None else argv),
+                    seconds, args.images, time.time() - t0)
+    print(f"{name}: wrote {write_task(args.out, task, rows, columns, meta, seconds)[0]}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

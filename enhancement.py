@@ -58,7 +58,7 @@ def make_problem(img, cfg):
         detailed = enhanced(base)
         save("base", base)
         save("enhanced", detailed)
-        montage([x, base, detailed], ["input", "base (100 iterations)", "enhanced"],
+        montage([x, base, detailed], ["input", f"base ({cfg['iters']} iterations)", "enhanced"],
                 out / "side_by_side.png")
         return {}
 

@@ -7,7 +7,7 @@ spectral-bias paper (Shi et al., IJCV 2022) with this code, then write tables an
     python reproduce.py --images kodim01 house   # these images only (file stems)
     python reproduce.py --dry-run                # the plan: every run, its command, GPU minutes
     python reproduce.py --no-run                 # tables and figures from the runs that exist
-    python reproduce.py --toy --out /tmp/toy     # the same code path at toy scale (CPU tests)
+    python reproduce.py --toy                    # the same code path at toy scale, in results/toy
 
 On a lent GPU (a few minutes at a time), in priority order, never starting an image that cannot
 finish in the budget, then one archive of what to commit; back home, unpack and commit:
@@ -31,7 +31,11 @@ command that produces it.  No hyperparameter is tuned on the ground truth.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shlex
 import sys
+from pathlib import Path
 
 import torch
 
@@ -43,6 +47,7 @@ from paper.pack import PackError, write_pack
 from paper.unpack import unpack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
 from paper.tables import make_table
+from utils.args import integer, seconds
 from utils.device import command_process
 from utils.outdir import read_record
 from tasks import all_tasks
@@ -55,9 +60,10 @@ def build_parser(parts):
                    help="this part only (repeatable); default: all")
     p.add_argument("--images", nargs="+", help="N (the first N images of every set) or image "
                    "names (file stems)")
-    p.add_argument("--out", default="results/paper", help="output folder")
+    p.add_argument("--out", help="output folder (default results/paper; with --toy the "
+                   "git-ignored results/toy)")
     p.add_argument("--data-dir", help="the paper's images (default $DIP_DATA_DIR, ./dataset)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+    p.add_argument("--seeds", type=integer(0), nargs="+", default=[0, 1],
                    help="seeds of 'ours' (denoising); the first seeds every other run")
     p.add_argument("--figure-image", default=FIG_IMAGE, help="the image of the figure runs "
                    "(default F16; else the first denoising image)")
@@ -70,12 +76,13 @@ def build_parser(parts):
     p.add_argument("--mode", choices=list(MODES), default="tf32", help="numeric mode of every "
                    "fit: tf32 is PyTorch's default (TF32 convolutions on CUDA), fp32 strict; "
                    "use another only where benchmarks/parity.py found it within 0.1 dB")
-    p.add_argument("--budget-s", type=float, help="seconds: run the pending runs in priority "
+    p.add_argument("--budget-s", type=seconds, help="seconds: run the pending runs in priority "
                    "order, never starting an image that cannot finish in the time left")
     p.add_argument("--pack", metavar="FILE", help="write one archive (≤ 16 MiB) of the tables, "
                    "figures and run records to commit (rewritten after each run)")
     p.add_argument("--unpack", metavar="FILE", help="write an archive of --pack into --out, "
-                   "then rebuild the tables and figures (no fits)")
+                   "then rebuild the tables and figures (no fits) with the scale, images, seeds "
+                   "and mode of the command that packed it")
     return p
 
 
@@ -89,10 +96,24 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     tasks = all_tasks()
     parts = [*tasks, "figures"]
-    args = build_parser(parts).parse_args(argv)
-    ctx = Context(args, argv)
+    parser = build_parser(parts)
+    args = parser.parse_args(argv)
+    try:
+        ctx = Context(args, argv)
+        if args.pack:
+            writable_file(args.pack)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     only = args.only or parts
     runs = all_runs(tasks, only, args.seeds, args.toy)
+    unknown = ctx.unknown_names(runs)
+    if unknown:
+        where = f"the selected sets of {ctx.data_dir}" if ctx.data_dir else \
+            "any set: there is no data folder"
+        print(f"error: --images {' '.join(unknown)}: no such image in {where} (names are file "
+              "stems, e.g. kodim01)", file=sys.stderr)
+        return 2
     if ctx.data_dir is None:    # said before the plan too: its counts are then one image
         print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
               "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
@@ -109,6 +130,13 @@ def main(argv=None):
         print(f"unpacked {len(written)} files into {ctx.out}; commit them (the run PNGs are "
               "git-ignored: " + (f"git add -f {' '.join(pngs)}" if pngs else "none") + ")")
         args.no_run = True
+        packed = packed_options(meta.get("command", ""), parser)
+        if packed is not None:   # the tables are the packed runs': their scale and selection
+            for k in ("toy", "images", "seeds", "mode", "figure_image"):
+                setattr(args, k, getattr(packed, k))
+            args.out = str(ctx.out)          # where it was unpacked, whatever the scale
+            ctx = Context(args, argv)
+            only = args.only or packed.only or parts
         ctx.command = meta.get("command", ctx.command)   # the tables name the runs' command
         if meta.get("dropped"):   # rebuilt from what is left, the figures would be worse
             print(f"warning: {args.unpack}: the pack left out {', '.join(meta['dropped'])}; "
@@ -152,10 +180,34 @@ def finished_records(out):
     return [r for f in (out / "runs").glob("*/*/summary.json") if (r := read_record(f.parent))]
 
 
+def packed_options(command: str, parser):
+    """The options of the reproduce.py command a pack names (``PACK.json``), or None."""
+    words = shlex.split(command)
+    at = next((i for i, w in enumerate(words) if w.endswith("reproduce.py")), None)
+    if at is None:
+        return None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):   # a later version's option: unread
+            return parser.parse_args(words[at + 1:])
+    except SystemExit:
+        return None
+
+
+def writable_file(path):
+    """Raise ValueError unless ``path`` can be written as a file (checked before any fit)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--pack {path}: is a folder; name the archive's file")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--pack {path}: its folder cannot be made ({e.strerror or e})")
+
+
 def _pack(path, ctx, tasks, quiet=False) -> int:
     try:
         f, n, size = write_pack(path, ctx.out, ctx.command, pictures(ctx, tasks))
-    except PackError as e:
+    except (PackError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not quiet:

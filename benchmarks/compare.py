@@ -39,7 +39,7 @@ def report(a_path, b_path, names=("A", "B")) -> list[str]:
     a, b = read_rows(a_path), read_rows(b_path)
     pairs = paired(a, b)
     if not pairs:
-        raise SystemExit(f"{b_path}: no run in common with {a_path} (task, image, seed)")
+        raise SystemExit(f"error: {b_path}: no run in common with {a_path} (task, image, seed)")
     na, nb = names
     md = [f"# {nb} against {na}: the same runs of the CPU quick presets, paired", "",
           f"- {na}: `{a_path}`; {nb}: `{b_path}` (`benchmarks.robustness` CSVs; their Markdown "
@@ -84,7 +84,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     for path in (args.a, args.b):
         if not Path(path).is_file():
-            raise SystemExit(f"{path}: no such CSV")
+            raise SystemExit(f"error: {path}: no such CSV")
     text = "\n".join(report(args.a, args.b, tuple(args.names))) + "\n"
     if args.out:
         atomic_write_text(args.out, text)

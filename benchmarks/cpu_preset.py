@@ -173,6 +173,8 @@ def main(argv=None):
     out = Path(args.out)
     path = out.with_suffix(".csv")
     done = read(path)
+    if args.report_only and not done:   # a report of nothing would replace the committed one
+        sys.exit(f"error: {path}: no run to report (run without --report-only first)")
     amp, cl, why = resolve_amp("auto", torch.device("cpu"), verified=True)
     cl = bool(cl)
     if amp == "none" and not args.report_only:

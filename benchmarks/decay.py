@@ -55,6 +55,7 @@ import torch
 from benchmarks.stopping import (COLOUR, GRAY, VarianceWatch, crop, open_cache, replay, row_of,
                                  sharded_parser)
 from denoising import TASK
+from utils.args import integer
 from utils.atomic import atomic_write_text
 from utils.config import check_config, resolve_config
 from utils.device import cpu_model
@@ -268,7 +269,7 @@ def report(recs, argv, out: Path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = sharded_parser(__doc__, "results/decay.md", "fit")
-    p.add_argument("--max-fits", type=int, help="stop after this many new fits")
+    p.add_argument("--max-fits", type=integer(0), help="stop after this many new fits")
     args = p.parse_args(argv)
     cache, k, n = open_cache(args)
     if not args.report_only:

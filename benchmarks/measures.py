@@ -14,6 +14,7 @@ import sys
 import torch
 
 from benchmarks.timing import median_ms
+from utils.args import integer
 from utils.atomic import atomic_write_text
 from utils.device import cpu_words, device_name
 from utils.spectral import frequency_band_correspondence
@@ -36,9 +37,10 @@ def _image(size, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--size", type=integer(16), default=512)
+    p.add_argument("--repeat", type=integer(1), default=20)
+    p.add_argument("--threads", type=integer(1), default=None,
+                   help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="also write the line, with the device, date and "
                                                 "command, to this markdown file")
     args = p.parse_args(argv)

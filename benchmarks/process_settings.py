@@ -42,6 +42,7 @@ import torch
 from benchmarks.cpu_modes import IMAGES, measure_of
 from benchmarks.robustness import image, settings
 from tasks import all_tasks, restore
+from utils.args import integer
 from utils.atomic import atomic_write_text
 from utils.device import bf16_units, cpu_model, flushed_share, keep_freed_memory
 from utils.tables import csv_text, markdown
@@ -153,9 +154,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setting", choices=list(SETTINGS), default="heap")
     p.add_argument("--tasks", nargs="+", choices=list(tasks), default=list(tasks))
-    p.add_argument("--iters", type=int, default=60, help="iterations of every fit (at most)")
-    p.add_argument("--repeats", type=int, default=2, help="fits per setting")
-    p.add_argument("--crop", type=int, default=0,
+    p.add_argument("--iters", type=integer(1), default=60, help="iterations of every fit (at most)")
+    p.add_argument("--repeats", type=integer(1), default=2, help="fits per setting")
+    p.add_argument("--crop", type=integer(0), default=0,
                    help="the centre crop's side (0: each preset's quick-check crop)")
     p.add_argument("--stop", default="none",
                    help="the stop rule (none: every fit runs --iters; preset: the task's own)")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from tasks import all_tasks, restore
+from utils.args import integer
 from utils.cli import build_parser, given_options
 from utils.device import cpu_model
 from utils.atomic import atomic_write_text
@@ -80,6 +81,15 @@ def image(name) -> np.ndarray:
     return getattr(data, name)()
 
 
+def skimage_name(name: str) -> str:
+    """An argparse type: the name of an image of ``skimage.data``."""
+    from skimage import data
+    if name.startswith("_") or not callable(getattr(data, name, None)):
+        raise argparse.ArgumentTypeError(f"{name!r} is not an image of skimage.data (e.g. "
+                                         f"{', '.join(IMAGES)}, astronaut)")
+    return name
+
+
 def run(task, name, seed, overrides=None):
     """One quick-preset run: (gain, its reading, seconds, restores)."""
     x = image(name)
@@ -112,12 +122,16 @@ def read_rows(path) -> dict:
     if not Path(path).exists():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
-        return {(d["task"], d["image"], int(d["seed"])):
-                [d["task"], d["image"], int(d["seed"]), d["reading"], float(d["gain"]),
-                 float(d["seconds"]), int(d["restores"]), d["target_met"],
-                 d.get("classic") or None,
-                 float(d["classic_value"]) if d.get("classic_value") else None]
-                for d in csv.DictReader(f)}
+        try:
+            return {(d["task"], d["image"], int(d["seed"])):
+                    [d["task"], d["image"], int(d["seed"]), d["reading"], float(d["gain"]),
+                     float(d["seconds"]), int(d["restores"]), d["target_met"],
+                     d.get("classic") or None,
+                     float(d["classic_value"]) if d.get("classic_value") else None]
+                    for d in csv.DictReader(f)}
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"error: {path}: not a benchmarks.robustness CSV ({type(e).__name__}"
+                             f": {e})") from None
 
 
 def ours(r) -> float:
@@ -194,8 +208,8 @@ def grid_parser(doc: str, images, seeds, out: str) -> argparse.ArgumentParser:
     names = list(all_tasks())
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--tasks", nargs="+", choices=names, default=names)
-    p.add_argument("--images", nargs="+", default=list(images))
-    p.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
+    p.add_argument("--images", nargs="+", type=skimage_name, default=list(images))
+    p.add_argument("--seeds", nargs="+", type=integer(0), default=list(seeds))
     p.add_argument("--out", default=out)
     p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
                    help="try a change of the quick presets, for every task: lr=0.002, or a switch "
@@ -216,7 +230,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = all_tasks()
     p = grid_parser(__doc__, IMAGES, (0, 1, 2), "results/robustness.md")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=integer(1), help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in the CSV beside --out and run only the others")
     args = p.parse_args(argv)

@@ -17,11 +17,10 @@ Sizes: 256² / 512² (hourglass 512²) on CUDA, where the issue's targets apply;
 (hourglass 256²) on the CPU, where the authors' code took 0.43 s/it at 128² and 1.8 s/it at
 256² on an earlier session's 2-core machine, and where every task's quick preset is also timed
 in fp32 and in the mode ``--amp auto`` chooses (``benchmarks.cpu_modes.speed_section``);
-``--quick``: 64², 16 channels, 3 iterations, no compile.  A GPU lease (``paper.lease``) runs it with
-``--no-compile --max-seconds 90``: the cases in the order of the targets they check (decoder 512²
-tf32 / strict fp32 with measures every iteration and every 10, bf16, the batch of 8 against
-sequential fits); a case that would start past the cap is listed as skipped.
-"""
+``--quick``: 32² / 64², 16 channels, 3 iterations, no compile, no file unless ``--out``.  A GPU
+lease (``paper.lease``) runs it with ``--no-compile --max-seconds 90``: the cases in the order of
+the targets they check (decoder 512² tf32 / strict fp32 with measures every iteration and every
+10, bf16, the batch of 8 against sequential fits); a case past the cap is listed as skipped."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +39,7 @@ import torch
 
 from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
+from utils.args import integer
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
 from utils.device import bf16_units, cpu_model, command_process
@@ -84,7 +84,7 @@ class Row:
 
 
 def settings(dev: torch.device, quick: bool, iters: int | None) -> Settings:
-    s = (Settings(64, 64, 64, 16, 3, 1, 1, False) if quick else
+    s = (Settings(32, 64, 64, 16, 3, 1, 1, False) if quick else   # two sizes: rows differ
          Settings(256, 512, 512, 128, 100, 20, 10, True) if dev.type == "cuda" else
          Settings(128, 256, 256, 128, 5, 2, 1, True))
     iters = -(-(iters or s.iters) // s.chunk) * s.chunk  # whole chunks
@@ -461,15 +461,15 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"],
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 3 iterations (tests)")
-    p.add_argument("--iters", type=int, default=None,
+    p.add_argument("--iters", type=integer(1), default=None,
                    help="timed iterations per case (default 5 on CPU, 100 on CUDA, 3 quick)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 with "
+    p.add_argument("--threads", type=integer(1), default=None, help="CPU threads (default: 1 with "
                    "--quick, else torch's or 1, whichever a probe conv finds faster)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile cases "
                    "(a GPU lease: compiling takes minutes)")
     p.add_argument("--max-seconds", type=float, default=None, help="start no case after this "
                    "many seconds (the rest are listed as skipped)")
-    p.add_argument("--out", default="results/benchmarks.md")
+    p.add_argument("--out", help="default results/benchmarks.md (with --quick: no file)")
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -491,8 +491,8 @@ def main(argv=None):
     finally:
         torch.set_num_threads(old_threads)
     print(text)
-    if args.out:
-        atomic_write_text(Path(args.out), text)
+    if args.out or not args.quick:
+        atomic_write_text(Path(args.out or "results/benchmarks.md"), text)
     return text
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from denoising import TASK
+from utils.args import integer, shard
 from utils.atomic import atomic_write_text
 from utils.config import check_config, resolve_config
 from utils.device import cpu_model
@@ -454,20 +455,24 @@ def sharded_parser(doc: str, out: str, unit: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=out)
     p.add_argument("--cache", default=str(Path(out).with_suffix("")) + "_runs",
                    help=f"one JSON per finished {unit} (resume, shards)")
-    p.add_argument("--shard", default="0/1", help=f"k/n: run every n-th {unit} from the k-th")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--shard", default=(0, 1), type=shard,
+                   help=f"k/n: run every n-th {unit} from the k-th")
+    p.add_argument("--threads", type=integer(1), help="torch CPU threads (default: torch's)")
     p.add_argument("--report-only", action="store_true", help="write the report from the cache")
     return p
 
 
 def open_cache(args) -> tuple[Path, int, int]:
-    """Set the threads, make the cache; (cache, k, n) of ``--shard k/n``."""
+    """Set the threads, make the cache; (cache, k, n) of ``--shard k/n``.  ``--report-only``
+    with no cache is an error (a report of nothing would replace the committed one)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     cache = Path(args.cache)
+    if args.report_only and not any(cache.glob("*.json")):
+        raise SystemExit(f"error: {cache}: no finished record to report (run without "
+                         "--report-only first, or give --cache)")
     cache.mkdir(parents=True, exist_ok=True)
-    k, n = (int(v) for v in args.shard.split("/"))
-    return cache, k, n
+    return cache, *args.shard
 
 
 def main(argv=None):

@@ -4,8 +4,6 @@ ratio stop replayed on a no-stop run, and a montage of every task; OUT/figures.m
 them with their numbers.  Every panel is drawn by utils/plots.py."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -118,11 +116,12 @@ def montage_files(ctx, tasks):
         ours_first = sorted(task_runs(task, ctx.seeds), key=lambda r: "dip" in r.name.split("_"))
         for run in ours_first:
             d = ctx.out / "runs" / run.name
-            done = sorted(p.parent for p in d.glob("*/summary.json")) if d.is_dir() else []
+            done = sorted(p.parent for p in d.glob("*/summary.json")
+                          if record(ctx, run, p.parent.name)) if d.is_dir() else []
             if not done:
                 continue
             f = done[0]
-            inputs = json.loads((f / "summary.json").read_text()).get("inputs") or []
+            inputs = record(ctx, run, f.name).get("inputs") or []
             # enhancement: its base (a record before 2026-12-07 has it as output.png only)
             base = "base" if (f / "base.png").exists() else "output"
             shown = ([inputs[0], "output"] if inputs else [base, "enhanced"])

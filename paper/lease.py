@@ -28,9 +28,8 @@ The steps, each with its own share of ``--seconds`` (counted from the start of t
    device, versions, what each step did and took, and what is still pending with its estimated
    GPU-minutes.
 
-The files under ``--out``: ``LEASE.md``, ``lease.json``, ``lease.log`` (everything printed,
-the tests' output included), ``benchmarks-<device>.md`` and ``pack.tar.gz``.
-"""
+The files under ``--out``: ``LEASE.md``, ``lease.json``, ``lease.log`` (everything printed, the
+tests' output included), ``benchmarks-<device>.md`` and ``pack.tar.gz``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +45,8 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from utils.args import seconds as positive_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGED_GROUPS = ("denoising", "inpainting", "super_resolution", "deblocking", "enhancement")
@@ -311,7 +312,9 @@ def lease_markdown(rec: dict) -> str:
              + (f", cuDNN {rec['cudnn']}" if rec.get("cudnn") else "")
              + f", Python {rec['python']}",
              f"- command: `{rec['command']}` ({rec['seconds']:.0f} s in all)",
-             f"- numeric mode of the paper runs: {rec['mode']}", "",
+             f"- numeric mode of the paper runs: {rec['mode']}"
+             + (" (on a CPU: fp32; TF32 is CUDA's)" if rec["mode"] == "tf32" and not rec.get("gpu")
+                else ""), "",
              "| step | status | seconds | cap (s) | what |", "|---|---|---|---|---|"]
     lines += [f"| {s['step']} | {s['status']} | {s['seconds']:.0f} | {s['cap_s'] or '—'} | "
               f"{str(s['what']).replace('|', '/')} |" for s in rec["steps"]]
@@ -452,8 +455,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m paper.lease",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="the folder that comes back ($OUT): at most 8 files")
-    p.add_argument("--seconds", type=float, default=520.0, help="the whole lease, from the "
-                   "start of this process (leave a minute of the command's limit)")
+    p.add_argument("--seconds", type=positive_seconds, default=520.0, help="the whole lease, "
+                   "from the start of this process (leave a minute of the command's limit)")
     p.add_argument("--device", default=None, help="cuda (default where present) or cpu")
     p.add_argument("--mode", default="tf32", help="numeric mode of the paper runs "
                    "(reproduce.py --mode)")
@@ -480,6 +483,13 @@ def main(argv=None) -> int:
         p.error("--out is required for a lease")
     if args.seconds < 30:
         p.error("--seconds must be at least 30")
+    from paper.runner import MODES
+    if args.mode not in MODES:   # checked now, not by reproduce.py after the first steps
+        p.error(f"--mode {args.mode}: not one of {', '.join(MODES)}")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {args.out}: cannot be the folder that comes back ({e.strerror or e})")
     if args.device is None:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

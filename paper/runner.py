@@ -27,11 +27,25 @@ FIG_IMAGE = "image_F16_512rgb"
 # toy scale: the stop rules get the smallest window (ratio 1, variance 2) and a huge ε so that
 # they fire (and their code path runs) within 6 iterations
 TOY = ["--quick", "--crop", "64", "--iters", "6", "--log-every", "2", "--stop-eps", "1e9"]
+# a toy run's mark in its record: no paper-scale run fits a 64² crop for 6 iterations
+TOY_MARK = {"crop": int(TOY[TOY.index("--crop") + 1]), "iters": int(TOY[TOY.index("--iters") + 1])}
 # numeric modes of the fit (``reproduce.py --mode``; benchmarks/parity.py compares them): the
 # default is PyTorch's (cuDNN runs fp32 convolutions in TF32 on CUDA), 'fp32' is strict fp32
 MODES = {"tf32": (), "fp32": ("--no-tf32",), "bf16": ("--amp", "bf16"),
          "tf32-compile": ("--compile",), "bf16-compile": ("--amp", "bf16", "--compile")}
 IMAGE_ORDER = {"inpainting/bernoulli": list(INPAINT_NAMES)}   # the papers' row order
+
+
+def default_out(toy: bool) -> Path:
+    """reproduce.py's output folder: ``results/paper`` (committed), or for toy runs the
+    git-ignored ``results/toy`` (toy records must never land beside the paper's)."""
+    return Path("results/toy" if toy else "results/paper")
+
+
+def is_toy(rec: dict) -> bool:
+    """Whether a run's record (summary.json) is of the toy scale."""
+    h = rec.get("hyperparameters", {})
+    return all(h.get(k) == v for k, v in TOY_MARK.items())
 
 
 def command_line(script, argv) -> str:
@@ -47,12 +61,18 @@ class Context:
     """Options of one invocation: output folder, images, scale, and the command line."""
 
     def __init__(self, args, argv):
-        self.out, self.toy, self.seeds = Path(args.out), args.toy, args.seeds
+        """Raises ValueError for a data folder that does not exist and for ``--images 0``."""
+        self.out = Path(args.out) if args.out else default_out(args.toy)
+        self.toy, self.seeds = args.toy, args.seeds
         self.data_dir = dataset.resolve_data_dir(args.data_dir)
-        if self.data_dir is not None and not self.data_dir.is_dir():
-            self.data_dir = None
+        if self.data_dir is not None and not self.data_dir.is_dir():   # named, so explicit
+            named = "--data-dir" if args.data_dir else f"${dataset.DATA_ENV}"
+            raise ValueError(f"{named} {self.data_dir}: no such folder")
         imgs = args.images or (["1"] if args.toy else None)
         self.limit = int(imgs[0]) if imgs and len(imgs) == 1 and imgs[0].isdigit() else None
+        if self.limit == 0:
+            raise ValueError("--images 0: give a number of images per set (at least 1) or "
+                             "image names")
         self.names = None if imgs is None or self.limit is not None else {n.lower() for n in imgs}
         self.figure_name = args.figure_image
         self.mode = getattr(args, "mode", "tf32")
@@ -64,8 +84,11 @@ class Context:
         scripts then use their embedded skimage image)."""
         if self.data_dir is None:
             return None
-        if group is None:
-            return [self.figure_image()] if self.figure_image() else None
+        if group is None:   # the figure runs: on the figure image, if it is selected
+            f = self.figure_image()
+            if f is None:
+                return None
+            return [] if self.names and f.stem.lower() not in self.names else [f]
         paths = dataset.task_images(self.data_dir, group)
         order = IMAGE_ORDER.get(group)
         if order:
@@ -73,6 +96,13 @@ class Context:
         if self.names is not None:
             paths = [p for p in paths if p.stem.lower() in self.names]
         return paths[:self.limit] if self.limit else paths
+
+    def unknown_names(self, runs) -> list[str]:
+        """The ``--images`` names that no selected run's set holds."""
+        if self.names is None:
+            return []
+        seen = {p.stem.lower() for run in runs for p in (self.images(run.group) or [])}
+        return sorted(self.names - seen)
 
     def figure_image(self):
         paths = dataset.task_images(self.data_dir, "denoising") if self.data_dir else []
@@ -98,7 +128,7 @@ class Context:
         """The command that produces the missing results of a part."""
         a = self.args
         opts = [f"--only {part}"]
-        opts += [f"--out {shlex.quote(str(a.out))}"] if a.out != "results/paper" else []
+        opts += [f"--out {shlex.quote(str(self.out))}"] if self.out != default_out(a.toy) else []
         opts += [f"--images {' '.join(a.images)}"] if a.images else []
         opts += ["--seeds " + " ".join(map(str, a.seeds))] if a.seeds != [0, 1] else []
         opts += ["--toy"] if a.toy else []

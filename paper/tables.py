@@ -23,6 +23,7 @@ import torch
 import dataset
 from paper.experiments import task_runs
 from paper.published import DISPLAY, MEANS, PER_IMAGE, setting_key
+from paper.runner import is_toy
 from utils.classic import METHODS
 from utils.atomic import atomic_write_bytes, atomic_write_text
 from utils.outdir import read_record
@@ -191,8 +192,10 @@ def write(out_dir, stem, header: list[str], groups: list[Group], footer=()):
 
 # ----------------------------------------------------------------------------- run records
 def record(ctx, run, image):
-    """A run's summary.json for an image, or None."""
-    return read_record(ctx.out / "runs" / run.name / image)
+    """A run's summary.json for an image, or None (also for a record of the other scale: toy
+    records never show in a paper-scale table, nor the reverse)."""
+    rec = read_record(ctx.out / "runs" / run.name / image)
+    return rec if rec is not None and is_toy(rec) == bool(ctx.toy) else None
 
 
 def run_images(ctx, run):
@@ -210,7 +213,7 @@ def read_log(ctx, run, image=None):
         fi = ctx.images(None)
         image = fi[0].stem if fi else (run_images(ctx, run) or [None])[0]
     f = ctx.out / "runs" / run.name / str(image) / "log.csv"
-    if image is None or not f.exists():
+    if image is None or not f.exists() or record(ctx, run, str(image)) is None:
         return None
     with f.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("member", "0") in ("", "0")]
@@ -435,7 +438,7 @@ def enhancement_table(ctx, task):
         dst = atomic_write_bytes(ctx.out / f"enhancement_{i}.png", src.read_bytes())
         rows.append([i, rec.get("iterations"), rec.get("seconds"), f"![{i}]({dst.name})"])
     md += missing_lines(ctx, runs, "enhancement") + [""]
-    md += markdown(["image", "iterations", "seconds", "input, base (100 it.), enhanced"], rows)
+    md += markdown(["image", "iterations", "seconds", "input, base, enhanced"], rows)
     md += [""] + experiments_lines(ctx, runs)
     header = ["image", "iterations", "seconds", "side_by_side"]
     return (atomic_write_text(ctx.out / "enhancement.csv", csv_text(header, rows)),

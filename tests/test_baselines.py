@@ -2,6 +2,7 @@
 cases follow each task's protocol (its own make_problem), and the tables are well formed."""
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,22 @@ def test_main_skips_existing_tables(tmp_path, capsys):
     B.main(["--only", "inpainting", "--out", str(tmp_path)])
     assert "skipped" in capsys.readouterr().out
     assert (tmp_path / "baselines_inpainting.csv").read_text() == "done\n"
+
+
+def test_main_bad_inputs_are_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    """No data folder, a missing --data-dir, an --out that is a file, --images 0: one error
+    line and a non-zero exit, never a traceback; nothing is written."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.delenv("DIP_DATA_DIR", raising=False)
+    monkeypatch.setattr(B, "resolve_data_dir", lambda d=None: None if d is None else Path(d))
+    for argv, message in ((["--out", str(tmp_path / "o")], "no image folder"),
+                          (["--data-dir", str(tmp_path / "none")], "no such folder"),
+                          (["--out", str(afile)], "File exists")):
+        assert B.main(["--only", "super_resolution", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert afile.read_text() == "x" and not list((tmp_path / "o").glob("*"))
+    with pytest.raises(SystemExit) as e:
+        B.main(["--images", "0"])
+    assert e.value.code == 2 and "--images: must be at least 1" in capsys.readouterr().err

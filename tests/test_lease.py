@@ -110,3 +110,21 @@ def test_unpack_of_a_folder_without_a_lease_record_is_one_line(tmp_path, capsys)
     assert L.unpack_lease(tmp_path, tmp_path / "root") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lease.json" in err[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "nan"], "finite number of seconds"),
+    (["--mode", "fp16"], "--mode fp16: not one of"),
+    (["--out", "FILE"], "cannot be the folder that comes back"),
+])
+def test_a_bad_lease_command_stops_before_the_first_step(tmp_path, capsys, args, message):
+    """A bad value is one error line (argparse's) and exit 2 before contact: a lease must not
+    find it minutes in, after the GPU's time was spent."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["--toy", "--device", "cpu", "--out", str(tmp_path / "OUT"), "--seconds", "60"]
+    argv += [str(afile) if a == "FILE" else a for a in args]
+    with pytest.raises(SystemExit) as e:
+        L.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "OUT").exists() and afile.read_text() == "x"

@@ -107,9 +107,12 @@ def test_budget_pack_unpack_cycle(out, tmp_path):
     assert "] denoising.py" not in text              # every image finished: nothing started
     assert "pack: " in text and 0 < pack.stat().st_size <= 16 * 1024 ** 2
     new = tmp_path / "new"
-    status, text = run("--toy", "--out", str(new), "--only", "denoising", "--unpack", str(pack))
+    # no --toy, no --only: the tables take the scale and the parts of the command that packed
+    status, text = run("--out", str(new), "--unpack", str(pack))
     assert status == 0, text
     assert (new / "denoising.csv").read_text() == (out / "denoising.csv").read_text()
+    assert "| scale | TOY" in (new / "denoising.md").read_text()
+    assert sorted(p.name for p in new.glob("*.md")) == ["denoising.md"]
     recs = sorted((new / "runs").glob("*/*/summary.json"))
     assert len(recs) == 7
     assert all("/" not in json.loads(p.read_text())["source"]["path"] for p in recs)
@@ -208,3 +211,57 @@ def test_dry_run_lists_every_experiment(capsys):
     first = [line.split()[0] for line in text.splitlines()[:6]]
     assert first == ["fig_dip", "fig_lambda0", "fig_ours", "ours_seed0", "dip_1800",
                      "ours_validation"], first
+
+
+def test_toy_records_never_show_in_a_paper_scale_table(out, tmp_path):
+    """Tables rebuilt without --toy over toy records: every row of ours reads "—" and the
+    scale line says full; the toy runs are not the paper's numbers."""
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    status, text = run("--out", str(copy), "--only", "denoising", "--no-run")
+    assert status == 0, text
+    md = (copy / "denoising.md").read_text()
+    assert "| scale | full" in md and "TOY" not in md
+    table = rows(copy / "denoising.csv")
+    ours = [r for r in table if r["experiment"] not in ("published", "baselines.py")]
+    assert ours and all(r["psnr"] == "" for r in ours)
+    assert sorted(p.name for p in copy.glob("*.png")) == []
+
+
+def test_toy_output_defaults_to_a_git_ignored_folder():
+    from paper.runner import Context
+    args = reproduce.build_parser(["denoising"]).parse_args(["--toy"])
+    assert Context(args, ["--toy"]).out == Path("results/toy")
+    assert Context(reproduce.build_parser(["denoising"]).parse_args([]), []).out == \
+        Path("results/paper")
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/results/*/" in ignored and "!/results/toy/" not in ignored
+
+
+def test_named_images_select_the_figure_runs_only_when_named(capsys):
+    figure = Path(reproduce.Context(reproduce.build_parser(["figures"]).parse_args([]), [])
+                  .figure_image()).stem
+    other = next(p.stem for p in dataset.task_images(DATA, "denoising") if p.stem != figure)
+    for name, n in ((other, 0), (figure, 1)):
+        assert reproduce.main(["--dry-run", "--only", "figures", "--only", "denoising",
+                               "--images", name]) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fig_")]
+        assert lines and all(f" {n} images" in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--images", "0"], "--images 0: give a number"),
+    (["--images", "no_such_image"], "--images no_such_image: no such image"),
+    (["--data-dir", "MISSING"], "MISSING: no such folder"),
+    (["--pack", "DIR"], "is a folder"),
+])
+def test_bad_reproduce_options_are_one_line_before_any_fit(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "missing") if a == "MISSING" else str(tmp_path) if a == "DIR" else a
+            for a in argv]
+    out = tmp_path / "o"
+    assert reproduce.main(["--toy", "--only", "denoising", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message.replace(
+        "MISSING", "missing") in err[0], err
+    assert not out.exists()

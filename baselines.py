@@ -156,13 +156,16 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=None, help="image folder (default $DIP_DATA_DIR)")
     args = ap.parse_args(argv)
     try:
-        if args.data_dir and not Path(args.data_dir).is_dir():
-            raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
         Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: --out {args.out}: cannot be the output folder ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
+    try:
         for name in args.only or tasks:
             run_one(name, tasks[name], args, argv)
-    except OSError as e:   # no data folder, a missing set, an output folder that is a file
-        print(f"error: {e.strerror and f'{e.filename}: {e.strerror}' or e}", file=sys.stderr)
+    except FileNotFoundError as e:   # no data folder, or a set missing from it
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -44,7 +44,7 @@ from paper.experiments import all_runs
 from paper.budget import Budget, device_name
 from paper.figures import make_figures, pictures
 from paper.pack import PackError, write_pack
-from paper.unpack import unpack
+from paper.unpack import read_manifest, unpack
 from paper.runner import FIG_IMAGE, MODES, Context, execute, plan
 from paper.tables import make_table
 from utils.args import integer, seconds
@@ -98,6 +98,13 @@ def main(argv=None):
     parts = [*tasks, "figures"]
     parser = build_parser(parts)
     args = parser.parse_args(argv)
+    if args.unpack:   # its tables are of the packed runs: their scale, selection and folder
+        try:
+            adopt_packed(args, parser, read_manifest(args.unpack).get("command", ""))
+        except PackError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.no_run = True
     try:
         ctx = Context(args, argv)
         if args.pack:
@@ -127,16 +134,9 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
         pngs = sorted(str(p) for p in written if p.suffix == ".png" and "runs" in p.parts)
-        print(f"unpacked {len(written)} files into {ctx.out}; commit them (the run PNGs are "
-              "git-ignored: " + (f"git add -f {' '.join(pngs)}" if pngs else "none") + ")")
-        args.no_run = True
-        packed = packed_options(meta.get("command", ""), parser)
-        if packed is not None:   # the tables are the packed runs': their scale and selection
-            for k in ("toy", "images", "seeds", "mode", "figure_image"):
-                setattr(args, k, getattr(packed, k))
-            args.out = str(ctx.out)          # where it was unpacked, whatever the scale
-            ctx = Context(args, argv)
-            only = args.only or packed.only or parts
+        print(f"unpacked {len(written)} files into {ctx.out}; " + (
+            "toy scale: not the paper's, not to commit" if args.toy else "commit them (the run "
+            "PNGs are git-ignored: " + (f"git add -f {' '.join(pngs)}" if pngs else "none") + ")"))
         ctx.command = meta.get("command", ctx.command)   # the tables name the runs' command
         if meta.get("dropped"):   # rebuilt from what is left, the figures would be worse
             print(f"warning: {args.unpack}: the pack left out {', '.join(meta['dropped'])}; "
@@ -180,6 +180,23 @@ def finished_records(out):
     return [r for f in (out / "runs").glob("*/*/summary.json") if (r := read_record(f.parent))]
 
 
+def adopt_packed(args, parser, command: str):
+    """Take the scale, images, seeds and mode of the command that packed the runs (a value
+    given here that differs is named in a warning), and its parts unless ``--only`` is given;
+    without ``--out`` the folder is then that scale's default."""
+    packed = packed_options(command, parser)
+    if packed is None:      # no command, or one this version cannot read: the options given
+        return
+    show = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    for k in ("toy", "images", "seeds", "mode", "figure_image"):
+        mine, theirs = getattr(args, k), getattr(packed, k)
+        if mine != parser.get_default(k) and mine != theirs:
+            print(f"warning: --{k.replace('_', '-')} {show(mine)} not used: the pack's runs "
+                  f"were made with {show(theirs)}", file=sys.stderr)
+        setattr(args, k, theirs)
+    args.only = args.only or packed.only
+
+
 def packed_options(command: str, parser):
     """The options of the reproduce.py command a pack names (``PACK.json``), or None."""
     words = shlex.split(command)
@@ -194,14 +211,14 @@ def packed_options(command: str, parser):
 
 
 def writable_file(path):
-    """Raise ValueError unless ``path`` can be written as a file (checked before any fit)."""
-    p = Path(path)
+    """Raise ValueError where ``path`` cannot be a file: a folder, or under a file (checked
+    before any fit; nothing is made)."""
+    p = Path(path).absolute()
     if p.is_dir():
         raise ValueError(f"--pack {path}: is a folder; name the archive's file")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--pack {path}: its folder cannot be made ({e.strerror or e})")
+    above = next(a for a in p.parents if a.exists())
+    if not above.is_dir():
+        raise ValueError(f"--pack {path}: {above} is a file, not a folder")
 
 
 def _pack(path, ctx, tasks, quiet=False) -> int:

@@ -28,7 +28,7 @@ import torch
 import dataset
 from paper.runner import FIG_IMAGE, MODES
 from tasks import get_task
-from utils.args import integer
+from utils.args import integer, report_path
 from utils.atomic import atomic_write_text
 from utils.cli import main as task_main
 from utils.members import dropped_compile
@@ -142,8 +142,8 @@ def main(argv=None):
     md = report(results, text, "python -m benchmarks.parity" + "".join(f" {a}" for a in argv),
                 args.quick)
     print(md)
-    if args.out or not args.quick:
-        atomic_write_text(Path(args.out or "results/parity-cuda.md"), md)
+    if path := report_path(args.out, args.quick, "results/parity-cuda.md"):
+        atomic_write_text(path, md)
     return 0 if any("error" not in r for r in results) else 1
 
 

@@ -78,13 +78,22 @@ def classic(task, name, seed, overrides=None):
 
 def image(name) -> np.ndarray:
     from skimage import data
-    return getattr(data, name)()
+    x = getattr(data, name)()
+    if not (isinstance(x, np.ndarray) and (x.ndim == 2 or x.ndim == 3 and x.shape[2] in (3, 4))):
+        raise SystemExit(f"error: skimage.data.{name}() is not one 2-D image "
+                         f"(shape {getattr(x, 'shape', type(x).__name__)})")
+    return x
+
+
+NOT_IMAGES = ("data_dir", "download_all", "file_hash", "lbp_frontal_face_cascade_filename",
+              "lfw_subset", "stereo_motorcycle")   # skimage.data's names that are no image
 
 
 def skimage_name(name: str) -> str:
-    """An argparse type: the name of an image of ``skimage.data``."""
+    """An argparse type: the name of an image of ``skimage.data`` (one 2-D image, gray or
+    colour; a 3-D stack such as cells3d fails when loaded)."""
     from skimage import data
-    if name.startswith("_") or not callable(getattr(data, name, None)):
+    if name not in data.__all__ or name in NOT_IMAGES:
         raise argparse.ArgumentTypeError(f"{name!r} is not an image of skimage.data (e.g. "
                                          f"{', '.join(IMAGES)}, astronaut)")
     return name

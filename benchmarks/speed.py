@@ -39,7 +39,7 @@ import torch
 
 from benchmarks.timing import median_ms, sync as _sync
 from models import build_net, make_input
-from utils.args import integer
+from utils.args import integer, report_path
 from models.layers import grouped_sigmas, lipschitz_convs, sigma_max
 from utils.atomic import atomic_write_text
 from utils.device import bf16_units, cpu_model, command_process
@@ -491,8 +491,8 @@ def main(argv=None):
     finally:
         torch.set_num_threads(old_threads)
     print(text)
-    if args.out or not args.quick:
-        atomic_write_text(Path(args.out or "results/benchmarks.md"), text)
+    if path := report_path(args.out, args.quick, "results/benchmarks.md"):
+        atomic_write_text(path, text)
     return text
 
 

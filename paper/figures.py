@@ -116,12 +116,12 @@ def montage_files(ctx, tasks):
         ours_first = sorted(task_runs(task, ctx.seeds), key=lambda r: "dip" in r.name.split("_"))
         for run in ours_first:
             d = ctx.out / "runs" / run.name
-            done = sorted(p.parent for p in d.glob("*/summary.json")
-                          if record(ctx, run, p.parent.name)) if d.is_dir() else []
+            done = sorted((p.parent, rec) for p in d.glob("*/summary.json")
+                          if (rec := record(ctx, run, p.parent.name))) if d.is_dir() else []
             if not done:
                 continue
-            f = done[0]
-            inputs = record(ctx, run, f.name).get("inputs") or []
+            f, rec = done[0]
+            inputs = rec.get("inputs") or []
             # enhancement: its base (a record before 2026-12-07 has it as output.png only)
             base = "base" if (f / "base.png").exists() else "output"
             shown = ([inputs[0], "output"] if inputs else [base, "enhanced"])

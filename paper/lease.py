@@ -91,10 +91,8 @@ class Lease:
         self.args, self.out = args, Path(args.out)
         self.t0 = time.monotonic()
         self.caps = shares(args.seconds, args.toy)
-        self.steps: list[dict] = []
-        self.contact: list[dict] = []
-        self.pending: list[dict] = []
-        self.speed_table: list[str] = []
+        # the steps', contact fits' and pending runs' records; the speed table's lines
+        self.steps, self.contact, self.pending, self.speed_table = [], [], [], []
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.meta = environment(args.device)
         self.paper_out = Path(args.paper_out) if args.paper_out else (
@@ -424,7 +422,8 @@ def stage_data(src: Path, groups=STAGED_GROUPS) -> list[str]:
 def unpack_lease(folder: Path, root: Path = ROOT) -> int:
     """Bring a lease's files into the tree at ``root``: the pack into results/paper
     (``reproduce.py --unpack``, with the lease's selection of runs), the speed table into
-    results/, the report into results/paper/leases/<start>.md."""
+    results/, the report into results/paper/leases/<start>.md; a rehearsal's all into the
+    git-ignored results/toy/."""
     import reproduce
     from utils.atomic import atomic_write_text
     info = folder / "lease.json"
@@ -435,19 +434,20 @@ def unpack_lease(folder: Path, root: Path = ROOT) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: {info}: not a lease's record ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
-    paper = root / "results" / "paper"
+    results = root / "results" / ("toy" if rec.get("toy") else "")
+    paper = results / ("" if rec.get("toy") else "paper")
     if (folder / "pack.tar.gz").is_file():
         status = reproduce.main(["--unpack", str(folder / "pack.tar.gz"), "--out", str(paper),
                                  *argv])
         if status:
             return status
-    written = [atomic_write_text(root / "results" / b.name, b.read_text(encoding="utf-8"))
+    written = [atomic_write_text(results / b.name, b.read_text(encoding="utf-8"))
                for b in sorted(folder.glob("benchmarks-*.md"))]
     if (folder / "LEASE.md").is_file():
         written.append(atomic_write_text(paper / "leases" / f"{stamp}.md",
                                          (folder / "LEASE.md").read_text(encoding="utf-8")))
     print("written: " + ", ".join(str(p.relative_to(root)) for p in written))
-    print("commit them with the unpacked records: git add results/")
+    print("a rehearsal: not to commit" if rec.get("toy") else "commit them: git add results/")
     return 0
 
 

@@ -237,20 +237,13 @@ def _read(path) -> tuple[dict, list]:
     return files, [m.name for m in entries]
 
 
-def unpack(path, out: Path) -> tuple[list[Path], dict]:
-    """Write the archive's files under ``out`` (the manifest goes to
-    ``out/packs/<created>.json``); returns (the paths written, the manifest).
+def read_manifest(path) -> dict:
+    """The archive's ``PACK.json``, checked as ``unpack`` checks it; nothing is written."""
+    return _manifest(path, *_read(path))[0]
 
-    Everything is checked before the first write, and any problem is a one-line PackError
-    with nothing written: every entry a regular file at an allowed path (``_name_problem``)
-    and in the archive once, at most ``UNPACKED_LIMIT`` bytes in all; ``PACK.json`` present,
-    strict JSON with write_pack's fields and their types, its image count and devices those of
-    the records; every member's bytes what its name says (PNG, UTF-8 text, a JSON object); and
-    every target in the tree a regular file or nothing, under folders (``_tree_problem``).  The
-    files are then written beside their targets under hidden names and moved into place
-    (replaced files are kept until all are in place): a failure puts the tree back as it was.
-    """
-    files, order = _read(path)
+
+def _manifest(path, files: dict, order: list) -> tuple[dict, bytes]:
+    """Take ``PACK.json`` out of ``files`` and ``order``: (its checked content, its bytes)."""
     if MANIFEST not in files:
         raise PackError(f"{path}: no {MANIFEST} (not made by reproduce.py --pack)")
     manifest = files.pop(MANIFEST)
@@ -265,6 +258,24 @@ def unpack(path, out: Path) -> tuple[list[Path], dict]:
     why = _manifest_problem(meta)
     if why:
         raise PackError(f"{path}: {MANIFEST} {why}")
+    return meta, manifest
+
+
+def unpack(path, out: Path) -> tuple[list[Path], dict]:
+    """Write the archive's files under ``out`` (the manifest goes to
+    ``out/packs/<created>.json``); returns (the paths written, the manifest).
+
+    Everything is checked before the first write, and any problem is a one-line PackError
+    with nothing written: every entry a regular file at an allowed path (``_name_problem``)
+    and in the archive once, at most ``UNPACKED_LIMIT`` bytes in all; ``PACK.json`` present,
+    strict JSON with write_pack's fields and their types, its image count and devices those of
+    the records; every member's bytes what its name says (PNG, UTF-8 text, a JSON object); and
+    every target in the tree a regular file or nothing, under folders (``_tree_problem``).  The
+    files are then written beside their targets under hidden names and moved into place
+    (replaced files are kept until all are in place): a failure puts the tree back as it was.
+    """
+    files, order = _read(path)
+    meta, manifest = _manifest(path, files, order)
     records = {}
     for name in order:
         why, rec = _content_problem(name, files[name])

@@ -125,8 +125,9 @@ def test_main_bad_inputs_are_one_line_and_status_2(tmp_path, capsys, monkeypatch
     monkeypatch.delenv("DIP_DATA_DIR", raising=False)
     monkeypatch.setattr(B, "resolve_data_dir", lambda d=None: None if d is None else Path(d))
     for argv, message in ((["--out", str(tmp_path / "o")], "no image folder"),
-                          (["--data-dir", str(tmp_path / "none")], "no such folder"),
-                          (["--out", str(afile)], "File exists")):
+                          (["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                           "no such image folder"),
+                          (["--out", str(afile)], "cannot be the output folder")):
         assert B.main(["--only", "super_resolution", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

@@ -32,6 +32,7 @@ def test_value_types():
     ("benchmarks.decay", ["--shard", "3/2"], "k/n needs 0 <= k < n"),
     ("benchmarks.stopping", ["--threads", "0"], "--threads: must be at least 1"),
     ("benchmarks.robustness", ["--images", "nosuch"], "not an image of skimage.data"),
+    ("benchmarks.robustness", ["--images", "download_all"], "not an image of skimage.data"),
     ("benchmarks.parity", ["--iters", "0"], "--iters: must be at least 1"),
     ("reproduce", ["--budget-s", "nan"], "finite number of seconds"),
     ("reproduce", ["--budget-s", "0"], "finite number of seconds"),

@@ -59,12 +59,15 @@ def test_the_pack_unpacks_into_a_fresh_tree_with_a_denoising_table(rehearsal, tm
     out, p = rehearsal
     assert p.returncode == 0
     assert L.unpack_lease(out, tmp_path) == 0
-    table = (tmp_path / "results/paper/denoising.md").read_text()
+    # a rehearsal goes into the git-ignored results/toy, never beside the paper's records
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["toy"]
+    table = (tmp_path / "results/toy/denoising.md").read_text()
     assert "ours (seed 0)" in table and "| mean |" in table.lower().replace("**", "")
-    assert (tmp_path / "results/benchmarks-cpu.md").is_file()
-    leases = list((tmp_path / "results/paper/leases").glob("*.md"))
+    assert "| scale | TOY" in table
+    assert (tmp_path / "results/toy/benchmarks-cpu.md").is_file()
+    leases = list((tmp_path / "results/toy/leases").glob("*.md"))
     assert len(leases) == 1 and leases[0].read_text() == (out / "LEASE.md").read_text()
-    recs = list((tmp_path / "results/paper/runs").glob("*/*/summary.json"))
+    recs = list((tmp_path / "results/toy/runs").glob("*/*/summary.json"))
     images = 2 if DATA and len(dataset.task_images(DATA, "denoising")) >= 2 else 1
     assert len({r.parent.name for r in recs if r.parent.parent.name == "ours_seed0"}) == images
 

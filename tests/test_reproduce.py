@@ -265,3 +265,34 @@ def test_bad_reproduce_options_are_one_line_before_any_fit(tmp_path, capsys, arg
     assert len(err) == 1 and err[0].startswith("error: ") and message.replace(
         "MISSING", "missing") in err[0], err
     assert not out.exists()
+
+
+def test_unpack_without_out_goes_to_the_folder_of_the_packs_scale(out, tmp_path, monkeypatch,
+                                                                    capsys):
+    """A toy pack unpacked with no --out lands in results/toy, never in results/paper; an
+    option given that differs from the packed command's is named, and the pack's is used."""
+    pack = tmp_path / "toy.tar.gz"
+    status, text = run("--toy", "--out", str(out), "--only", "denoising", "--no-run",
+                       "--pack", str(pack))
+    assert status == 0, text
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    capsys.readouterr()
+    status, text = run("--unpack", str(pack), "--mode", "fp32")
+    assert status == 0, text
+    assert sorted(p.name for p in (home / "results").iterdir()) == ["toy"]
+    assert "| scale | TOY" in (home / "results/toy/denoising.md").read_text()
+    assert "not to commit" in text
+    err = capsys.readouterr().err
+    assert "warning: --mode fp32 not used: the pack's runs were made with tf32" in err
+
+
+def test_a_missing_data_folder_stops_a_run_but_not_a_rebuild(tmp_path, monkeypatch, capsys):
+    """$DIP_DATA_DIR naming no folder: an error before any fit (a typo must not fit the
+    embedded images instead), but tables rebuilt from records (--no-run) read no image."""
+    monkeypatch.setenv(dataset.DATA_ENV, str(tmp_path / "typo"))
+    assert reproduce.main(["--toy", "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "typo: no such folder" in capsys.readouterr().err
+    status, text = run("--toy", "--out", str(tmp_path), "--only", "inpainting", "--no-run")
+    assert status == 0 and "inpainting: wrote" in text

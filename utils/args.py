@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def integer(low: int | None = None, high: int | None = None):
@@ -46,3 +47,9 @@ def shard(text: str) -> tuple[int, int]:
     if not 0 <= k < n:
         raise argparse.ArgumentTypeError(f"{text}: k/n needs 0 <= k < n")
     return k, n
+
+
+def report_path(out: str | None, quick: bool, default: str) -> Path | None:
+    """Where a benchmark writes its report: ``--out``, else its committed file, but nowhere for
+    a ``--quick`` (toy) run, whose numbers must not replace the committed ones."""
+    return Path(out) if out else None if quick else Path(default)

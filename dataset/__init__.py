@@ -100,16 +100,19 @@ def task_images(data_dir: str | os.PathLike, group: str, subset=None) -> list[Pa
     return out
 
 
-def find_image(data_dir: str | os.PathLike, name: str) -> Path | None:
+def find_image(data_dir: str | os.PathLike, name: str, groups=()) -> Path | None:
     """An existing manifest image by name, case-insensitive.
 
-    An exact stem match wins (the first in manifest order when several groups share a stem,
-    e.g. ``house``); a ``folder/stem`` name such as ``Set14/baboon`` limits the search to paths
-    ending that way. Otherwise a unique stem containing ``name`` is returned (``kodim0`` would be
-    ambiguous, ``Peppers512`` is not). Returns None when nothing matches.
+    ``groups`` (a task's ``data_groups``) are searched first: ``house`` for inpainting is
+    ``inpainting/bernoulli/house.png`` and for denoising ``image_House256rgb``, not another
+    task's image of that name.  In a pool an exact stem match wins (the first in manifest order
+    within the task's own groups); a ``folder/stem`` name such as ``Set14/baboon`` limits the
+    search to paths ending that way; otherwise a unique stem containing ``name`` is returned
+    (``kodim0`` would be ambiguous, ``Peppers512`` is not). Returns None when nothing matches.
 
-    Raises ValueError when ``name`` is only a substring of several stems, because answering
-    None there would wrongly suggest the data are missing.
+    Raises ValueError when ``name`` matches several images of other tasks' folders (exactly,
+    e.g. ``lena`` in classic5 and LIVE1, or as a substring of several stems), because picking
+    one would fit an image the user may not mean, and None would suggest the data are missing.
     """
     data_dir = Path(data_dir)
     folder, _, stem = name.strip("/").lower().rpartition("/")
@@ -117,11 +120,14 @@ def find_image(data_dir: str | os.PathLike, name: str) -> Path | None:
     if folder:  # keep rows whose folder ends with the given folder part
         rows = [r for r in rows
                 if ("/" + str(Path(r["path"]).parent).lower()).endswith("/" + folder)]
-    for r in rows:
-        if Path(r["path"]).stem.lower() == stem:
-            return data_dir / r["path"]
-    hits = [r["path"] for r in rows
-            if stem in Path(r["path"]).stem.lower() and not _is_mask(r["path"])]
-    if len(hits) > 1:
-        raise ValueError(f"image name {name!r} is ambiguous: {', '.join(hits)}")
-    return data_dir / hits[0] if hits else None
+    own = [r for r in rows if any(r["path"].startswith(g.rstrip("/") + "/") for g in groups)]
+    for pool, first_wins in ((own, True), (rows, False)):
+        exact = [r["path"] for r in pool if Path(r["path"]).stem.lower() == stem]
+        hits = exact or [r["path"] for r in pool
+                         if stem in Path(r["path"]).stem.lower() and not _is_mask(r["path"])]
+        if len(hits) > 1 and not (exact and first_wins):
+            raise ValueError(f"image name {name!r} is ambiguous: {', '.join(hits)} (name one "
+                             "as folder/name, e.g. " + "/".join(Path(hits[0]).with_suffix("").parts[-2:]) + ")")
+        if hits:
+            return data_dir / hits[0]
+    return None

@@ -75,6 +75,20 @@ def test_a_paper_image_by_name_without_the_data_says_how_to_get_it(tmp_path, out
     check_rejected(r, out, "kodim99: no such file or directory")
 
 
+def test_a_paper_image_by_name_is_the_tasks_own_and_the_line_names_it(tmp_path, out):
+    """``--image House`` for denoising is the denoising set's House, not deblocking's house.png,
+    and a line names the file (both are in the data folder)."""
+    data = tmp_path / "data"
+    pixels = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    for rel in ("denoising/image_House256rgb.png", "deblocking/LIVE1/house.png"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(data / rel)
+    r = run("denoising.py", *FAST, "--image", "House", "--data-dir", str(data), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "House: the paper's denoising/image_House256rgb.png" in r.stdout + r.stderr
+    assert [p.name for p in out.iterdir() if p.is_dir()] == ["image_House256rgb"]
+
+
 def test_folder_without_images(tmp_path, out):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hi")

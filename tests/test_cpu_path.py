@@ -15,6 +15,7 @@ from skimage import data
 
 import utils.config as config
 import utils.device as device
+import utils.task
 from denoising import TASK as DENOISING
 from utils.config import resolve_config
 from utils.device import resolve_amp
@@ -29,6 +30,7 @@ def fake_cpu(monkeypatch, native, probe=None):
     """This CPU as another: native bf16 or not, and the probe's seconds per mode."""
     monkeypatch.setattr(device, "native_bf16", lambda: native)
     monkeypatch.setattr(config, "native_bf16", lambda: native)
+    monkeypatch.setattr(utils.task, "native_bf16", lambda: native)
     if probe is not None:
         monkeypatch.setattr(device, "cpu_mode_probe", lambda: dict(probe))
 
@@ -44,6 +46,20 @@ def tiny_net():
 def test_an_explicit_mode_is_kept_on_every_device():
     assert resolve_amp("none", CPU)[:2] == ("none", None)
     assert resolve_amp("bf16", CUDA)[:2] == ("bf16", None)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_asked_for_on_an_emulated_bf16_cpu_is_said(monkeypatch, native):
+    """--amp bf16 where oneDNN emulates bf16 runs (it was asked for), with a line saying it is
+    10-185× slower; on a native-bf16 CPU nothing is said."""
+    import warnings
+    from tasks import restore
+    fake_cpu(monkeypatch, native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restore(data.camera()[:64, :64], observed=False, amp="bf16", **{**TINY, "iters": 2})
+    said = [str(w.message) for w in caught if "no native bf16" in str(w.message)]
+    assert said == ([] if native else [said[0]]) and (native or 'amp="auto" runs fp32' in said[0])
 
 
 def test_auto_on_cuda_is_fp32_with_tf32_as_before(monkeypatch):

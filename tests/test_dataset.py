@@ -175,6 +175,17 @@ def test_find_image(env_data):
     assert dataset.find_image(env_data, "no_such_image") is None
     with pytest.raises(ValueError, match="ambiguous"):
         dataset.find_image(env_data, "F16")  # image_F16_512rgb and F16_GT
+    # a task's own folders first: "house" is not another task's image of that name
+    assert dataset.find_image(env_data, "house", ("inpainting/bernoulli",)) == \
+        env_data / "inpainting/bernoulli/house.png"
+    assert dataset.find_image(env_data, "House", ("denoising",)).name == "image_House256rgb.png"
+    assert dataset.find_image(env_data, "baboon", ("super_resolution/Set5",
+                                                   "super_resolution/Set14")) == \
+        env_data / "super_resolution/Set14/baboon.png"
+    # in no task's folders, several exact matches are refused, naming a way to pick one
+    with pytest.raises(ValueError, match=r"ambiguous: .*LIVE1/house.*e\.g\. \w+/house\)"):
+        dataset.find_image(env_data, "house")
+    assert dataset.find_image(env_data, "LIVE1/house") == env_data / "deblocking/LIVE1/house.png"
 
 
 # ---------------------------------------------------------------- downloader

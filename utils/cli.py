@@ -157,7 +157,7 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
             found = None
             if data_dir is not None and not any(c in image for c in "*?["):
                 try:
-                    found = dataset.find_image(data_dir, image)
+                    found = dataset.find_image(data_dir, image, task.data_groups)
                 except ValueError as e:  # an ambiguous name
                     raise ImageError(image, str(e))
             if found is None:
@@ -170,7 +170,8 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
                 where = f"not in {data_dir}" if data_dir else "no data folder found"
                 raise ImageError(image, f"a paper image ({known[0]}), but {where}: get it with "
                                  f"`python -m dataset.fetch {group}`, or give --data-dir")
-            paths = [found]
+            paths = [found]   # named, so the line says which file the name is
+            return (*_load_all(paths), f"{image}: the paper's {found.relative_to(data_dir)}")
         return (*_load_all(paths), None)
     if data_dir_arg and not Path(data_dir_arg).is_dir():
         raise ImageError(data_dir_arg, "no such directory")

@@ -21,7 +21,7 @@ import torch
 
 from models import build_net, code_shape, make_input
 from utils.config import Preset, block_help, fit_config, net_kwargs
-from utils.device import resolve_device
+from utils.device import native_bf16, resolve_device
 from utils.estimate import say
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
@@ -113,6 +113,11 @@ class Task:
                                     "fitted whole")
         if note:
             problem.notes.append(note)
+        if cfg.get("amp") == "bf16" and resolve_device(cfg.get("device", "auto")).type == "cpu" \
+                and not native_bf16():     # asked for: said, since it is far slower, not refused
+            problem.notes.append("--amp bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), "
+                                 "so oneDNN emulates it, 10 to 185 times slower than fp32 here; "
+                                 "--amp auto runs fp32")
         return problem
 
     @property

@@ -78,7 +78,7 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     problem, cfg = _problem(data.astronaut()[:150, :200], tile=64, tile_overlap=16, **TINY)
     assert tiled(problem, cfg)
     truth = torch.rand(1, 3, *problem.out_hw)   # each tile "restored" to this image's cut
-    boxes, seen = tile_boxes(problem.out_hw, 64, 16), []
+    boxes, seen = tile_boxes(problem.region, 64, 16), []
 
     def exact(sub, rate):
         seen.append(sub.out_hw)
@@ -87,13 +87,15 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     lines = []
     res, _ = fit_tiled(problem, cfg, exact, say=lines.append)
     n = len(boxes)
-    assert len(seen) == n == 15 and set(seen) == {(64, 64)}
+    # tiles over the 150×200 image, not its padding to 160×224 (15 tiles there, 3 of them
+    # wholly inside their neighbours' part of the image)
+    assert len(seen) == n == 12 and set(seen) == {(64, 64)}
     # before each tile a line: where it lies, and the time left at the rate so far (1 s a tile)
-    assert len(lines) == n and lines[0] == "tile 1 of 15: rows 0-64, columns 0-64"
-    # (in the 150×200 image: the padding to 160×224 is not the user's)
-    assert lines[-1] == ("tile 15 of 15: rows 96-150, columns 160-200; 1 s per tile so far, "
+    assert len(lines) == n and lines[0] == "tile 1 of 12: rows 0-64, columns 0-64"
+    assert lines[-1] == ("tile 12 of 12: rows 86-150, columns 136-200; 1 s per tile so far, "
                          "about 1 s for the 1 left")
-    assert torch.allclose(res.output, truth, atol=1e-6)          # the blend is exact
+    # the blend is exact on the image (the padding, cropped off, keeps the observation)
+    assert torch.allclose(res.output[..., :150, :200], truth[..., :150, :200], atol=1e-6)
     assert res.stop_iteration == [10 * n] and res.restores == [n] and not res.interrupted
     assert res.history["loss"].shape == (2, n)                   # one log column per tile
     assert [t["stop_iteration"] for t in res.selection["tiles"]] == [10 * (k + 1)
@@ -129,7 +131,7 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
 def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
     problem, cfg = _problem(data.astronaut()[:150, :200], tile=64, tile_overlap=16, **TINY)
     truth = torch.rand(1, 3, *problem.out_hw)
-    boxes, calls = tile_boxes(problem.out_hw, 64, 16), []
+    boxes, calls = tile_boxes(problem.region, 64, 16), []
 
     def fit_one(stop_at=None):
         def one(sub, rate):
@@ -157,22 +159,24 @@ def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
     lines = []
     res, config = fit_tiled(problem, cfg, fit_one(), on_rate=on_rate, say=lines.append,
                             store=TileStore(store.folder, key))
-    # the rerun fits tiles 4 to 15 only; the first of them prices the 12 left, 0.8 of the image
-    assert [k for k, _ in calls] == list(range(3, 15)) and calls[0][1] and not calls[1][1]
-    assert rates == [(15.0, 1.0), (12.0, 0.8)]
-    assert lines[0] == ("3 of the 15 tiles were fitted by an earlier run asking the same "
+    # the rerun fits tiles 4 to 12 only; the first of them prices the 9 left, 0.75 of the image
+    assert [k for k, _ in calls] == list(range(3, 12)) and calls[0][1] and not calls[1][1]
+    assert rates == [(12.0, 1.0), (9.0, 0.75)]
+    assert lines[0] == ("3 of the 12 tiles were fitted by an earlier run asking the same "
                         "question: kept (.astronaut.tiles)") and lines[1].startswith("tile 4 of")
-    assert torch.allclose(res.output, truth, atol=1e-6) and not res.interrupted
-    assert res.stop_iteration == [None] and res.restores == [15] and config == "config"
-    assert [t["kept"] for t in res.selection["tiles"]] == [True] * 3 + [False] * 12
+    image = (..., slice(0, 150), slice(0, 200))     # the padding keeps the observation
+    assert torch.allclose(res.output[image], truth[image], atol=1e-6) and not res.interrupted
+    assert res.stop_iteration == [None] and res.restores == [12] and config == "config"
+    assert [t["kept"] for t in res.selection["tiles"]] == [True] * 3 + [False] * 9
     assert [t["stop_iteration"] for t in res.selection["tiles"]] == [
-        None if k == 2 else 5 + k for k in range(15)]
-    assert res.history["loss"].shape == (2, 15)
-    assert "3 of the 15 tiles were fitted by an earlier run" in res.warnings[-1]
+        None if k == 2 else 5 + k for k in range(12)]
+    assert res.history["loss"].shape == (2, 12)
+    assert "3 of the 12 tiles were fitted by an earlier run" in res.warnings[-1]
     # every tile kept: nothing fitted (and no configuration to hand on)
     calls.clear()
     res, config = fit_tiled(problem, cfg, fit_one(), store=TileStore(store.folder, key))
-    assert calls == [] and config is None and torch.allclose(res.output, truth, atol=1e-6)
+    assert calls == [] and config is None
+    assert torch.allclose(res.output[image], truth[image], atol=1e-6)
     # a damaged file is fitted again; another question's tiles are not used, and go
     (store.folder / "tile_0004.pt").write_bytes(b"not a tile")
     res, _ = fit_tiled(problem, cfg, fit_one(), store=TileStore(store.folder, key))
@@ -193,7 +197,7 @@ def test_a_tiled_denoising_fit_restores_and_says_how_each_tile_ended(capsys):
                 **dict(TINY, iters=150))
     err = capsys.readouterr().err
     assert "tile 1 of 4: rows 0-64, columns 0-64\n" in err
-    assert "tile 4 of 4: rows 64-128, columns 64-120; " in err and "for the 1 left" in err
+    assert "tile 4 of 4: rows 64-128, columns 56-120; " in err and "for the 1 left" in err
     assert r.array.shape == (128, 120, 1)
     assert r.metrics["psnr"] > r.metrics["psnr_in"] + 2.0
     assert r.metrics["tiles"] == 4 and len(r.metrics["tile_stops"].split(" / ")) == 4
@@ -449,10 +453,11 @@ def test_the_command_line_writes_a_tiled_fit_with_a_log_per_tile(tmp_path):
         assert im.size == (200, 150)
     header, *rows = (folder / "log.csv").read_text().splitlines()
     logged = {r.split(",")[0] for r in rows}
-    assert header.split(",")[-1] == "tile" and len(rows) == 15 * len(logged) >= 30  # per tile
-    assert {r.split(",")[-1] for r in rows} == {str(k) for k in range(15)}
+    # 3 × 4 tiles over the 150×200 image (none wholly in its padding to 160×224)
+    assert header.split(",")[-1] == "tile" and len(rows) == 12 * len(logged) >= 24  # per tile
+    assert {r.split(",")[-1] for r in rows} == {str(k) for k in range(12)}
     rec = json.loads((folder / "summary.json").read_text())
-    assert rec["tiles"] == 15 and rec["hyperparameters"]["tile"] == 64
+    assert rec["tiles"] == 12 and rec["hyperparameters"]["tile"] == 64
     assert (folder / "fbc.png").exists() and (folder / "psnr_ratio.png").exists()
 
 

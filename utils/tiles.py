@@ -422,7 +422,10 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         raise ValueError(f"--tile needs a data term whose observed pixels read the image near "
                          f"them; {type(problem.data_term).__name__} does not (use --tile 0)")
     tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
-    boxes = tile_boxes(problem.out_hw, tile, overlap)
+    # a term read pixel by pixel: tiles over the image only (its padding, cropped off, needs no
+    # net); one that reads a neighbourhood fits the padding its edge pixels read too
+    grid = problem.region if problem.data_term.pixelwise else problem.out_hw
+    boxes = tile_boxes(grid, tile, overlap)
     # the observed pixels each tile counts: found once (a check, then the tiles' masks)
     insides = [None] * len(boxes) if problem.data_term.pixelwise else \
         check_seams(problem, boxes, overlap)

@@ -143,23 +143,35 @@ def close(a, b, tol=CROSS_PLATFORM_DB) -> bool:
 
 
 if __name__ == "__main__":
+    import argparse
     import tempfile
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--write", action="store_true", help="behaviour changed: this platform's "
+                      "pins only")
+    what.add_argument("--add", action="store_true", help="same behaviour: add this platform's "
+                      "pins beside the others")
+    ap.add_argument("--new-capability", action="store_true", help="with --add: a CPU "
+                    "capability not pinned yet (see above)")
+    args = ap.parse_args()      # a typo stops here, before 30 s of cases or a rewrite
+    if args.new_capability and not args.add:
+        ap.error("--new-capability goes with --add")
     with tempfile.TemporaryDirectory() as tmp:
         entry = run_all(Path(tmp))
-    if "--add" in sys.argv:   # same behaviour: this platform's pins beside the others
+    if args.add:   # same behaviour: this platform's pins beside the others
         pins = json.loads(PINNED.read_text())
         kin = [e for e in pins["platforms"] if e["cpu"] == entry["cpu"]]
         ref = (kin or pins["platforms"])[0]["cases"]
         far = [(n, k) for n, c in entry["cases"].items() for k, v in c["metrics"].items()
                if not close(v, ref[n]["metrics"][k])]
-        if far and (kin or "--new-capability" not in sys.argv):
+        if far and (kin or not args.new_capability):
             sys.exit(f"not the same behaviour (beyond {CROSS_PLATFORM_DB} dB): {far}")
         pins["platforms"] = [e for e in pins["platforms"] if not same_platform(e, entry)]
         pins["platforms"].append(entry)
     else:
         pins = {"platforms": [entry]}
     text = json.dumps(pins, indent=1, sort_keys=True) + "\n"
-    if "--write" in sys.argv or "--add" in sys.argv:
+    if args.write or args.add:
         PINNED.write_text(text)
         print(f"wrote {PINNED}: {len(pins['platforms'])} platform(s)")
     else:

@@ -438,6 +438,25 @@ def test_a_compiled_net_that_disagrees_with_eager_is_not_used(monkeypatch):
     assert not any("compile" in w for w in eager.warnings)
 
 
+def test_a_dropped_compile_is_recorded_as_eager(monkeypatch, tmp_path):
+    """summary.json's ``fit.compile`` says what ran: false where the check dropped it, as
+    ``fit.amp`` records the mode used (a command with --compile records it as asked, in
+    ``hyperparameters``)."""
+    import json
+    from PIL import Image
+    from tasks import get_task
+    from utils.cli import main
+    _fake_compile(monkeypatch, 1.01)
+    Image.fromarray(data.chelsea()[50:114, 100:164]).save(tmp_path / "x.png")
+    with pytest.warns(UserWarning, match="^--compile not used"):
+        assert main(get_task("denoising"), ["--quiet", "--image", str(tmp_path / "x.png"),
+                                            "--out", str(tmp_path / "o"), "--compile",
+                                            "--channels", "4", "--iters", "3"]) == 0
+    rec = json.loads((tmp_path / "o" / "x" / "summary.json").read_text())
+    assert rec["fit"]["compile"] is False and rec["hyperparameters"]["compile"] is True
+    assert any(w.startswith("--compile not used") for w in rec["warnings"])
+
+
 def test_the_compile_check_leaves_the_random_stream_and_refuses_a_nan_gradient(monkeypatch):
     """The check draws from its own generator (the global stream is where it was), and a
     compiled net whose output is right but whose gradient is NaN is not used."""

@@ -26,6 +26,7 @@ from utils.estimate import say
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
+from utils.members import dropped_compile
 from utils.metrics import psnr, ssim
 from utils.tiles import fit_tiled, tile_plan, tiled
 
@@ -335,6 +336,8 @@ def _fit_whole(problem: Problem, cfg: dict, observers=(), on_rate=None, **fit_ov
               region=problem.region, observers=observers, on_rate=on_rate)
     if len(groups) > 1:
         choose_lambda(res, groups, config.stop_window)
+    if config.compile and dropped_compile(res.warnings):   # the record says what ran: eager
+        config = replace(config, compile=False)
     return res, config
 
 

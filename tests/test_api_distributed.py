@@ -102,3 +102,16 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path):
     assert again.returncode == 0 and again.stdout.count("already finished") == 4
     with open(tmp_path / "two" / "summary.csv") as f:
         assert [r["psnr"] for r in csv.DictReader(f)] == [r["psnr"] for r in rows["two"]]
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_a_bad_input_is_said_by_rank_0_only(tmp_path, monkeypatch, capsys, rank):
+    """Every rank stops with status 2; only rank 0 prints the line (two ranks printed it
+    twice, before the launcher's own traceback)."""
+    from tasks import get_task
+    from utils.cli import main
+    monkeypatch.setenv("RANK", rank)
+    for argv in (["--image", str(tmp_path / "none.png")], ["--iters", "0"]):
+        assert main(get_task("denoising"), ["--quiet", "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == (1 if rank == "0" else 0), err

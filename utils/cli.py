@@ -412,6 +412,7 @@ def main(task: Task, argv=None) -> int:
 
 def _run(task: Task, args, argv) -> int:
     own = names_files(args.image)
+    lead = int(os.environ.get("RANK", "0")) == 0   # under torchrun, rank 0 speaks for all
     try:
         cfg, notice = resolve_config(task, given_options(args),
                                      "full" if args.full else "quick" if args.quick else "auto",
@@ -420,14 +421,15 @@ def _run(task: Task, args, argv) -> int:
     except ValueError as e:
         problem = str(e)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
+        if lead:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         images, bad, out_root, created, data_notice, others = plan(task, args, cfg)
     except ImageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if lead:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    lead = int(os.environ.get("RANK", "0")) == 0   # under torchrun, rank 0 speaks for all
     for e in bad if lead else ():
         print(f"error: {e}", file=sys.stderr)
     for note in (n for img in images for n in img.notes):

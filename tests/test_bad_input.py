@@ -198,3 +198,10 @@ def test_rgba_alpha_and_16_bit_survive_a_run(tmp_path, out):
     with Image.open(out / "deep" / "output.png") as im:
         assert im.mode.startswith("I") and np.array(im).max() > 255
     assert (out / "summary.md").read_text().count("| logo |") == 1
+
+
+def test_observed_inpainting_without_a_mask_names_both_ways_to_give_one(tmp_path, out):
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(tmp_path / "x.png")
+    r = run("inpainting.py", *FAST, "--image", str(tmp_path / "x.png"), "--observed",
+            "--out", str(out))
+    check_rejected(r, out, "needs a mask: --mask FILE, or x_mask.png beside the image")

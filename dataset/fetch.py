@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import math
 import os
 import socket
 import sys
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from utils.args import seconds
 from . import PACKAGE_DIR, groups, manifest, select
 
 TIMEOUT_S = 30
@@ -109,6 +109,9 @@ def fetch_one(row: dict, dest: Path, base_url: str | None = None,
     target = dest / row["path"]
     if is_present(row, target):
         return "present"
+    if target.is_file():     # there, but not the manifest's bytes: replaced once downloaded
+        print(f"{row['path']}: the local copy fails its sha256 check; downloading it again",
+              file=sys.stderr)
     made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     url = source_url(row, base_url)
@@ -178,19 +181,6 @@ def fetch(rows: list[dict], dest: str | os.PathLike = PACKAGE_DIR, base_url: str
     return counts
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type of ``--timeout``: a positive finite number of seconds (0, a negative
-    number, NaN or infinity is an argparse error, exit 2, before any download)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a positive finite number of seconds is "
-                                         "required")
-    return value
-
-
 def main(argv: list[str] | None = None, rows: list[dict] | None = None) -> int:
     """Command-line entry; ``rows`` replaces the project's manifest (tests)."""
     rows = manifest() if rows is None else rows
@@ -205,7 +195,7 @@ def main(argv: list[str] | None = None, rows: list[dict] | None = None) -> int:
     ap.add_argument("--dest", type=Path, default=PACKAGE_DIR,
                     help="root folder for the images (default: %(default)s)")
     ap.add_argument("--base-url", help="fetch from this mirror instead of the upstream URLs")
-    ap.add_argument("--timeout", type=positive_seconds, default=TIMEOUT_S,
+    ap.add_argument("--timeout", type=seconds, default=TIMEOUT_S,
                     help="network timeout in seconds, a positive number (default: %(default)s)")
     args = ap.parse_args(argv)
     chosen = select(rows, args.group)

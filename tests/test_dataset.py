@@ -213,6 +213,13 @@ def test_second_run_downloads_nothing(served, tmp_path, capsys):
     assert len(requests) == n
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         "0 downloaded, 3 already present, 0 failed")
+    # a local copy that fails its sha256 is said so, then downloaded again
+    (dest / rows[0]["path"]).write_bytes(b"truncated")
+    assert fetch_mod.main(["all", "--dest", str(dest), "--base-url", base], rows=rows) == 0
+    out, err = capsys.readouterr()
+    assert f"{rows[0]['path']}: the local copy fails its sha256 check" in err
+    assert out.splitlines()[-1].startswith("1 downloaded, 2 already present, 0 failed")
+    assert sha((dest / rows[0]["path"]).read_bytes()) == rows[0]["sha256"]
 
 
 def test_corrupted_download_rejected(served, tmp_path, capsys):

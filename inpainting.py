@@ -65,7 +65,7 @@ def mask_file(img, cfg):
         sibling = Path(img.path).with_name(f"{img.name}_mask.png")
         path = sibling if sibling.exists() else None
     if path is None and cfg["observed"]:
-        raise ImageError(img.path or img.name, f"--observed inpainting needs a mask: --mask "
+        raise ImageError(img.path or img.name, "--observed inpainting needs a mask: --mask "
                          f"FILE, or {img.name}_mask.png beside the image")
     return path
 

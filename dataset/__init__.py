@@ -126,8 +126,9 @@ def find_image(data_dir: str | os.PathLike, name: str, groups=()) -> Path | None
         hits = exact or [r["path"] for r in pool
                          if stem in Path(r["path"]).stem.lower() and not _is_mask(r["path"])]
         if len(hits) > 1 and not (exact and first_wins):
+            example = "/".join(Path(hits[0]).with_suffix("").parts[-2:])
             raise ValueError(f"image name {name!r} is ambiguous: {', '.join(hits)} (name one "
-                             "as folder/name, e.g. " + "/".join(Path(hits[0]).with_suffix("").parts[-2:]) + ")")
+                             f"as folder/name, e.g. {example})")
         if hits:
             return data_dir / hits[0]
     return None

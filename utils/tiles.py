@@ -16,13 +16,10 @@ tile next to it fits them.
 
 A tiled fit of a large image takes many minutes on a CPU, so each finished tile is kept on disk
 (``TileStore``: ``.NAME.tiles/`` beside the image's output folder); a run stopped by Ctrl-C, a
-kill or a crash, started again with the same question, fits only the tiles it had not finished.
-Every tile's net, input and noise are seeded from ``seed`` alone, so the tiles kept are the ones
-the new run would have fitted.
-
-Ulyanov, Vedaldi, Lempitsky, "Deep Image Prior", CVPR 2018 fit whole images; the tiling is this
-project's CPU path (README "On a CPU").
-"""
+kill or a crash, started again with the same question, fits only the tiles it had not finished
+(every tile's net, input and noise are seeded from ``seed`` alone).  Ulyanov, Vedaldi,
+Lempitsky, "Deep Image Prior", CVPR 2018 fit whole images; the tiling is this project's CPU
+path (README "On a CPU")."""
 from __future__ import annotations
 
 import contextlib
@@ -422,10 +419,10 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         raise ValueError(f"--tile needs a data term whose observed pixels read the image near "
                          f"them; {type(problem.data_term).__name__} does not (use --tile 0)")
     tile, overlap = int(cfg["tile"]), int(cfg.get("tile_overlap") or 0)
-    # a term read pixel by pixel: tiles over the image only (its padding, cropped off, needs no
-    # net); one that reads a neighbourhood fits the padding its edge pixels read too
-    grid = problem.region if problem.data_term.pixelwise else problem.out_hw
-    boxes = tile_boxes(grid, tile, overlap)
+    # a term read pixel by pixel: tiles over the image, not its padding (cropped off; an axis no
+    # longer than a tile keeps it: a net's side is a multiple of 32); else the padding too
+    boxes = tile_boxes([r if r > tile and problem.data_term.pixelwise else o
+                        for r, o in zip(problem.region, problem.out_hw)], tile, overlap)
     # the observed pixels each tile counts: found once (a check, then the tiles' masks)
     insides = [None] * len(boxes) if problem.data_term.pixelwise else \
         check_seams(problem, boxes, overlap)

@@ -62,11 +62,13 @@ def mask_file(img, cfg):
     """The user's mask file (--mask, or NAME_mask.png beside the image), or None."""
     path = cfg["mask"]
     if path is None and img.path is not None:
-        sibling = Path(img.path).with_name(f"{img.name}_mask.png")
+        # the file's own stem: img.name may be made unique in a folder (x.png beside x.jpg)
+        sibling = Path(img.path).with_name(f"{Path(img.path).stem}_mask.png")
         path = sibling if sibling.exists() else None
     if path is None and cfg["observed"]:
+        stem = Path(img.path).stem if img.path is not None else img.name
         raise ImageError(img.path or img.name, "--observed inpainting needs a mask: --mask "
-                         f"FILE, or {img.name}_mask.png beside the image")
+                         f"FILE, or {stem}_mask.png beside the image")
     return path
 
 

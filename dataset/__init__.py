@@ -103,32 +103,47 @@ def task_images(data_dir: str | os.PathLike, group: str, subset=None) -> list[Pa
 def find_image(data_dir: str | os.PathLike, name: str, groups=()) -> Path | None:
     """An existing manifest image by name, case-insensitive.
 
-    ``groups`` (a task's ``data_groups``) are searched first: ``house`` for inpainting is
-    ``inpainting/bernoulli/house.png`` and for denoising ``image_House256rgb``, not another
-    task's image of that name.  In a pool an exact stem match wins (the first in manifest order
-    within the task's own groups); a ``folder/stem`` name such as ``Set14/baboon`` limits the
-    search to paths ending that way; otherwise a unique stem containing ``name`` is returned
-    (``kodim0`` would be ambiguous, ``Peppers512`` is not). Returns None when nothing matches.
+    ``groups`` (a task's ``data_groups``) come first: an exact stem match there is the answer
+    (the first in manifest order), downloaded or not (None when not: ``house`` for inpainting
+    is ``inpainting/bernoulli/house.png``, never another task's image of that name); then the
+    one stem of the task's present images that contains ``name`` (``House`` for denoising is
+    ``image_House256rgb``); then an exact match among the other images present (``man`` for
+    deblocking, before its ``manfishing`` and ``woman``); then a stem containing ``name``
+    (``kodim0`` is ambiguous, ``Peppers512`` is not).  A ``folder/stem`` name such as
+    ``Set14/baboon`` limits the search to paths ending that way.  Returns None when nothing
+    matches.
 
-    Raises ValueError when ``name`` matches several images of other tasks' folders (exactly,
-    e.g. ``lena`` in classic5 and LIVE1, or as a substring of several stems), because picking
-    one would fit an image the user may not mean, and None would suggest the data are missing.
+    Raises ValueError when ``name`` matches several images outside the task's exact matches
+    (``house`` in inpainting/bernoulli and deblocking/LIVE1, for a task with neither), because
+    picking one would fit an image the user may not mean, and None would suggest the data are
+    missing.
     """
     data_dir = Path(data_dir)
     folder, _, stem = name.strip("/").lower().rpartition("/")
-    rows = [r for r in manifest() if (data_dir / r["path"]).is_file()]
+    rows = manifest()
     if folder:  # keep rows whose folder ends with the given folder part
         rows = [r for r in rows
                 if ("/" + str(Path(r["path"]).parent).lower()).endswith("/" + folder)]
-    own = [r for r in rows if any(r["path"].startswith(g.rstrip("/") + "/") for g in groups)]
-    for pool, first_wins in ((own, True), (rows, False)):
-        exact = [r["path"] for r in pool if Path(r["path"]).stem.lower() == stem]
-        hits = exact or [r["path"] for r in pool
-                         if stem in Path(r["path"]).stem.lower() and not _is_mask(r["path"])]
-        if len(hits) > 1 and not (exact and first_wins):
+    mine = [r for r in rows if any(r["path"].startswith(g.rstrip("/") + "/") for g in groups)]
+    here = [r for r in rows if (data_dir / r["path"]).is_file()]
+    own = [r for r in here if r in mine]
+    other = [r for r in here if r not in mine]
+
+    def exact(pool):
+        return [r["path"] for r in pool if Path(r["path"]).stem.lower() == stem]
+
+    def part(pool):
+        return [r["path"] for r in pool
+                if stem in Path(r["path"]).stem.lower() and not _is_mask(r["path"])]
+    # (hits, what several mean): the first; go on to the next stage; ambiguous
+    for hits, several in ((exact(mine), "first"), (part(own), "next"), (exact(other), "refuse"),
+                          (part(own), "refuse"), (part(other), "refuse")):
+        if len(hits) > 1 and several == "next":
+            continue
+        if len(hits) > 1 and several == "refuse":
             example = "/".join(Path(hits[0]).with_suffix("").parts[-2:])
             raise ValueError(f"image name {name!r} is ambiguous: {', '.join(hits)} (name one "
                              f"as folder/name, e.g. {example})")
         if hits:
-            return data_dir / hits[0]
+            return data_dir / hits[0] if (data_dir / hits[0]).is_file() else None
     return None

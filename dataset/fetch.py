@@ -110,7 +110,8 @@ def fetch_one(row: dict, dest: Path, base_url: str | None = None,
     if is_present(row, target):
         return "present"
     if target.is_file():     # there, but not the manifest's bytes: replaced once downloaded
-        print(f"{row['path']}: the local copy fails its sha256 check; downloading it again",
+        why = " (damaged, or converted by another Pillow/zlib)" if needs_conversion(row) else ""
+        print(f"{row['path']}: the local copy fails its sha256 check{why}; downloading it again",
               file=sys.stderr)
     made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,7 @@ if __name__ == "__main__":
     what.add_argument("--add", action="store_true", help="same behaviour: add this platform's "
                       "pins beside the others")
     ap.add_argument("--new-capability", action="store_true", help="with --add: a CPU "
-                    "capability not pinned yet (see above)")
+                    "capability not pinned yet (the module's docstring says when)")
     args = ap.parse_args()      # a typo stops here, before 30 s of cases or a rewrite
     if args.new_capability and not args.add:
         ap.error("--new-capability goes with --add")

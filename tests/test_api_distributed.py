@@ -111,7 +111,15 @@ def test_under_torchrun_a_bad_input_is_said_by_rank_0_only(tmp_path, monkeypatch
     from tasks import get_task
     from utils.cli import main
     monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     for argv in (["--image", str(tmp_path / "none.png")], ["--iters", "0"]):
         assert main(get_task("denoising"), ["--quiet", "--out", str(tmp_path / "o"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == (1 if rank == "0" else 0), err
+    # RANK left behind without WORLD_SIZE, or not a number: a plain process, which speaks
+    monkeypatch.delenv("WORLD_SIZE")
+    from utils.cli import speaks_for_all
+    assert speaks_for_all()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "x")
+    assert speaks_for_all()

@@ -57,7 +57,8 @@ def test_bf16_asked_for_on_an_emulated_bf16_cpu_is_said(monkeypatch, native):
     fake_cpu(monkeypatch, native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        restore(data.camera()[:64, :64], observed=False, amp="bf16", **{**TINY, "iters": 2})
+        restore(data.camera()[:64, :64], observed=False, amp="bf16", device="cpu",
+                **{**TINY, "iters": 2})
     said = [str(w.message) for w in caught if "no native bf16" in str(w.message)]
     assert said == ([] if native else [said[0]]) and (native or 'amp="auto" runs fp32' in said[0])
 

@@ -165,6 +165,15 @@ def test_task_images(env_data):
     assert dataset.task_images(env_data / "nowhere", "denoising") == []
 
 
+def test_find_image_prefers_the_tasks_own_name_even_when_it_is_not_downloaded(tmp_path):
+    """Only deblocking's sets here: inpainting's "house" is missing (None: the caller says how
+    to get it), never deblocking's house.png in its place; with no task, the one present."""
+    (tmp_path / "deblocking/LIVE1").mkdir(parents=True)
+    (tmp_path / "deblocking/LIVE1/house.png").write_bytes(b"")
+    assert dataset.find_image(tmp_path, "house", ("inpainting/bernoulli",)) is None
+    assert dataset.find_image(tmp_path, "house") == tmp_path / "deblocking/LIVE1/house.png"
+
+
 def test_find_image(env_data):
     assert dataset.find_image(env_data, "kodim01") == env_data / "denoising/kodim01.png"
     assert dataset.find_image(env_data, "KODIM01") == env_data / "denoising/kodim01.png"
@@ -186,6 +195,9 @@ def test_find_image(env_data):
     with pytest.raises(ValueError, match=r"ambiguous: .*LIVE1/house.*e\.g\. \w+/house\)"):
         dataset.find_image(env_data, "house")
     assert dataset.find_image(env_data, "LIVE1/house") == env_data / "deblocking/LIVE1/house.png"
+    # another set's exact names come before the task's own substrings (man, not manfishing)
+    with pytest.raises(ValueError, match=r"ambiguous: [^(]*/man\.png, [^(]*/man\.png \("):
+        dataset.find_image(env_data, "man", ("deblocking/classic5", "deblocking/LIVE1"))
 
 
 # ---------------------------------------------------------------- downloader

@@ -162,8 +162,9 @@ def collect_images(task: Task, image, data_dir_arg) -> tuple[list, list, str | N
                     raise ImageError(image, str(e))
             if found is None:
                 stem = Path(image.strip("/").lower().rpartition("/")[2]).stem
-                known = [r["path"] for r in dataset.manifest()
-                         if Path(r["path"]).stem.lower() == stem]
+                known = sorted((r["path"] for r in dataset.manifest()      # the task's first
+                                if Path(r["path"]).stem.lower() == stem),
+                               key=lambda p: not p.startswith(task.data_groups))
                 if not known:
                     raise
                 group = known[0].split("/")[0]
@@ -379,7 +380,7 @@ def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None, dic
     if not images:
         if len(bad) == 1:
             raise bad[0]
-        for e in bad:
+        for e in bad if speaks_for_all() else ():
             print(f"error: {e}", file=sys.stderr)
         raise ImageError(args.image, f"none of the {len(bad)} inputs can be used")
     for line in unique_names(images):
@@ -410,9 +411,17 @@ def main(task: Task, argv=None) -> int:
             return 130
 
 
+def speaks_for_all() -> bool:
+    """Whether this process prints what every rank would (not a torchrun worker of rank > 0)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
+    except ValueError:      # not torchrun's variables
+        return True
+
+
 def _run(task: Task, args, argv) -> int:
     own = names_files(args.image)
-    lead = int(os.environ.get("RANK", "0")) == 0   # under torchrun, rank 0 speaks for all
+    lead = speaks_for_all()
     try:
         cfg, notice = resolve_config(task, given_options(args),
                                      "full" if args.full else "quick" if args.quick else "auto",

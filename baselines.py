@@ -30,7 +30,7 @@ from paper.published import DISPLAY, MEANS, PER_IMAGE, setting_key
 from paper.runner import IMAGE_ORDER, command_line
 from paper.tables import Group, csv_method, published_method, render
 from tasks import all_tasks
-from utils.classic import METHODS, available, bm3d
+from utils.classic import METHODS, available
 from utils.config import resolve_config
 from utils.device import cpu_model
 from utils.args import integer
@@ -91,7 +91,7 @@ def run_meta(command, seconds, limit, wall):
     import skimage
     from importlib.metadata import PackageNotFoundError, version
     try:
-        bm3d_version = version("bm3d") if bm3d else "not installed"
+        bm3d_version = version("bm3d") if available("cbm3d") else "not installed"
     except PackageNotFoundError:
         bm3d_version = "?"
     return [

@@ -60,7 +60,7 @@ from utils.atomic import atomic_write_text
 from utils.config import check_config, resolve_config
 from utils.device import cpu_model
 from utils.inmemory import from_memory
-from utils.plots import plt, save_figure
+from utils.plots import pyplot, save_figure
 from utils.stopping import VALIDATION_OPTIONS, RatioStop, ValidationStop
 from utils.tables import csv_text, markdown
 from utils.task import fit_problem
@@ -190,7 +190,7 @@ def rule_rows(recs, done, remedy) -> list[list]:
 def figure(recs, done, path: Path):
     """Mean PSNR against iteration per remedy, one panel per σ."""
     sig = sorted({s for _, s in done})
-    fig, axes = plt.subplots(1, len(sig), figsize=(6 * len(sig), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(sig), figsize=(6 * len(sig), 4), squeeze=False)
     for ax, s in zip(axes[0], sig):
         for remedy in REMEDIES:
             mine = [recs[(n, t, remedy)] for n, t in done if t == s]

@@ -11,7 +11,7 @@ from paper.experiments import figure_runs
 from paper.tables import experiments_lines, meta_lines, missing_lines, read_log, record, run_images
 from utils.atomic import atomic_write_text
 from utils.imageio import load_image
-from utils.plots import fbc_panel, montage, plt, psnr_panel, psnr_ratio_panel, save_figure
+from utils.plots import fbc_panel, montage, psnr_panel, psnr_ratio_panel, pyplot, save_figure
 from utils.stopping import RatioStop
 from utils.tables import MISSING as DASH, csv_text, markdown
 
@@ -58,7 +58,7 @@ def _sweeps(ctx, logs, fig_runs, lam, sig, arch):
             (("DIP: hourglass, no control", "dip"), ("ours: decoder, λ 1.4", "ours"))
             if logs[fig_runs[k].name] is not None]
     if pair:
-        fig, axes = plt.subplots(1, len(pair), figsize=(6 * len(pair), 3.6), squeeze=False)
+        fig, axes = pyplot().subplots(1, len(pair), figsize=(6 * len(pair), 3.6), squeeze=False)
         for ax, (lab, _, log) in zip(axes[0], pair):
             _fbc(ax, log, lab)
         made.append(("fig_fbc_dip_vs_ours.png", "FBC of the five bands, DIP vs ours, peak-PSNR "
@@ -70,13 +70,13 @@ def _sweeps(ctx, logs, fig_runs, lam, sig, arch):
              "PSNR vs iteration per Gaussian σ list (λ 1.8)")):
         s = sweep(d, fmt)
         if s:
-            fig, ax = plt.subplots(figsize=(6, 3.6))
+            fig, ax = pyplot().subplots(figsize=(6, 3.6))
             psnr_panel(ax, [(lab, log["iteration"], log["psnr_gt"]) for lab, _, log in s], what)
             made.append((name, what, _save(fig, ctx.out / name)))
             rows += _curve_rows(name[4:-4], s)
     s = sweep(arch, str)
     if s:
-        fig, axes = plt.subplots(1, 1 + len(s), figsize=(4.5 * (1 + len(s)), 3.4))
+        fig, axes = pyplot().subplots(1, 1 + len(s), figsize=(4.5 * (1 + len(s)), 3.4))
         psnr_panel(axes[0], [(lab, log["iteration"], log["psnr_gt"]) for lab, _, log in s],
                    "PSNR, no control")
         for ax, (lab, _, log) in zip(axes[1:], s):
@@ -99,7 +99,7 @@ def _auto_stop(ctx, run, log):
                 f"(Δ {at - last:+.2f}); peak {peak:.2f} dB at {peak_it}")
     else:
         at, text = None, f"the ratio rule did not fire within {last_it} iterations"
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = pyplot().subplots(figsize=(6, 3.6))
     psnr_ratio_panel(ax, log["iteration"], log["psnr_gt"], log["ratio"],
                      stop=None if stop is None else (stop, f"ratio stop at {stop}"), title=text)
     made = ("fig_auto_stop.png", "the ratio stop on the no-stop run (the rule replayed on its "

@@ -75,17 +75,21 @@ def test_a_paper_image_by_name_without_the_data_says_how_to_get_it(tmp_path, out
     check_rejected(r, out, "kodim99: no such file or directory")
 
 
-def test_a_paper_image_by_name_is_the_tasks_own_and_the_line_names_it(tmp_path, out):
+def test_a_paper_image_by_name_is_the_tasks_own_and_the_line_names_it(tmp_path, out, capsys):
     """``--image House`` for denoising is the denoising set's House, not deblocking's house.png,
-    and a line names the file (both are in the data folder)."""
+    and a line names the file (both are in the data folder).  In-process: the command line's
+    own main."""
+    from tasks import get_task
+    from utils.cli import main
     data = tmp_path / "data"
     pixels = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     for rel in ("denoising/image_House256rgb.png", "deblocking/LIVE1/house.png"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(data / rel)
-    r = run("denoising.py", *FAST, "--image", "House", "--data-dir", str(data), "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "House: the paper's denoising/image_House256rgb.png" in r.stdout + r.stderr
+    assert main(get_task("denoising"), [*FAST, "--image", "House", "--data-dir", str(data),
+                                        "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "House: the paper's denoising/image_House256rgb.png" in said.out + said.err
     assert [p.name for p in out.iterdir() if p.is_dir()] == ["image_House256rgb"]
 
 
@@ -200,8 +204,12 @@ def test_rgba_alpha_and_16_bit_survive_a_run(tmp_path, out):
     assert (out / "summary.md").read_text().count("| logo |") == 1
 
 
-def test_observed_inpainting_without_a_mask_names_both_ways_to_give_one(tmp_path, out):
+def test_observed_inpainting_without_a_mask_names_both_ways_to_give_one(tmp_path, out, capsys):
+    from tasks import get_task
+    from utils.cli import main
     Image.fromarray(np.full((64, 64), 128, np.uint8)).save(tmp_path / "x.png")
-    r = run("inpainting.py", *FAST, "--image", str(tmp_path / "x.png"), "--observed",
-            "--out", str(out))
-    check_rejected(r, out, "needs a mask: --mask FILE, or x_mask.png beside the image")
+    assert main(get_task("inpainting"), [*FAST, "--image", str(tmp_path / "x.png"),
+                                         "--observed", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a mask: --mask FILE, or x_mask.png beside the image" in err[0]
+    assert not out.exists() or not any(out.iterdir())

@@ -67,7 +67,7 @@ class Context:
         self.data_dir = dataset.resolve_data_dir(args.data_dir)
         if self.data_dir is not None and not self.data_dir.is_dir():   # named, so explicit
             named = "--data-dir" if args.data_dir else f"${dataset.DATA_ENV}"
-            if args.data_dir or not (getattr(args, "unpack", None) or args.no_run):
+            if args.data_dir or not (args.unpack or args.no_run):
                 raise ValueError(f"{named} {self.data_dir}: no such folder")
             self.data_dir = None    # tables from records: no image is read
         imgs = args.images or (["1"] if args.toy else None)

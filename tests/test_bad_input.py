@@ -1,9 +1,6 @@
 """Bad input: exit status 2, one line naming the file and the problem, no traceback, and no new
 file in the output folder.  Plus the user's own images keep their mode through a run."""
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -11,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import launcher
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--quick", "--quiet", "--channels", "8", "--iters", "2", "--log-every", "1"]
 
 
 def run(script, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+    return launcher.run([ROOT / script, *args], timeout=300)
 
 
 def snapshot(folder):

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage import data
 
+import launcher
 import utils.config as config
 import utils.device as device
 import utils.task
@@ -225,9 +226,8 @@ def run_script(*args, quiet=True):
     e = dict(os.environ, PYTHONPATH=str(ROOT))
     e.pop("DIP_DATA_DIR", None)
     flags = ["--quiet"] if quiet else []
-    return subprocess.run([sys.executable, str(ROOT / "denoising.py"), *flags,
-                           "--channels", "8", "--iters", "12", "--log-every", "2", *args],
-                          capture_output=True, text=True, cwd=ROOT, env=e, timeout=600)
+    return launcher.run([ROOT / "denoising.py", *flags, "--channels", "8", "--iters", "12",
+                         "--log-every", "2", *args], env=e)
 
 
 def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_path):

@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so that plain `pytest` finds the package too
 
+import launcher  # noqa: E402
 import dataset  # noqa: E402
 from dataset import fetch as fetch_mod  # noqa: E402
 
@@ -265,10 +265,9 @@ def test_unreachable_fails_with_one_line(tmp_path):
         port = s.getsockname()[1]
     dest = tmp_path / "dest"
     env = dict(os.environ, no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
-    proc = subprocess.run(
-        [sys.executable, "-m", "dataset.fetch", "denoising", "--dest", str(dest),
-         "--base-url", f"http://127.0.0.1:{port}", "--timeout", "5"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    proc = launcher.run(["-m", "dataset.fetch", "denoising", "--dest", dest,
+                         "--base-url", f"http://127.0.0.1:{port}", "--timeout", "5"],
+                        cwd=REPO, env=env, timeout=60)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+import launcher
 import utils.config
 import utils.task
 from tasks import get_task
@@ -127,9 +128,8 @@ def test_a_blur_kernel_wider_than_the_image_is_refused_quickly(tmp_path):
     """σ 50 on a 48×48 image (padded to 64²): a radius of 150 px, refused at once; run in a
     child process with a timeout, as a regression would build the kernel and hang."""
     img = png(tmp_path / "a.png", size=48)
-    r = subprocess.run([sys.executable, "deblurring.py", *FAST, "--image", str(img),
-                        "--blur-sigma", "50", "--out", str(tmp_path / "new" / "out")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = launcher.run(["deblurring.py", *FAST, "--image", img, "--blur-sigma", "50",
+                      "--out", tmp_path / "new" / "out"], timeout=60)
     line = one_line(r.stderr)
     assert r.returncode == 2, r.stderr
     assert line == (f"error: {img}: --blur-sigma 50 needs a kernel of radius 150 px, wider than "
@@ -162,8 +162,7 @@ def test_crop32_after_a_small_crop_says_so(tmp_path, capsys):
 def _cli(tmp_path, script, *args):
     """The script in a child process with a timeout: a FIFO that is opened blocks forever."""
     out = tmp_path / "new" / "out"
-    r = subprocess.run([sys.executable, script, *FAST, *map(str, args), "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = launcher.run([script, *FAST, *args, "--out", out], timeout=60)
     return r, out
 
 

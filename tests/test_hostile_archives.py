@@ -6,7 +6,6 @@ leaves the output tree byte for byte as it was."""
 import io
 import json
 import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import launcher  # noqa: E402
 import reproduce  # noqa: E402
 from dataset import fetch as fetch_mod  # noqa: E402
 from paper import pack as P  # noqa: E402
@@ -352,9 +352,8 @@ def test_reproduce_unpack_of_a_hostile_pack_exits_2_with_one_line(tmp_path, tree
                         good(**{P.MANIFEST: _json(dict(META, dropped="per-image PNGs"))}))
     before = snapshot(tree)
     env = dict(os.environ, DIP_DATA_DIR=str(tmp_path / "no-data"))
-    p = subprocess.run([PY, str(ROOT / "reproduce.py"), "--unpack", str(archive), "--out",
-                        str(tree)], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=300)
+    p = launcher.run([ROOT / "reproduce.py", "--unpack", archive, "--out", tree], env=env,
+                     timeout=300)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()
@@ -390,9 +389,8 @@ def test_fetch_takes_a_positive_timeout_and_goes_on_to_download(tmp_path, capsys
 
 
 def test_fetch_command_line_with_a_negative_timeout(tmp_path):
-    p = subprocess.run([PY, "-m", "dataset.fetch", "denoising", "--dest", str(tmp_path / "d"),
-                        "--timeout", "-1"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
+    p = launcher.run(["-m", "dataset.fetch", "denoising", "--dest", tmp_path / "d",
+                      "--timeout", "-1"], timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1] == ("python -m dataset.fetch: error: argument "
                                                  "--timeout: '-1': a positive finite number "

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+import launcher
 import utils.outputs
 from tasks import get_task, restore
 from utils.cli import main
@@ -356,9 +357,8 @@ def test_a_full_disk_removes_the_partial_outputs(tmp_path, capsys, monkeypatch):
 def test_dataset_fetch_dest_that_is_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = subprocess.run([sys.executable, "-m", "dataset.fetch", "denoising", "--dest",
-                        str(blocker / "sub")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    r = launcher.run(["-m", "dataset.fetch", "denoising", "--dest", blocker / "sub"],
+                     timeout=120)
     assert r.returncode == 2 and "file" in one_line(r.stderr)
 
 

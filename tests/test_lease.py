@@ -4,7 +4,6 @@ with a denoising table, and the report of every step."""
 import json
 import os
 import re
-import subprocess
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import launcher  # noqa: E402
 import dataset  # noqa: E402
 from paper import lease as L  # noqa: E402
 
@@ -24,9 +24,8 @@ NAME = re.compile(r"^[A-Za-z0-9._-]+$")   # what a lent machine brings back
 def rehearsal(tmp_path_factory):
     out = tmp_path_factory.mktemp("lease") / "OUT"
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    p = subprocess.run([sys.executable, "-m", "paper.lease", "--toy", "--device", "cpu",
-                        "--out", str(out), "--seconds", "240"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=900)
+    p = launcher.run(["-m", "paper.lease", "--toy", "--device", "cpu", "--out", out,
+                      "--seconds", "240"], env=env, timeout=900)
     return out, p
 
 

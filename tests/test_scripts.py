@@ -1,15 +1,15 @@
-"""The task scripts end to end, as a user runs them (subprocesses, tiny settings)."""
+"""The task scripts end to end, as a user runs them (a process each: tests/launcher.py; tiny
+settings)."""
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import launcher
 from conftest import is_png
 from models import NETS
 from skimage import data
@@ -24,8 +24,7 @@ DATA = os.environ.get("DIP_DATA_DIR")
 
 def run(script, *args, env=None):
     e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
-                          text=True, cwd=ROOT, env=e, timeout=600)
+    return launcher.run([ROOT / script, *args], env=e)
 
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage import data
 
+import launcher
 from tasks import prepare_problem, restore
 from utils.fit import FitResult
 from utils.tiles import (TileStore, check_seams, fit_tiled, hole_note, problem_key, ramp,
@@ -305,12 +306,10 @@ def test_restarts_and_an_automatic_lambda_survive_the_tiles(tmp_path):
     assert r.metrics["uncertainty_mean"] > 0 and r.metrics["psnr_spread"] > 0
     assert len(r.metrics["psnr_members"].split(" / ")) == 2
     Image.fromarray(img).save(tmp_path / "cam.png")
-    cli = subprocess.run([sys.executable, str(ROOT / "denoising.py"), "--quiet", "--image",
-                          str(tmp_path / "cam.png"), "--out", str(tmp_path / "out"),
-                          "--channels", "8", "--iters", "10", "--log-every", "5", "--tile", "64",
-                          "--tile-overlap", "0", "--restarts", "2"], capture_output=True,
-                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                         timeout=600)
+    cli = launcher.run([ROOT / "denoising.py", "--quiet", "--image", tmp_path / "cam.png",
+                        "--out", tmp_path / "out", "--channels", "8", "--iters", "10",
+                        "--log-every", "5", "--tile", "64", "--tile-overlap", "0",
+                        "--restarts", "2"])
     assert cli.returncode == 0, cli.stderr
     rec = json.loads((tmp_path / "out" / "cam" / "summary.json").read_text())
     assert "uncertainty.png" in rec["outputs"] and len(rec["members"]) == 2
@@ -440,12 +439,9 @@ def test_a_term_that_is_not_local_is_not_tiled_and_bad_tiles_are_refused():
 
 def test_the_command_line_writes_a_tiled_fit_with_a_log_per_tile(tmp_path):
     Image.fromarray(data.astronaut()[:150, :200]).save(tmp_path / "wide.png")
-    e = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, str(ROOT / "denoising.py"), "--quiet", "--image",
-                        str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"),
-                        "--channels", "8", "--iters", "10", "--log-every", "5", "--tile", "64",
-                        "--tile-overlap", "16"], capture_output=True, text=True, cwd=ROOT,
-                       env=e, timeout=600)
+    r = launcher.run([ROOT / "denoising.py", "--quiet", "--image", tmp_path / "wide.png",
+                      "--out", tmp_path / "out", "--channels", "8", "--iters", "10",
+                      "--log-every", "5", "--tile", "64", "--tile-overlap", "16"])
     assert r.returncode == 0, r.stderr
     assert "tile 1 of" not in r.stderr                           # --quiet: no tile lines
     folder = tmp_path / "out" / "wide"

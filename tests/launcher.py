@@ -36,6 +36,7 @@ LOAD_TIME = ("OMP_", "MKL_", "KMP_", "GOMP_", "DNNL_", "ONEDNN_", "ATEN_", "TORC
 PRELOAD = ("numpy", "torch", "PIL.Image", "tasks", "utils.cli", "skimage.io", "skimage.data",
            "matplotlib.pyplot")
 _server: list = [None]
+_SERVER_ENV: dict = {}
 
 
 def _exit_status(e: SystemExit) -> int:
@@ -122,9 +123,17 @@ def _base_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
+def _server_env() -> dict:
+    """The server's environment: this one with the project on PYTHONPATH, fixed at first use
+    (a test that changes a variable later does not change the server it forks from)."""
+    if not _SERVER_ENV:
+        _SERVER_ENV.update(_base_env())
+    return _SERVER_ENV
+
+
 def _start():
     p = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], cwd=ROOT,
-                         env=_base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                         env=_server_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     p.pending = b""     # what was read of the answers beyond the last whole line
     if _answer(p, 120) != "ready":
         p.kill()
@@ -152,7 +161,7 @@ def forks(env: dict) -> bool:
     would: no variable read at load time differs."""
     if os.environ.get("DIP_TEST_FRESH") == "1":
         return False
-    base = _base_env()
+    base = _server_env()
     return not any(k.startswith(LOAD_TIME) for k in set(env) | set(base)
                    if env.get(k) != base.get(k))
 

@@ -21,6 +21,12 @@ sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])
 """
 
 
+@pytest.fixture(autouse=True)
+def forking(monkeypatch):
+    """These tests are of the forked path: DIP_TEST_FRESH=1 (the whole suite fresh) is not theirs."""
+    monkeypatch.delenv("DIP_TEST_FRESH", raising=False)
+
+
 @pytest.mark.parametrize("arg", ["0", "3", "raise", "interrupt", "a message"])
 def test_a_forked_run_ends_as_a_fresh_interpreter_does(tmp_path, arg):
     script = tmp_path / "s.py"

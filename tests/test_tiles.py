@@ -465,7 +465,7 @@ def test_a_tiled_run_stopped_by_ctrl_c_resumes_from_its_finished_tiles(tmp_path)
 
     def command(out):
         return [sys.executable, str(ROOT / "denoising.py"), "--image", str(tmp_path / "cam.png"),
-                "--out", str(tmp_path / out), "--channels", "8", "--iters", "200",
+                "--out", str(tmp_path / out), "--channels", "8", "--iters", "100",
                 "--log-every", "50", "--tile", "64", "--tile-overlap", "0"]
     # SIGINT as a terminal's Ctrl-C sends it (a shell without job control has it ignored)
     run = subprocess.Popen(command("out"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -57,6 +57,7 @@ def _child(request: dict) -> None:
         os.environ.update(request["env"])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
+        os.close(null)
         for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
             f = os.open(path, os.O_WRONLY | os.O_TRUNC)
             os.dup2(f, fd)
@@ -98,10 +99,11 @@ def _child(request: dict) -> None:
 def serve() -> None:
     """The server's loop: one JSON request per line on stdin; answers the child's pid, then its
     exit status (negative: the signal that ended it, as ``subprocess`` says)."""
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)          # whatever else prints to stdout cannot garble the answers
     import importlib
     for name in PRELOAD:
         importlib.import_module(name)
-    answer = os.fdopen(os.dup(1), "w")
     answer.write("ready\n")
     answer.flush()
     for line in sys.stdin:

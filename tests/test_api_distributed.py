@@ -116,6 +116,12 @@ def test_under_torchrun_a_bad_input_is_said_by_rank_0_only(tmp_path, monkeypatch
         assert main(get_task("denoising"), ["--quiet", "--out", str(tmp_path / "o"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == (1 if rank == "0" else 0), err
+    with pytest.raises(SystemExit) as stop:     # argparse's own refusal, likewise
+        main(get_task("denoising"), ["--iters", "many"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == (1 if rank == "0" else 0), err
+    assert rank != "0" or "--iters" in err[0], err
     # RANK left behind without WORLD_SIZE, or not a number: a plain process, which speaks
     monkeypatch.delenv("WORLD_SIZE")
     from utils.cli import speaks_for_all

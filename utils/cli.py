@@ -364,10 +364,12 @@ def sigterm_as_interrupt():
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (its usage block is for --help)."""
+    """argparse with a one-line error (its usage block is for --help), said once under torchrun
+    (by rank 0; every rank exits 2)."""
 
     def error(self, message):
-        self.exit(2, f"error: {cell(message)} (see python {self.prog} --help)\n")
+        self.exit(2, f"error: {cell(message)} (see python {self.prog} --help)\n"
+                  if speaks_for_all() else None)
 
 
 def plan(task: Task, args, cfg) -> tuple[list, list, Path, list, str | None, dict]:

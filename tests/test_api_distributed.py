@@ -129,3 +129,21 @@ def test_under_torchrun_a_bad_input_is_said_by_rank_0_only(tmp_path, monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "x")
     assert speaks_for_all()
+
+
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_each_torchrun_rank_takes_its_own_gpu_before_nccl(monkeypatch, on_gpu):
+    """NCCL's object collectives run on the current CUDA device, so a GPU rank sets its own
+    (LOCAL_RANK) first, else every rank gathers on cuda:0; CPU fits (--device cpu on a GPU node
+    too) take gloo and leave the device alone."""
+    import torch.distributed as dist
+    from utils.cli import _distributed
+    said = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: said.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: said.append(f"cuda:{d}"))
+    assert _distributed(on_gpu) == (3, 4)
+    assert said == (["cuda:3", "nccl"] if on_gpu else ["gloo"])

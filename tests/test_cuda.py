@@ -49,13 +49,14 @@ def test_decoder_forward_matches_the_cpu_in_strict_fp32():
 def test_gaussian_upsampling_matches_the_cpu():
     up = GaussianUpsample(4, 0.5)
     x = torch.rand(1, 4, 16, 16)
+    cpu = up(x)     # before .cuda(), which moves the module itself
     old = torch.backends.cudnn.allow_tf32   # strict fp32: TF32 rounds at 1e-3 relative
     torch.backends.cudnn.allow_tf32 = False
     try:
         gpu = up.cuda()(x.cuda()).cpu()
     finally:
         torch.backends.cudnn.allow_tf32 = old
-    torch.testing.assert_close(gpu, up(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])

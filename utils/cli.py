@@ -265,15 +265,17 @@ def forget_tiles(out_root, name: str) -> None:
     shutil.rmtree(tiles_folder(out_root, name), ignore_errors=True)
 
 
-def _distributed():
-    """(rank, world size) under torchrun (torch.distributed initialised: NCCL on GPUs, gloo on
-    CPU), or (0, 1) for a plain run."""
+def _distributed(on_gpu: bool):
+    """(rank, world size) under torchrun (torch.distributed initialised: NCCL where the fits run
+    on GPUs, each rank on its own, gloo on CPU), or (0, 1) for a plain run."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if on_gpu:   # NCCL's object collectives use the current device: else all on cuda:0
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if on_gpu else "gloo")
     return dist.get_rank(), world
 
 
@@ -445,8 +447,9 @@ def _run(task: Task, args, argv) -> int:
         print(f"error: {e}", file=sys.stderr)
     for note in (n for img in images for n in img.notes):
         print(f"warning: {note}", file=sys.stderr)
-    rank, world = _distributed()
-    if world > 1 and torch.cuda.is_available():
+    on_gpu = resolve_device(cfg["device"]).type == "cuda"    # --device cpu stays on the CPU
+    rank, world = _distributed(on_gpu)
+    if world > 1 and on_gpu:
         cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     for line in (notice, data_notice, clean_notice(task, cfg, own)):
         if line and rank == 0:

@@ -390,7 +390,7 @@ class Fit:
                 self.warnings.append(f"{who} at iteration {self.last_i}")
             self.sync(self.last_i, final=True)
             if self.dev.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(self.dev)
         seconds = time.perf_counter() - t0
         if self.pbar is not None:
             self.pbar.close()

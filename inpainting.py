@@ -66,9 +66,9 @@ def mask_file(img, cfg):
         sibling = Path(img.path).with_name(f"{Path(img.path).stem}_mask.png")
         path = sibling if sibling.exists() else None
     if path is None and cfg["observed"]:
-        stem = Path(img.path).stem if img.path is not None else img.name
+        beside = f", or {Path(img.path).stem}_mask.png beside the image" if img.path else ""
         raise ImageError(img.path or img.name, "--observed inpainting needs a mask: --mask "
-                         f"FILE, or {stem}_mask.png beside the image")
+                         f"FILE{beside}")
     return path
 
 

@@ -16,6 +16,7 @@ Measuring and Controlling the Spectral Bias of the Deep Image Prior", IJCV 2022.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 import warnings
@@ -26,8 +27,8 @@ import numpy as np
 
 from utils.config import check_config, choices, flag, options, resolve_config
 from utils.estimate import fitted_pixels, printer
-from utils.imageio import to_array
-from utils.inmemory import from_memory, to_memory
+from utils.imageio import ImageError, to_array
+from utils.inmemory import MaskInMemory, from_memory, to_memory
 from utils.task import Task, fit_problem, oracle_free_metrics, score
 from utils.tiles import TileStore, store_for, tiled
 
@@ -89,10 +90,10 @@ def in_python(text: str, spec: Task) -> str:
             return m.group(0)
         if not value or name not in opts:     # a bare option, or --full / --quick
             return name + (f" {value}" if value else "")
-        if value == "N" or re.fullmatch(r"-?[0-9.]+", value):
+        if value in ("N", "FILE") or re.fullmatch(r"-?[0-9.]+", value):
             return f"{name}={value}"
         if value in known.get(name, ()) or (name == "device"
-                                            and re.fullmatch(r"cpu|cuda(:[0-9]+)?", value)):
+                                            and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value)):
             return f'{name}="{value}"'
         return f"{name} {value}"
     value = r"[A-Za-z0-9](?:[A-Za-z0-9._:]*[A-Za-z0-9])?"
@@ -105,25 +106,30 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
     the options checked as the command line's (a ValueError or TypeError names the problem).
     benchmarks/robustness.py scores the classic baselines on the very same degraded image."""
     spec = task if isinstance(task, Task) else get_task(task)
-    unknown = set(hyperparameters) - set(options(spec))
+    unknown = sorted(set(hyperparameters) - set(options(spec)))
     if unknown:
-        raise ValueError(f"unknown hyperparameter(s) for {spec.name}: {sorted(unknown)}")
+        near = [m for u in unknown for m in difflib.get_close_matches(u, options(spec), 1)]
+        raise ValueError(f"unknown hyperparameter(s) for {spec.name}: {unknown}"
+                         + (f" (did you mean {', '.join(near)}?)" if near else ""))
     given = dict(hyperparameters, observed=observed, quiet=quiet)
     if mask is not None:
         if "mask" not in spec.config:
             raise ValueError(f"{spec.name} takes no mask")
-        if not isinstance(mask, (str, Path)):
-            raise TypeError(f"mask= takes the path of a mask image (white = known pixel), got "
-                            f"{type(mask).__name__}")
-        given["mask"] = str(mask)
-    cfg, notice = resolve_config(spec, given, preset, whole=True)
-    err = check_config(spec, cfg)
+        given["mask"] = str(mask) if isinstance(mask, (str, Path)) else MaskInMemory(mask)
+    try:
+        cfg, notice = resolve_config(spec, given, preset, whole=True)
+        err = check_config(spec, cfg)
+    except ValueError as e:     # e.g. device="cuda" without a GPU
+        err = str(e)
     if err:
-        raise ValueError(in_python(err, spec))
+        raise ValueError(in_python(err, spec)) from None
     if notice and not quiet:
         print(in_python(notice, spec))
     img, like = from_memory(image)
-    return spec.problem(img, cfg), cfg, like, img
+    try:
+        return spec.problem(img, cfg), cfg, like, img
+    except ImageError as e:     # the task's own check of its inputs, in restore()'s words
+        raise ImageError(e.path, in_python(e.problem, spec)) from None
 
 
 def restore(image, task="denoising", observed: bool = True, mask=None, preset: str = "auto",
@@ -144,7 +150,9 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     it finishes; the same call made again after an interrupt (Ctrl-C, a closed session) fits
     only the tiles left; the folder is removed once the image is restored (one call at a time
     per folder; one holding other files is refused).
-    quiet=False: the notices, the estimate line and the progress bar.
+    quiet=False: the notices, the estimate line and the progress bar.  mask (inpainting): a
+    path, or a mask in memory (a bool array, True = known pixel; an array, tensor or PIL image,
+    white = known), checked as a mask file is.
     Keyword arguments are the task's config entries (``iters``, ``ln_lambda``, ``lr``, ...),
     checked like the command line's options; ``full=True`` is the older spelling of
     ``preset="full"``.

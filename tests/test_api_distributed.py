@@ -69,6 +69,39 @@ def test_restore_returns_the_observation_it_fitted(face):
     np.testing.assert_allclose(r.observed, face[16:48, 16:48] / 255, atol=1e-6)
 
 
+def test_restore_takes_a_mask_in_memory_as_it_takes_its_file(face, tmp_path):
+    """mask= takes a bool array (True = known), an 8-bit array, a tensor or a PIL image, and
+    fits what the same mask saved as a PNG fits; it is checked as a file is."""
+    known = np.ones((64, 64), bool)
+    known[20:40, 24:44] = False
+    Image.fromarray(known.astype(np.uint8) * 255).save(tmp_path / "known.png")
+    base = restore(face, task="inpainting", mask=tmp_path / "known.png", **TINY)
+    for m in (known, known.astype(np.uint8) * 255, torch.from_numpy(known),
+              Image.fromarray(known.astype(np.uint8) * 255)):
+        r = restore(face, task="inpainting", mask=m, **TINY)
+        np.testing.assert_array_equal(r.observed, base.observed)
+        np.testing.assert_array_equal(r.array, base.array)
+    assert r.config["mask"] == "mask= (Image)"
+    with pytest.raises(ValueError, match=r"^mask= \(ndarray\): mask is 32x32 but the image "):
+        restore(face, task="inpainting", mask=known[:32, :32], **TINY)
+    with pytest.raises(ValueError, match=r"mask= \(ndarray\): the mask marks no pixel"):
+        restore(face, task="inpainting", mask=~np.ones_like(known), **TINY)
+
+
+def test_restore_words_its_errors_as_keywords(face):
+    """restore()'s refusals name keywords, not the command line's flags: an observed image
+    without a mask, an unknown keyword (with the nearest one), a GPU that is not there."""
+    with pytest.raises(ValueError, match=r"^array image: observed inpainting needs a mask: "
+                                         r"mask=FILE$"):
+        restore(face, task="inpainting", **TINY)
+    with pytest.raises(ValueError, match=r"\['sead'\] \(did you mean seed\?\)$"):
+        restore(face, task="denoising", sead=1, **TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r'^device="cuda": no CUDA GPU is available here '
+                                             r'\(use device="auto" or device="cpu"\)$'):
+            restore(face, task="denoising", device="cuda", **TINY)
+
+
 def _run(args, env):
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 

@@ -32,8 +32,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device "
-                             "auto or cpu)")
+            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device auto "
+                             "or --device cpu)")
         if dev.index is not None and dev.index >= n:
             raise ValueError(f"--device {device}: this machine has {n} CUDA device(s), "
                              f"cuda:0..cuda:{n - 1}")

@@ -317,8 +317,9 @@ def from_pixels(pixels: np.ndarray, maxval: float, mode: str, name: str, path=No
 def load_mask(path, shape_hw, threshold: float = 0.0) -> np.ndarray:
     """Boolean (H, W) mask, True where the pixel is known (the brighter of two values; with
     ``threshold`` > 0, any mask, known where its mean gray in [0, 1] is at least that). Gray or
-    RGB (equal channels) masks at any bit depth; alpha is ignored."""
-    a = load_image(path, min_size=1).array
+    RGB (equal channels) masks at any bit depth; alpha is ignored.  ``path`` may carry its pixels
+    (``utils.inmemory.MaskInMemory``, a mask given to ``restore()`` as an array)."""
+    a = path.image.array if hasattr(path, "image") else load_image(path, min_size=1).array
     h, w = int(shape_hw[0]), int(shape_hw[1])
     if a.shape[:2] != (h, w):
         raise ImageError(path, f"mask is {a.shape[1]}x{a.shape[0]} but the image is {w}x{h}")

@@ -10,9 +10,10 @@ rules follow the file loader's (utils/imageio.py), and everything else is refuse
   [-0.5, 1.5]: an unclipped noisy observation) are clipped, with a warning; anything else (a
   float array in 0–255) is refused: divide it by 255 first.
 * a numpy masked array with any value masked: ``ValueError`` (its hidden values would be
-  used as pixels): pass ``np.ma.getdata(a)`` for every pixel, or for inpainting the mask's
-  image path with ``mask=``; one with nothing masked is its plain array.
-* bool (a mask, not an image), complex and object arrays: ``TypeError``.  NaN/Inf, an empty
+  used as pixels): pass ``np.ma.getdata(a)`` for every pixel, or for inpainting that with
+  ``mask=~np.ma.getmaskarray(a)``; one with nothing masked is its plain array.
+* bool (a mask, not an image: ``mask=`` takes it, True = known), complex and object arrays:
+  ``TypeError``.  NaN/Inf, an empty
   image, more than one image (a 4-D array, a tensor batch of N > 1), channels other than 1..4
   and sides under ``MIN_SIZE`` (16, as on the command line): ``ValueError``.
 * numpy: (H, W) or (H, W, C); torch: (H, W), (C, H, W) or (1, C, H, W).  C = 2 or 4: the last
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.imageio import (LoadedImage, attach_alpha, from_pixels, load_image, pil_pixels,
-                           quantise)
+from utils.imageio import (ImageError, LoadedImage, attach_alpha, from_pixels, load_image,
+                           pil_pixels, quantise)
 
 
 @dataclass
@@ -131,8 +132,8 @@ def from_memory(image) -> tuple[LoadedImage, Like]:
             raise ValueError(
                 f"array image: a masked array with {hidden} of {image.size} values masked; "
                 "restore() would use the hidden values under the mask: pass np.ma.getdata(a) "
-                "to restore from every pixel, or for inpainting save the mask as an image "
-                "(white = known pixel) and pass its path with mask=")
+                "to restore from every pixel, or for inpainting that with "
+                "mask=~np.ma.getmaskarray(a) (True = known pixel)")
         image = np.ma.getdata(image)    # nothing hidden: the pixels are all there is
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         a = np.asarray(image)
@@ -143,6 +144,30 @@ def from_memory(image) -> tuple[LoadedImage, Like]:
                          Like("numpy", dtype=a.dtype, layout="HW" if a.ndim == 2 else "HWC"))
     raise TypeError(f"an image is a path, PIL image, numpy array or torch tensor, got "
                     f"{type(image).__name__}")
+
+
+class MaskInMemory(str):
+    """An inpainting mask given to ``restore(mask=...)`` as an array, PIL image or tensor (white,
+    or True, = known pixel): the name that messages and records give it (``mask=`` with its
+    type), carrying its pixels (``image``) for ``utils.imageio.load_mask``, which checks it as
+    it checks a mask file (its size, two values or ``mask_threshold``)."""
+    image: LoadedImage
+
+    def __new__(cls, mask):
+        what = f"mask= ({type(mask).__name__})"
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            mask = mask.cpu().numpy()
+        if isinstance(mask, np.ndarray) and mask.dtype == bool:   # True = known
+            mask = mask.astype(np.uint8) * 255
+        try:
+            image, _ = from_memory(mask)
+        except ImageError as e:
+            raise ImageError(what, e.problem) from None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{what}: {e}") from None
+        self = super().__new__(cls, what)
+        self.image = image
+        return self
 
 
 def to_memory(array: np.ndarray, like: Like):

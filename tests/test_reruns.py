@@ -20,6 +20,7 @@ from skimage import data
 
 from tasks import get_task
 from utils.cli import main
+from utils.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--quick", "--quiet", "--channels", "8", "--iters", "4", "--log-every", "2"]
@@ -94,6 +95,22 @@ def test_a_missing_output_is_fitted_again(face, tmp_path):
     assert status == 0 and "already finished" not in text
     assert (out / "face" / "output.png").is_file()
     assert "already finished" in run("denoising", "--image", str(face), "--out", str(out))[1]
+
+
+def test_the_device_auto_chose_is_the_device_asked(face, tmp_path):
+    """A rerun naming the device that ``auto`` chose asks the same question (skipped); another
+    kind of device asks another (a cuda:N is a cuda)."""
+    from utils.config import asked
+    assert asked({"device": "auto", "iters": 4}, "cpu") == asked({"device": "cpu", "iters": 4},
+                                                                 "cpu")
+    assert asked({"device": "cuda:1"}, "cuda:1") == asked({"device": "auto"}, "cuda") \
+        == {"device": "cuda"} != asked({"device": "auto"}, "cpu")
+    out, chosen = tmp_path / "out", str(resolve_device("auto"))
+    assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0
+    status, text, _ = run("denoising", "--image", str(face), "--out", str(out), "--device", chosen)
+    assert status == 0 and "already finished" in text
+    assert asked(json.loads((out / "face" / "summary.json").read_text())["hyperparameters"],
+                 chosen)["device"] == chosen
 
 
 def test_a_refit_leaves_no_file_of_the_earlier_run(face, tmp_path):

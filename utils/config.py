@@ -317,6 +317,18 @@ def recorded(cfg: dict) -> dict:
 
 
 def recorded_as_read(cfg: dict) -> dict:
-    """``recorded(cfg)`` as a summary.json read back holds it (JSON types): what a finished
-    record's ``hyperparameters`` are compared with."""
+    """``recorded(cfg)`` as a summary.json read back holds it (JSON types)."""
     return json.loads(json.dumps(recorded(cfg), default=str))
+
+
+def asked(hyperparameters: dict, used) -> dict:
+    """Hyperparameters as the question they ask, with ``device`` as the kind of device the fit
+    ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``): a rerun with
+    ``--device cpu`` of a fit that ``auto`` put on the CPU asks what it asked."""
+    d = hyperparameters.get("device")
+    return {**hyperparameters, "device": str(used if d == "auto" else d).split(":")[0]}
+
+
+def question_of(cfg: dict) -> dict:
+    """What a finished record's (or a kept tile's) hyperparameters are compared with."""
+    return asked(recorded_as_read(cfg), resolve_device(cfg.get("device", "auto")))

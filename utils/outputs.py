@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_write_text
-from utils.config import recorded, recorded_as_read
+from utils.config import asked, question_of, recorded
 from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
@@ -230,7 +230,8 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     outputs = rec.get("outputs")
     if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):
         return None
-    same = recorded_as_read(cfg) == rec.get("hyperparameters")
+    h = rec.get("hyperparameters")
+    same = isinstance(h, dict) and question_of(cfg) == asked(h, rec.get("device"))
     return row_of(rec) if same else None
 
 

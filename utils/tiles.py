@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import atomic_write
-from utils.config import recorded_as_read
+from utils.config import question_of
 from utils.device import resolve_device
 from utils.estimate import duration
 from utils.fit import FitResult
@@ -263,7 +263,7 @@ def store_for(folder, problem, cfg: dict, pixels: str, reads=()) -> TileStore:
     question it answers (hyperparameters, ``pixels``: the source's pixel digest, ``reads``: the
     other files read, the device kind, torch, the observation): the same call made again after
     an interrupt fits only the tiles left."""
-    question = dict(hyperparameters=recorded_as_read(cfg), pixels=pixels, reads=list(reads),
+    question = dict(hyperparameters=question_of(cfg), pixels=pixels, reads=list(reads),
                     device=resolve_device(cfg["device"]).type, torch=torch.__version__,
                     format=TileStore.FORMAT)
     return TileStore(folder, problem_key(problem, question))

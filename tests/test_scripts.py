@@ -160,6 +160,13 @@ def test_the_image_line_says_how_the_fit_ended():
         "psnr_in 20.12, psnr 28.50, ssim 0.8000, ran to the end, 600 iterations, seconds 12.3")
     assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 137,
                        "seconds": 3.0}) == "interrupted after 137 iterations, seconds 3.0"
+    # tiled: the tile the interruption came in (iterations: the longest tile's)
+    assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 600,
+                       "tile_stops": "320 / interrupted at 40 / not fitted / not fitted"}) == (
+        "interrupted in tile 2 of 4 at iteration 40")
+    assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 600,
+                       "tile_stops": "320 / - / not fitted"}) == (
+        "interrupted in tile 3 of 3, before it")
     # super-resolution: the bicubic baseline beside the net's Y-PSNR; restarts: one stop each
     assert image_line({"y_psnr_bicubic": 24.2, "psnr": 25.0, "y_psnr": 25.3,
                        "stop_iteration": "410 / -", "iterations": 900, "seconds": 5.0}) == (

@@ -55,9 +55,14 @@ def image_line(summary: dict) -> str:
     seconds."""
     def part(k):
         if k == "stop_iteration" and summary[k] is None:
-            how = "interrupted after" if summary.get("status") == "interrupted" else \
-                "ran to the end,"
-            return f"{how} {summary.get('iterations')} iterations"
+            if summary.get("status") != "interrupted":
+                return f"ran to the end, {summary.get('iterations')} iterations"
+            stops = str(summary.get("tile_stops", "")).split(" / ")   # tiled: which tile
+            for j, s in enumerate(stops):
+                if s.startswith("interrupted") or s == "not fitted":
+                    at = f" at iteration {s.split()[-1]}" if s != "not fitted" else ", before it"
+                    return f"interrupted in tile {j + 1} of {len(stops)}{at}"
+            return f"interrupted after {summary.get('iterations')} iterations"
         return f"{k} {fmt(summary[k], k)}"
     return ", ".join(part(k) for k in SHOWN if k in summary)
 

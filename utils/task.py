@@ -365,10 +365,10 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
         out["lambda_chosen"] = res.selection["lambda"]
     tiles = res.selection.get("tiles")
     if tiles:     # each tile's own stop (None: it ran to the end) and, with auto, its own λ
-        out["tiles"] = len(tiles)
+        out["tiles"] = res.selection.get("tile_count", len(tiles))
         # the overlap fitted with: --tile-overlap, or what a blur or SR's downsampling widened it to
         out["tile_overlap"] = res.selection["tile_overlap"]
-        out["tile_stops"] = " / ".join(str(i["stop_iteration"] or "-") for i in tiles)
+        out["tile_stops"] = tile_stops(tiles, out["tiles"])
         if any("lambda" in i for i in tiles):
             out["lambda_chosen"] = " / ".join(i.get("lambda", "-") for i in tiles)
     members = _members(res, problem.region)
@@ -380,6 +380,16 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
             out["psnr_members"] = " / ".join(f"{v:.2f}" for v in each)
             out["psnr_spread"] = max(each) - min(each)
     return out
+
+
+def tile_stops(tiles: list, count: int) -> str:
+    """``tile_stops`` of a tiled fit's ``count`` tiles (``selection['tiles']``), in order: the
+    iteration its stop rule ended a tile at, ``-`` where it ran to the end, ``interrupted at N``,
+    or ``not fitted`` (an interruption came first)."""
+    found = {i.get("tile", k): i for k, i in enumerate(tiles)}
+    return " / ".join("not fitted" if i is None else f"interrupted at {i['iterations']}"
+                      if i.get("interrupted") else str(i["stop_iteration"] or "-")
+                      for i in map(found.get, range(count)))
 
 
 def _members(res, region) -> torch.Tensor:

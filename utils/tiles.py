@@ -433,9 +433,9 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
     results, placed, config = [], [], None   # placed: the index of each result's tile
     kept = [None if store is None else store.load(k, b) for k, b in enumerate(boxes)]
     n_kept = sum(r is not None for r in kept)
+    were = f"{n_kept} of the {len(boxes)} tiles {'was' if n_kept == 1 else 'were'} fitted by"
     if n_kept and say is not None:
-        say(f"{n_kept} of the {len(boxes)} tiles were fitted by an earlier run asking the same "
-            f"question: kept ({store.folder.name})")
+        say(f"{were} an earlier run asking the same question: kept ({store.folder.name})")
     # the estimate line: the first tile fitted stands for every tile left
     left = len(boxes) - n_kept
     rate = None if on_rate is None else (
@@ -476,15 +476,14 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         stops = [r.stop_iteration[m] for r in results]
         done = len(results) == len(boxes) and all(s is not None for s in stops)
         return max(stops) if done else None
-    info = [dict(box=list(boxes[k]), stop_iteration=r.stop_iteration[0], iterations=r.iterations,
-                 restores=int(sum(r.restores)), seconds=round(r.seconds, 2),
-                 kept=kept[k] is not None, **r.selection)
+    info = [dict(tile=k, box=list(boxes[k]), stop_iteration=r.stop_iteration[0],
+                 iterations=r.iterations, restores=int(sum(r.restores)), seconds=round(r.seconds,
+                 2), kept=kept[k] is not None, interrupted=r.interrupted, **r.selection)
             for k, r in zip(placed, results)]
     seconds = sum(r.seconds for r in results)
     warnings = [f"tile {k + 1}: {w}" for k, r in zip(placed, results) for w in r.warnings]
     if n_kept:
-        warnings.append(f"{n_kept} of the {len(boxes)} tiles were fitted by an earlier run "
-                        "(kept; their seconds are that run's)")
+        warnings.append(f"{were} an earlier run (kept; their seconds are that run's)")
     combined = FitResult(
         output=out["output"], last_output=out["last_output"], ema_output=out["ema_output"],
         stop_iteration=[stopped_by(m) for m in range(members)], best_iteration=[None] * members,
@@ -496,5 +495,5 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         device=next((r.device for k, r in zip(placed, results) if kept[k] is None),
                     results[0].device), interrupted=stopped,
         warnings=warnings, restores=[sum(r.restores[m] for r in results) for m in range(members)],
-        selection={"tiles": info, "tile_overlap": overlap})
+        selection={"tiles": info, "tile_overlap": overlap, "tile_count": len(boxes)})
     return combined, config

@@ -199,6 +199,14 @@ def test_rgba_alpha_and_16_bit_survive_a_run(tmp_path, out):
     with Image.open(out / "deep" / "output.png") as im:
         assert im.mode.startswith("I") and np.array(im).max() > 255
     assert (out / "summary.md").read_text().count("| logo |") == 1
+    # inpainting's mask.png is a plain mask: neither the image's alpha nor its 16 bits
+    r = run("inpainting.py", *FAST, "--image", str(tmp_path / "*.png"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    for name in ("logo", "deep"):
+        with Image.open(out / name / "mask.png") as im:
+            assert im.mode == "L" and set(np.unique(np.array(im))) == {0, 255}, name
+    with Image.open(out / "logo" / "masked.png") as im:
+        assert im.mode == "RGBA"
 
 
 def test_observed_inpainting_without_a_mask_names_both_ways_to_give_one(tmp_path, out, capsys):

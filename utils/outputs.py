@@ -73,15 +73,15 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     every other file it read (``reads``: names and sha256), and the files it wrote."""
     like, protect = problem.like, [img.path] if img.path else []
 
-    def save(name, arr):
+    def save(name, arr, like=like):
         return save_image(folder / f"{name}.png", arr, like=like, protect=protect)
 
     crop = lambda t: to_array(t[..., :problem.region[0], :problem.region[1]])  # noqa: E731
     final = crop(res.final())          # one fit, the average of restarts, or the chosen λ
     ema = crop(res.final("ema_output"))
     shown = problem.present or (lambda a: a)   # what the user gets (Problem.present)
-    for name, arr in problem.inputs.items():
-        save(name, arr)
+    for name, arr in problem.inputs.items():     # a mask is no picture: no alpha, 8 bits
+        save(name, arr, like if name != "mask" else None)
     save("output", shown_final := shown(final))
     save("output_ema", shown(ema))
     extra = problem.finish(final, folder, save) if problem.finish else {}

@@ -451,6 +451,11 @@ def test_a_sibling_mask_is_not_fitted_as_an_image(tmp_path, capsys):
     out = tmp_path / "out"
     status, cap = run("inpainting", "--image", src, "--out", out, capsys=capsys)
     assert status == 0 and sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a"]
+    assert "note: a: reads a_mask.png too (found beside it)" in cap.out     # said, once
+    assert cap.out.count("a_mask.png") == 1
+    status, cap = run("inpainting", "--image", src / "a.png", "--mask", src / "a_mask.png",
+                      "--out", tmp_path / "out2", capsys=capsys)
+    assert status == 0 and "a_mask.png" not in cap.out      # named: nothing to say
 
 
 def test_a_glob_reaching_one_file_twice_fits_it_once(tmp_path, capsys):

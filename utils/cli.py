@@ -221,12 +221,16 @@ def preflight(task: Task, images, cfg) -> tuple[list, list, list]:
     """The task's other inputs of each image (a mask), checked before any work:
     (usable images, ImageErrors, for each usable image every path its run reads)."""
     good, bad, reads = [], [], []
+    named = {str(Path(v)) for v in cfg.values() if isinstance(v, (str, Path))}    # options
     for img in images:
         try:
             extra = list(task.reads(img, cfg)) if task.reads else []
         except ImageError as e:
             bad.append(e)
             continue
+        found = [Path(p).name for p in extra if str(p) not in named]    # beside the image
+        if found and speaks_for_all():
+            print(f"note: {img.name}: reads {', '.join(found)} too (found beside it)")
         good.append(img)
         reads.append([Path(p) for p in [img.path, *extra] if p is not None])
     # a file another image reads (its NAME_mask.png in the same folder) is not an image to fit

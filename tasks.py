@@ -79,7 +79,7 @@ def in_python(text: str, spec: Task) -> str:
     """A message of the command line's, with its options spelled as ``restore()`` takes them:
     ``--iters`` → ``iters``, ``--crop N`` → ``crop=N``, ``--device cuda`` → ``device="cuda"``,
     ``--lambda`` → ``ln_lambda``, ``--full`` → ``preset="full"``.  A value is taken with its
-    flag where it is ``N``, a number or one of the option's choices."""
+    flag where it is ``N``, ``FILE``, a number, ``auto`` or one of the option's choices."""
     opts, known = options(spec), choices()
     names = {flag(n): n for n in opts}
     names.update({"--full": 'preset="full"', "--quick": 'preset="quick"'})
@@ -92,8 +92,8 @@ def in_python(text: str, spec: Task) -> str:
             return name + (f" {value}" if value else "")
         if value in ("N", "FILE") or re.fullmatch(r"-?[0-9.]+", value):
             return f"{name}={value}"
-        if value in known.get(name, ()) or (name == "device"
-                                            and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value)):
+        if value in known.get(name, ()) or value == "auto" or (
+                name == "device" and re.fullmatch(r"cpu|cuda(:[0-9]+)?", value)):
             return f'{name}="{value}"'
         return f"{name} {value}"
     value = r"[A-Za-z0-9](?:[A-Za-z0-9._:]*[A-Za-z0-9])?"
@@ -167,7 +167,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     spec = task if isinstance(task, Task) else get_task(task)
     problem, cfg, like, img = prepare_problem(image, spec, observed, mask, preset, quiet,
                                               **hyperparameters)
-    for note in img.notes + problem.notes:
+    mask_notes = cfg["mask"].image.notes if isinstance(cfg.get("mask"), MaskInMemory) else []
+    for note in img.notes + mask_notes + problem.notes:
         warnings.warn(in_python(note, spec), stacklevel=2)
     on_rate = None if quiet else printer(cfg["stop"] != "none", fitted_pixels(img.array.shape,
                                                                            cfg),

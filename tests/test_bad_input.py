@@ -172,7 +172,12 @@ def test_unwritable_output(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     r = run("denoising.py", *FAST, "--image", str(img), "--out", str(blocker / "sub"))
-    assert r.returncode == 2 and "file.txt" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"error: {blocker / 'sub'}: output directory cannot be "
+                                f"created: {blocker} is a file")
+    r = run("denoising.py", *FAST, "--image", str(img), "--out", str(blocker))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: {blocker}: output directory cannot be created: it is a file")
 
 
 def test_out_that_would_overwrite_the_input(tmp_path):

@@ -325,9 +325,14 @@ def test_restore_refuses_what_it_cannot_scale(image, error, needle):
 
 def test_restore_clips_slightly_out_of_range_floats_with_a_warning():
     noisy = BASE + np.random.default_rng(0).normal(0, 0.2, BASE.shape).astype(np.float32)
-    with pytest.warns(UserWarning, match="clipped"):
+    with pytest.warns(UserWarning, match="clipped") as said:
         r = restore(noisy, "denoising", **QUICK)
     assert r.image.dtype == np.float32 and 0 <= r.image.min() and r.image.max() <= 1
+    assert [w.filename for w in said] == [__file__]     # at the caller's line, once
+    known = np.ones(BASE.shape[:2], np.float32)
+    known[4:12, 4:12] = -0.1          # a mask in memory: its clip is said, named as the mask
+    with pytest.warns(UserWarning, match=r"^mask= \(ndarray\): array image: float pixels"):
+        restore((BASE * 255).astype(np.uint8), "inpainting", mask=known, **QUICK)
 
 
 # ---------------------------------------------------------------- 8. no traceback, ever

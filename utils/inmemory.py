@@ -25,7 +25,6 @@ rules follow the file loader's (utils/imageio.py), and everything else is refuse
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +47,13 @@ class Like:
     alpha: np.ndarray | None = None
 
 
-def _white(a: np.ndarray, what: str) -> float:
-    """The value meaning white for an array's dtype and values (the rules above)."""
+def _white(a: np.ndarray, what: str, notes: list) -> float:
+    """The value meaning white for an array's dtype and values (the rules above); a clip of
+    floats a little outside [0, 1] is said in ``notes`` (``restore`` warns them at its caller's
+    line)."""
     if a.dtype == np.bool_:
-        raise TypeError(f"{what}: a boolean array is a mask, not an image")
+        raise TypeError(f"{what}: a boolean array is a mask, not an image (inpainting takes "
+                        "it as mask=, True = known)")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise TypeError(f"{what}: pixels of type {a.dtype} are not supported (integers or "
                         "floats)")
@@ -65,8 +67,7 @@ def _white(a: np.ndarray, what: str) -> float:
             raise ValueError(f"{what}: float pixels must be in [0, 1], found {lo:.4g}..{hi:.4g} "
                              "(divide 8-bit data by 255, 16-bit data by 65535)")
         if lo < 0 or hi > 1:
-            warnings.warn(f"{what}: float pixels in {lo:.4g}..{hi:.4g} are clipped to [0, 1]",
-                          stacklevel=4)
+            notes.append(f"{what}: float pixels in {lo:.4g}..{hi:.4g} are clipped to [0, 1]")
         return 1.0
     if a.dtype in (np.uint8, np.uint16):
         return 255.0 if a.dtype == np.uint8 else 65535.0
@@ -87,9 +88,11 @@ def _from_hwc(a: np.ndarray, what: str, like: Like) -> tuple[LoadedImage, Like]:
     if a.ndim != 3 or not 1 <= a.shape[2] <= 4:
         raise ValueError(f"{what}: an image has 1 to 4 channels (H, W, C), got shape "
                          f"{a.shape}")
-    like.scale = _white(a, what)
+    notes = []
+    like.scale = _white(a, what, notes)
     pixels = np.clip(a.astype(np.float32), 0, 1) if like.scale == 1.0 else a
     img = from_pixels(pixels, like.scale, "", what)     # mode "": from the channels
+    img.notes += notes
     like.alpha = img.alpha
     return img, like
 
@@ -97,11 +100,10 @@ def _from_hwc(a: np.ndarray, what: str, like: Like) -> tuple[LoadedImage, Like]:
 def _from_pil(image: Image.Image) -> tuple[LoadedImage, Like]:
     what = "PIL image"
     pixels, white = pil_pixels(what, image)
-    if getattr(image, "n_frames", 1) > 1:
-        warnings.warn(f"{what}: {image.n_frames} frames: the first frame only is used",
-                      stacklevel=3)
     pixels = pixels if pixels.ndim == 3 else pixels[..., None]
     img = from_pixels(pixels, white, image.mode, "image")
+    if getattr(image, "n_frames", 1) > 1:
+        img.notes.append(f"{what}: {image.n_frames} frames: the first frame only is used")
     mode = image.mode if image.mode in ("I", "F") or image.mode.startswith("I;16") else \
         img.plain_mode
     return img, Like("pil", scale=white, mode="I;16" if mode.startswith("I;16") else mode,
@@ -167,6 +169,7 @@ class MaskInMemory(str):
             raise type(e)(f"{what}: {e}") from None
         self = super().__new__(cls, what)
         self.image = image
+        image.notes[:] = [f"{what}: {n}" for n in image.notes]
         return self
 
 

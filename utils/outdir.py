@@ -141,6 +141,10 @@ def make_out_dir(out_root) -> list[Path]:
         probe.unlink()
     except OSError as e:
         remove_if_empty(missing)
+        above = next((q for q in (out_root, *out_root.parents) if q.exists()), out_root)
+        if above.exists() and not above.is_dir():      # --out, or a folder above it, is a file
+            why = "it is a file" if above == out_root else f"{above} is a file"
+            raise ImageError(out_root, f"output directory cannot be created: {why}") from None
         raise ImageError(out_root, f"output directory cannot be written ({e.strerror or e})")
     return missing
 

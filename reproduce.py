@@ -114,12 +114,13 @@ def main(argv=None):
         return 2
     only = args.only or parts
     runs = all_runs(tasks, only, args.seeds, args.toy)
-    unknown = ctx.unknown_names(runs)
+    unknown, held = ctx.unknown_names(runs)
     if unknown:
         where = f"the selected sets of {ctx.data_dir}" if ctx.data_dir else \
             "any set: there is no data folder"
-        print(f"error: --images {' '.join(unknown)}: no such image in {where} (names are file "
-              "stems, e.g. kodim01)", file=sys.stderr)
+        names = ", ".join(held[:12]) + (", ..." if len(held) > 12 else "")
+        print(f"error: --images {' '.join(unknown)}: no such image in {where}"
+              + (f" (they hold {names})" if held else ""), file=sys.stderr)
         return 2
     if ctx.data_dir is None:    # said before the plan too: its counts are then one image
         print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "

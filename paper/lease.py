@@ -452,14 +452,16 @@ def unpack_lease(folder: Path, root: Path = ROOT) -> int:
 
 
 def main(argv=None) -> int:
+    from paper.runner import MODES
     p = argparse.ArgumentParser(prog="python -m paper.lease",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="the folder that comes back ($OUT): at most 8 files")
     p.add_argument("--seconds", type=positive_seconds, default=520.0, help="the whole lease, "
-                   "from the start of this process (leave a minute of the command's limit)")
-    p.add_argument("--device", default=None, help="cuda (default where present) or cpu")
-    p.add_argument("--mode", default="tf32", help="numeric mode of the paper runs "
-                   "(reproduce.py --mode)")
+                   "at least 30, from the start of this process (leave a minute of the "
+                   "command's limit; default 520)")
+    p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda where present")
+    p.add_argument("--mode", default="tf32", choices=list(MODES), help="numeric mode of the "
+                   "paper runs (reproduce.py --mode; default tf32)")
     p.add_argument("--toy", action="store_true", help="the CPU rehearsal: tiny nets, toy "
                    "crops, 2 images, speed --quick, the paper runs in a temporary folder")
     p.add_argument("--paper-out", help="the paper runs' folder (default results/paper; a "
@@ -483,9 +485,6 @@ def main(argv=None) -> int:
         p.error("--out is required for a lease")
     if args.seconds < 30:
         p.error("--seconds must be at least 30")
-    from paper.runner import MODES
-    if args.mode not in MODES:   # checked now, not by reproduce.py after the first steps
-        p.error(f"--mode {args.mode}: not one of {', '.join(MODES)}")
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -77,39 +77,45 @@ class Context:
                              "image names")
         self.names = None if imgs is None or self.limit is not None else {n.lower() for n in imgs}
         self.figure_name = args.figure_image
+        if self.data_dir is not None and self.figure_name != FIG_IMAGE and \
+                self.figure_image(exact=True) is None:     # a name given: not a silent other
+            raise ValueError(f"--figure-image {self.figure_name}: no such image in the "
+                             f"denoising set of {self.data_dir}")
         self.mode = getattr(args, "mode", "tf32")
         self.args, self.argv = args, argv
         self.command = command_line("reproduce.py", argv)
 
-    def images(self, group):
-        """Image paths of a group (first N / named), or None when there is no data folder (the
-        scripts then use their embedded skimage image)."""
+    def images(self, group, named: bool = True):
+        """Image paths of a group (first N / named; ``named`` False: not by name), or None when
+        there is no data folder (the scripts then use their embedded skimage image)."""
         if self.data_dir is None:
             return None
         if group is None:   # the figure runs: on the figure image, if it is selected
             f = self.figure_image()
             if f is None:
                 return None
-            return [] if self.names and f.stem.lower() not in self.names else [f]
+            return [] if named and self.names and f.stem.lower() not in self.names else [f]
         paths = dataset.task_images(self.data_dir, group)
         order = IMAGE_ORDER.get(group)
         if order:
             paths.sort(key=lambda p: order.index(p.stem) if p.stem in order else len(order))
-        if self.names is not None:
+        if self.names is not None and named:
             paths = [p for p in paths if p.stem.lower() in self.names]
         return paths[:self.limit] if self.limit else paths
 
-    def unknown_names(self, runs) -> list[str]:
-        """The ``--images`` names that no selected run's set holds."""
+    def unknown_names(self, runs) -> tuple[list[str], list[str]]:
+        """The ``--images`` names that no selected run's set holds, and the names they hold."""
         if self.names is None:
-            return []
-        seen = {p.stem.lower() for run in runs for p in (self.images(run.group) or [])}
-        return sorted(self.names - seen)
+            return [], []
+        held = {p.stem for run in runs for p in (self.images(run.group, named=False) or [])}
+        return sorted(self.names - {h.lower() for h in held}), sorted(held)
 
-    def figure_image(self):
+    def figure_image(self, exact: bool = False):
+        """The figure runs' image: ``--figure-image``, else (the default F16 missing) the first
+        denoising image; with ``exact`` the named one or None."""
         paths = dataset.task_images(self.data_dir, "denoising") if self.data_dir else []
         named = [p for p in paths if p.stem.lower() == self.figure_name.lower()]
-        return (named or paths or [None])[0]
+        return (named or ([] if exact else paths) or [None])[0]
 
     def run_argv(self, run):
         """The task script's command line for a run (without the images)."""

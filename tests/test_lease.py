@@ -116,7 +116,9 @@ def test_unpack_of_a_folder_without_a_lease_record_is_one_line(tmp_path, capsys)
 
 @pytest.mark.parametrize("args, message", [
     (["--seconds", "nan"], "finite number of seconds"),
-    (["--mode", "fp16"], "--mode fp16: not one of"),
+    (["--mode", "fp16"], "argument --mode: invalid choice: 'fp16'"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--seconds", "20"], "--seconds must be at least 30"),
     (["--out", "FILE"], "cannot be the folder that comes back"),
 ])
 def test_a_bad_lease_command_stops_before_the_first_step(tmp_path, capsys, args, message):

@@ -253,6 +253,8 @@ def test_named_images_select_the_figure_runs_only_when_named(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--images", "0"], "--images 0: give a number"),
     (["--images", "no_such_image"], "--images no_such_image: no such image"),
+    (["--images", "no_such_image"], "(they hold "),            # the names there are
+    (["--figure-image", "F61"], "--figure-image F61: no such image in the denoising set"),
     (["--data-dir", "MISSING"], "MISSING: no such folder"),
     (["--pack", "DIR"], "is a folder"),
 ])

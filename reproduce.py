@@ -54,8 +54,7 @@ from tasks import all_tasks
 
 
 def build_parser(parts):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", action="append", choices=parts,
                    help="this part only (repeatable); default: all")
     p.add_argument("--images", nargs="+", help="N (the first N images of every set) or image "
@@ -64,7 +63,8 @@ def build_parser(parts):
                    "git-ignored results/toy)")
     p.add_argument("--data-dir", help="the paper's images (default $DIP_DATA_DIR, ./dataset)")
     p.add_argument("--seeds", type=integer(0), nargs="+", default=[0, 1],
-                   help="seeds of 'ours' (denoising); the first seeds every other run")
+                   help="seeds of 'ours' (denoising); the first seeds every other run "
+                   "(default 0 1)")
     p.add_argument("--figure-image", default=FIG_IMAGE, help="the image of the figure runs "
                    "(default F16; else the first denoising image)")
     p.add_argument("--toy", action="store_true", help="toy scale for CPU tests: tiny nets, "
@@ -75,7 +75,8 @@ def build_parser(parts):
                    "GPU-minute bounds, then exit")
     p.add_argument("--mode", choices=list(MODES), default="tf32", help="numeric mode of every "
                    "fit: tf32 is PyTorch's default (TF32 convolutions on CUDA), fp32 strict; "
-                   "use another only where benchmarks/parity.py found it within 0.1 dB")
+                   "use another only where benchmarks/parity.py found it within 0.1 dB "
+                   "(default tf32)")
     p.add_argument("--budget-s", type=seconds, help="seconds: run the pending runs in priority "
                    "order, never starting an image that cannot finish in the time left")
     p.add_argument("--pack", metavar="FILE", help="write one archive (≤ 16 MiB) of the tables, "

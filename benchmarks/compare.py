@@ -76,10 +76,11 @@ def report(a_path, b_path, names=("A", "B")) -> list[str]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="the robustness CSV of the reference setting")
     p.add_argument("b", help="the robustness CSV of the setting compared with it")
-    p.add_argument("--names", nargs=2, default=("A", "B"), metavar=("A", "B"))
+    p.add_argument("--names", nargs=2, default=("A", "B"), metavar=("A", "B"),
+                   help="what the report calls the two settings (default: A B)")
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     args = p.parse_args(argv)
     for path in (args.a, args.b):

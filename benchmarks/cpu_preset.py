@@ -165,10 +165,13 @@ def report(done: dict, argv, mode_line: str) -> list[str]:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("tune", "unseen", "all"), default="all")
-    p.add_argument("--out", default="results/cpu_preset.md")
-    p.add_argument("--report-only", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("tune", "unseen", "all"), default="all",
+                   help="tune: the candidates on the tuning crops; unseen: the chosen one on "
+                   "crops it was not chosen on (default: all)")
+    p.add_argument("--out", default="results/cpu_preset.md", help="the report and its CSV "
+                   "(default results/cpu_preset.md, committed; finished runs in the CSV are kept)")
+    p.add_argument("--report-only", action="store_true", help="the report from the CSV, no fit")
     args = p.parse_args(argv)
     out = Path(args.out)
     path = out.with_suffix(".csv")

@@ -35,10 +35,11 @@ def _image(size, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--size", type=integer(16), default=512)
-    p.add_argument("--repeat", type=integer(1), default=20)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    p.add_argument("--size", type=integer(16), default=512, help="the image's side (default "
+                   "512)")
+    p.add_argument("--repeat", type=integer(1), default=20, help="timed calls (default 20)")
     p.add_argument("--threads", type=integer(1), default=None,
                    help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="also write the line, with the device, date and "

@@ -122,7 +122,7 @@ def report(results, text, command, quick=False) -> str:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=None)
     p.add_argument("--iters", type=integer(1), default=None, help="default 10000 (6 with --quick)")
     p.add_argument("--image", help="the image (default: the figure image of the data folder)")

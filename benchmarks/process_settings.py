@@ -151,7 +151,7 @@ def main(argv=None):
         setting, on, task, name, crop, iters, stop, out = argv[1:9]
         return child(setting, on == "1", task, name, int(crop), int(iters), stop, out)
     tasks = all_tasks()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--setting", choices=list(SETTINGS), default="heap")
     p.add_argument("--tasks", nargs="+", choices=list(tasks), default=list(tasks))
     p.add_argument("--iters", type=integer(1), default=60, help="iterations of every fit (at most)")

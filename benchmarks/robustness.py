@@ -215,11 +215,16 @@ def with_classic(row, task, overrides):
 def grid_parser(doc: str, images, seeds, out: str) -> argparse.ArgumentParser:
     """The options of a grid of tasks × images × seeds (this benchmark's and cpu_modes')."""
     names = list(all_tasks())
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", choices=names, default=names)
-    p.add_argument("--images", nargs="+", type=skimage_name, default=list(images))
-    p.add_argument("--seeds", nargs="+", type=integer(0), default=list(seeds))
-    p.add_argument("--out", default=out)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", choices=names, default=names, metavar="TASK",
+                   help=f"the tasks (default: all: {' '.join(names)})")
+    p.add_argument("--images", nargs="+", type=skimage_name, default=list(images),
+                   metavar="NAME", help=f"skimage.data images (default: {' '.join(images)})")
+    p.add_argument("--seeds", nargs="+", type=integer(0), default=list(seeds),
+                   help=f"seeds of each task × image (default: {' '.join(map(str, seeds))})")
+    p.add_argument("--out", default=out, help=f"the report, and its CSV beside it (default "
+                   f"{out}, committed: a run without --resume replaces it; give another file "
+                   "for a trial)")
     p.add_argument("--set", nargs="+", default=[], metavar="ENTRY=VALUE",
                    help="try a change of the quick presets, for every task: lr=0.002, or a switch "
                         "as use_ema / no_use_ema")

@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
@@ -457,7 +456,7 @@ def main(argv=None):
     if argv is None:     # a command's own process, as the task scripts set it
         command_process()
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"],
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 3 iterations (tests)")

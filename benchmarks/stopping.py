@@ -451,8 +451,9 @@ def write_report(recs, out: Path, argv):
 def sharded_parser(doc: str, out: str, unit: str) -> argparse.ArgumentParser:
     """The options of a cached, sharded benchmark (this one and benchmarks/decay.py): --out, a
     --cache of one JSON per finished ``unit``, --shard k/n, --threads, --report-only."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--out", default=out)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--out", default=out, help=f"the report (default {out}, committed: a "
+                   "run replaces it; give another file for a trial)")
     p.add_argument("--cache", default=str(Path(out).with_suffix("")) + "_runs",
                    help=f"one JSON per finished {unit} (resume, shards)")
     p.add_argument("--shard", default=(0, 1), type=shard,
@@ -478,7 +479,10 @@ def open_cache(args) -> tuple[Path, int, int]:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = sharded_parser(__doc__, "results/stopping.md", "case")
-    p.add_argument("--parts", nargs="+", default=["rules", "pair", "lambda", "spread"])
+    parts = ["rules", "pair", "lambda", "spread"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="the parts of "
+                   "the benchmark (default: all): the stop rules' replays, the 1 %%/5 %% pair, "
+                   "--lambda auto, the spread of restarts")
     args = p.parse_args(argv)
     cache, k, n = open_cache(args)
     todo = [c for c in cases() if c[0] in args.parts]

@@ -21,6 +21,7 @@ from tasks import get_task
 from utils.cli import build_parser, given_options, main as task_main
 from utils.config import recorded_as_read, resolve_config
 from utils.device import fit_deadline
+from utils.imageio import list_images
 
 MS_PER_IT = 4.0          # GPU cost assumed by --dry-run (decoder, 512×512, one member)
 FIG_IMAGE = "image_F16_512rgb"
@@ -229,6 +230,19 @@ def run_config(run, ctx) -> dict:
     return cfg
 
 
+def image_args(paths) -> str:
+    """The ``--image`` of a run's command as a user would type it: its one image, or the folder
+    that holds exactly its images (else a comment naming them: reproduce.py links them into one
+    folder); nothing for the script's embedded image."""
+    if not paths:
+        return ""
+    one_folder = len({p.parent for p in paths}) == 1 and set(list_images(paths[0].parent)) == \
+        set(paths)
+    if len(paths) == 1 or one_folder:
+        return f" --image {shlex.quote(str(paths[0] if len(paths) == 1 else paths[0].parent))}"
+    return "   # images: " + " ".join(p.stem for p in paths)
+
+
 def plan(runs, ctx):
     """Print every run, its command and an upper bound of its GPU time (no early stop)."""
     total = 0.0
@@ -239,7 +253,7 @@ def plan(runs, ctx):
         its = cfg["iters"] * n * max(cfg.get("restarts", 1), 1)
         total += its * MS_PER_IT / 6e4
         print(f"{run.name:24s} {n:3d} images × {cfg['iters']:5d} it. (×{cfg.get('restarts', 1)}) "
-              f"≤ {its * MS_PER_IT / 6e4:5.1f} GPU-min   {run.script}.py "
-              f"{shlex.join(ctx.run_argv(run))}")
+              f"≤ {its * MS_PER_IT / 6e4:5.1f} GPU-min   python {run.script}.py "
+              f"{shlex.join(ctx.run_argv(run))}{image_args(paths)}")
     print(f"total ≤ {total:.0f} GPU-minutes at {MS_PER_IT} ms/iteration (ratio/variance stops "
           "end most fits earlier; convnet and batched restarts cost more per iteration)")

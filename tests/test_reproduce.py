@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import is_png
 
@@ -211,6 +212,22 @@ def test_dry_run_lists_every_experiment(capsys):
     first = [line.split()[0] for line in text.splitlines()[:6]]
     assert first == ["fig_dip", "fig_lambda0", "fig_ours", "ours_seed0", "dip_1800",
                      "ours_validation"], first
+    # each command as a user would type it: with python and its images
+    lines = {ln.split()[0]: ln for ln in text.splitlines()[:-1]}
+    figure = str(reproduce.Context(reproduce.build_parser(["figures"]).parse_args([]), [])
+                 .figure_image())
+    assert " python denoising.py --full " in lines["fig_ours"]
+    assert lines["fig_ours"].endswith(f" --image {figure}")
+    assert lines["ours_seed0"].endswith(f" --image {Path(figure).parent}")
+
+
+def test_the_dry_runs_image_argument_is_a_folder_only_where_it_holds_just_those(tmp_path):
+    from paper.runner import image_args
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / name)
+    a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
+    assert image_args([a]) == f" --image {a}" and image_args([a, b, c]) == f" --image {tmp_path}"
+    assert image_args([a, b]) == "   # images: a b" and image_args(None) == ""
 
 
 def test_toy_records_never_show_in_a_paper_scale_table(out, tmp_path):

@@ -48,7 +48,8 @@ def cases(task, data_dir=None, limit=None):
     first ``limit`` per group."""
     data_dir = resolve_data_dir(data_dir)
     if data_dir is None:
-        raise FileNotFoundError("no image folder: set DIP_DATA_DIR or run python -m dataset.fetch")
+        raise FileNotFoundError(f"no image folder: set DIP_DATA_DIR or run python -m "
+                                f"dataset.fetch {task.data_groups[0].split('/')[0]}")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such image folder")
     for group, settings in task.protocol:

@@ -181,3 +181,5 @@ def test_measures_timing_writes_its_record(tmp_path, capsys):
     assert said in text and "- device: " in text and "--size 64" in text
     ms = float(re.search(r"RGB on cpu \(\d+ threads\): ([0-9.]+) ms median", said).group(1))
     assert ms > 0
+    assert (measures.speed_words(4.24), measures.speed_words(0.5)) == ("4.2x faster",
+                                                                       "2.0x slower")

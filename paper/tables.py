@@ -296,8 +296,15 @@ def experiments_lines(ctx, runs):
         (r.name, r.about, f"`{r.script}.py {shlex.join(ctx.run_argv(r))}`") for r in runs]) + [""]
 
 
+def toy_note(ctx, groups) -> list[str]:
+    """A toy table's warning where it shows baselines.py rows: those are of the full images."""
+    baselines = any(m.source == "baselines.py" for g in groups for m in g.methods)
+    return ["TOY: the baselines.py rows are full-image numbers, the runs 64×64 crops."] \
+        if ctx.toy and baselines else []
+
+
 def write_tables(ctx, part, title, runs, groups, notes=()):
-    header = meta_lines(ctx, runs, title) + [f"- {n}" for n in notes]
+    header = meta_lines(ctx, runs, title) + [f"- {n}" for n in [*notes, *toy_note(ctx, groups)]]
     header += missing_lines(ctx, runs, part) + [""]
     return write(ctx.out, part, header, groups, experiments_lines(ctx, runs))
 
@@ -358,8 +365,7 @@ def denoising_table(ctx, task):
              "of the outputs at the stops. Restart k is seeded seed + 1000 k (same noisy "
              "image).",
              "Measured baselines: baselines_denoising.csv (noise seed 0: the same noisy images "
-             "as the seed-0 runs here)."] + (["TOY: the baselines.py rows are full-image "
-                                             "numbers, the runs 64×64 crops."] if ctx.toy else [])
+             "as the seed-0 runs here)."]
     return write_tables(ctx, "denoising", "Denoising, σ = 25: DIP (Ulyanov et al. 2018) vs "
                         "spectral-bias control (Shi et al. 2022)", runs, [g], notes)
 

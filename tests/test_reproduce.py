@@ -198,6 +198,9 @@ def test_missing_results_read_dash(tmp_path):
     table = {(r["method"], r["image"]): r for r in rows(tmp_path / "inpainting.csv")}
     assert table[("ours (λ 1.6, ratio stop)", "Barbara")]["psnr"] == ""
     assert table[("DIP (published, Table 1)", "Barbara")]["psnr"] == "32.2200"
+    # a toy table beside baselines.py's full-image rows says so (each task's, not denoising's
+    # only: results/paper/baselines_inpainting.csv is committed)
+    assert "(baselines.py)" in md and "TOY: the baselines.py rows are full-image numbers" in md
 
 
 def test_dry_run_lists_every_experiment(capsys):

@@ -480,9 +480,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = sharded_parser(__doc__, "results/stopping.md", "case")
     parts = ["rules", "pair", "lambda", "spread"]
-    p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="the parts of "
-                   "the benchmark (default: all): the stop rules' replays, the 1 %%/5 %% pair, "
-                   "--lambda auto, the spread of restarts")
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="(default: all) "
+                   "the rules' replays, the 1 %%/5 %% pair, --lambda auto, restarts' spread")
     args = p.parse_args(argv)
     cache, k, n = open_cache(args)
     todo = [c for c in cases() if c[0] in args.parts]

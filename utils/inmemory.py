@@ -13,9 +13,9 @@ rules follow the file loader's (utils/imageio.py), and everything else is refuse
   used as pixels): pass ``np.ma.getdata(a)`` for every pixel, or for inpainting that with
   ``mask=~np.ma.getmaskarray(a)``; one with nothing masked is its plain array.
 * bool (a mask, not an image: ``mask=`` takes it, True = known), complex and object arrays:
-  ``TypeError``.  NaN/Inf, an empty
-  image, more than one image (a 4-D array, a tensor batch of N > 1), channels other than 1..4
-  and sides under ``MIN_SIZE`` (16, as on the command line): ``ValueError``.
+  ``TypeError``.  NaN/Inf, an empty image, more than one image (a 4-D array, a tensor batch of
+  N > 1), channels other than 1..4 and sides under ``MIN_SIZE`` (16, as on the command line):
+  ``ValueError``.
 * numpy: (H, W) or (H, W, C); torch: (H, W), (C, H, W) or (1, C, H, W).  C = 2 or 4: the last
   channel is alpha, put back unchanged on the output.
 * PIL: every mode the file loader reads ('I;16' by 65535, 'I' in 0..65535, 'F' in [0, 1], ...);

@@ -106,9 +106,10 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
     the options checked as the command line's (a ValueError or TypeError names the problem).
     benchmarks/robustness.py scores the classic baselines on the very same degraded image."""
     spec = task if isinstance(task, Task) else get_task(task)
-    unknown = sorted(set(hyperparameters) - set(options(spec)))
+    opts = options(spec)
+    unknown = sorted(set(hyperparameters) - set(opts))
     if unknown:
-        near = [m for u in unknown for m in difflib.get_close_matches(u, options(spec), 1)]
+        near = [m for u in unknown for m in difflib.get_close_matches(u, opts, 1)]
         raise ValueError(f"unknown hyperparameter(s) for {spec.name}: {unknown}"
                          + (f" (did you mean {', '.join(near)}?)" if near else ""))
     given = dict(hyperparameters, observed=observed, quiet=quiet)

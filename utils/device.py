@@ -196,7 +196,7 @@ def _cpu_flags() -> list:
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): ATen's own checks
     where this torch has them, else the flags of /proc/cpuinfo.  Elsewhere oneDNN emulates bf16
-    (an earlier AVX2-only machine ran the speed table's bf16 case about 150× slower than fp32)."""
+    (one bf16 convolution took 185× fp32's time on an AVX2-only EPYC: benchmarks_avx2.md)."""
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported",
                                               "_is_amx_tile_supported")]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import is_png
 from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageOps
 
@@ -449,3 +450,38 @@ def test_save_image_failure_leaves_no_file(tmp_path, monkeypatch):
 def test_atomic_write_text(tmp_path):
     p = atomic_write_text(tmp_path / "new" / "log.csv", "a,b\r\n1,2\n")
     assert p.read_bytes() == b"a,b\r\n1,2\n" and os.listdir(p.parent) == ["log.csv"]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "IMG_20261204_123456789_HDR_" * 3 + "W" * 60])
+def test_a_runs_figures_keep_every_label_and_title_inside_their_fixed_margins(tmp_path, name):
+    """A run's figures are drawn once, with fixed margins (no tight crop): every tick label,
+    axis label, legend and title, a long image name's included, must still lie inside."""
+    import utils.plots as plots
+    it = np.arange(0, 10001, 10)
+    hist = {"iteration": it, "psnr_gt": np.linspace(10, 38, len(it))[:, None],
+            "psnr_obs": np.linspace(10, 30, len(it))[:, None],
+            "ratio": np.logspace(3, -2, len(it))[:, None],
+            **{f"fbc{k + 1}": np.linspace(0, 1, len(it))[:, None] for k in range(5)}}
+    drawn = {}
+
+    def measure(fig, path, dpi=110, tight=True):
+        assert not tight                  # the run's figures skip the second drawing
+        fig.canvas.draw()
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        drawn[Path(path).name] = (box.extents, fig.bbox_inches.extents)
+        return saved(fig, path, dpi, tight)
+    saved, plots.save_figure = plots.save_figure, measure
+    try:
+        plots.fbc_figure(hist, tmp_path / "fbc.png", title=f"denoising · {name} (tile 1 of 25)",
+                         mark=5000)
+        plots.psnr_ratio_figure(hist, tmp_path / "psnr_ratio.png", 5230,
+                                title=f"super_resolution · {name} (tile 1 of 25)")
+        for shape in [(64, 128, 3), (300, 60, 1)]:
+            plots.montage([np.zeros(shape)] * 3, [f"noisy {name} (20.12 dB)", "output", "truth"],
+                          tmp_path / f"montage_{shape[0]}.png")
+    finally:
+        plots.save_figure = saved
+    assert len(drawn) == 4
+    for file, ((x0, y0, x1, y1), (_, _, w, h)) in drawn.items():
+        assert x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h, (file, (x0, y0, x1, y1), (w, h))
+        assert is_png(tmp_path / file)

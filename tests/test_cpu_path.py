@@ -438,7 +438,7 @@ def test_a_command_flushes_denormals_in_every_thread():
     probe = "from utils.device import flush_denormals, flushed_share\n"
     assert _fresh("import denoising, reproduce, utils.cli\n" + probe +
                   "print(flush_denormals())") == "1.0"
-    assert _fresh(probe + "print(flushed_share())") == "0.0"
+    # off: IEEE gradual underflow in every thread, as in a process that never flushed
     assert _fresh("import utils.device as d\nd.FLUSH_DENORMALS = False\n" + probe +
                   "print(flush_denormals())") == "0.0"
     late = float(_fresh(probe + "import torch\ntorch.set_num_threads(2)\nflushed_share()\n"
@@ -460,8 +460,26 @@ print(kept, faults() - before)
 """
 
 
+# keep_freed_memory's choice under each environment, in one fresh process (a choice that keeps
+# the memory sets the process's malloc): the thresholds set by the user (env or tunables) are
+# theirs, another tunable is not, DIP_KEEP_FREED_MEMORY=0 and KEEP_FREED_MEMORY off turn it off
+CHOICES = """import os
+import utils.device as d
+def case(**env):
+    for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", d.KEEP_ENV):
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    return d.keep_freed_memory()
+seen = [case(MALLOC_TRIM_THRESHOLD_="1000000"),
+        case(GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576"),
+        case(GLIBC_TUNABLES="glibc.malloc.tcache_count=0"), case(DIP_KEEP_FREED_MEMORY="0")]
+d.KEEP_FREED_MEMORY = False
+print(*seen, case())
+"""
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_kept_freed_memory_is_not_faulted_in_again(monkeypatch):
+def test_kept_freed_memory_is_not_faulted_in_again():
     """keep_freed_memory (a command's process, with the flush): activations freed and made again
     reuse the heap instead of new pages from the kernel (a fit's every iteration); where the
     environment sets malloc's thresholds, they are left as the user set them."""
@@ -469,19 +487,7 @@ def test_kept_freed_memory_is_not_faulted_in_again(monkeypatch):
     kept = _fresh(FAULTS.format(kept=True)).split()
     assert default[0] == "False" and kept[0] == "True"
     assert 4 * int(kept[1]) < int(default[1])
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
-    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576")
-    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")   # not the thresholds
-    assert _fresh(FAULTS.format(kept=True)).split()[0] == "True"
-    monkeypatch.delenv("GLIBC_TUNABLES")
-    monkeypatch.setenv("DIP_KEEP_FREED_MEMORY", "0")                   # the user's off switch
-    assert _fresh(FAULTS.format(kept=True)).split()[0] == "False"
-    monkeypatch.delenv("DIP_KEEP_FREED_MEMORY")
-    probe = "import utils.device as d\nd.KEEP_FREED_MEMORY = False\nprint(d.keep_freed_memory())"
-    assert _fresh(probe) == "False"
+    assert _fresh(CHOICES).split() == ["False", "False", "True", "False", "False"]
 
 
 def test_only_the_command_line_sets_its_process(monkeypatch, tmp_path):

@@ -192,10 +192,12 @@ def write(out_dir, stem, header: list[str], groups: list[Group], footer=()):
 
 # ----------------------------------------------------------------------------- run records
 def record(ctx, run, image):
-    """A run's summary.json for an image, or None (also for a record of the other scale: toy
-    records never show in a paper-scale table, nor the reverse)."""
+    """A run's summary.json for an image, or None: also for a fit that did not finish (an
+    interrupted one is pending, as ``paper.budget.finished`` counts it) and for a record of the
+    other scale (toy records never show in a paper-scale table, nor the reverse)."""
     rec = read_record(ctx.out / "runs" / run.name / image)
-    return rec if rec is not None and is_toy(rec) == bool(ctx.toy) else None
+    ok = rec is not None and rec.get("status") == "ok"
+    return rec if ok and is_toy(rec) == bool(ctx.toy) else None
 
 
 def run_images(ctx, run):

@@ -249,6 +249,26 @@ def test_toy_records_never_show_in_a_paper_scale_table(out, tmp_path):
     assert sorted(p.name for p in copy.glob("*.png")) == []
 
 
+def test_an_interrupted_fit_is_pending_not_a_table_cell(out, tmp_path):
+    """A record marked interrupted (a lease's SIGTERM) holds a partial fit: its table cell is
+    empty and the run is listed as missing, as the budget counts it pending."""
+    import json
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    image = dataset.task_images(DATA, "denoising")[0].stem
+    rec_path = copy / "runs" / "ours_seed0" / image / "summary.json"
+    rec = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps(dict(rec, status="interrupted")))
+    status, text = run("--toy", "--out", str(copy), "--only", "denoising", "--no-run")
+    assert status == 0, text
+    mine = {r["image"]: r for r in rows(copy / "denoising.csv") if r["method"] == "ours (seed 0)"}
+    assert mine[image]["psnr"] == ""
+    assert mine[image]["psnr"] != {r["image"]: r for r in rows(out / "denoising.csv")
+                                   if r["method"] == "ours (seed 0)"}[image]["psnr"]
+    assert "ours_seed0" in (copy / "denoising.md").read_text().split("missing", 1)[-1]
+
+
 def test_toy_output_defaults_to_a_git_ignored_folder():
     from paper.runner import Context
     args = reproduce.build_parser(["denoising"]).parse_args(["--toy"])

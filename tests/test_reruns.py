@@ -220,4 +220,33 @@ def test_torchrun_reports_a_bad_input_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and p.stderr.count("broken.png: not an image") == 1
-    assert [r["status"] for r in rows(tmp_path / "out")] == ["ok", "ok", "bad input", ""]
+    assert [r["status"] for r in rows(tmp_path / "out")] == ["ok", "ok", "bad input",
+                                                              "2 ok images"]
+
+
+def test_the_mean_is_over_finished_images_and_says_which_settings_differ(tmp_path):
+    """Two runs on one folder at two noise levels: the mean's status cell (and its printed line)
+    names the setting that differs; an interrupted image's partial fit is left out of it."""
+    from utils.outputs import ROWS_FILE
+    a = save(tmp_path / "a.png", data.astronaut()[150:214, 180:244])
+    b = save(tmp_path / "b.png", data.chelsea()[50:114, 100:164])
+    out = tmp_path / "out"
+    assert run("denoising", "--image", str(a), "--out", str(out))[0] == 0
+    status, printed, _ = run("denoising", "--image", str(b), "--out", str(out), "--sigma", "50")
+    assert status == 0
+    mean = rows(out)[-1]
+    assert mean["image"] == "mean" and mean["status"] == "2 ok images, fitted with different sigma"
+    assert "(2 ok images, fitted with different sigma)" in printed
+    both = {r["image"]: float(r["psnr"]) for r in rows(out)}
+    assert float(mean["psnr"]) == pytest.approx((both["a"] + both["b"]) / 2, abs=0.01)
+    # b marked interrupted (as a Ctrl-C leaves it): a's refit averages a alone
+    kept = json.loads((out / ROWS_FILE).read_text())
+    (out / ROWS_FILE).write_text(json.dumps([dict(r, status="interrupted") if r["image"] == "b"
+                                             else r for r in kept]))
+    rec = json.loads((out / "b" / "summary.json").read_text())
+    (out / "b" / "summary.json").write_text(json.dumps(dict(rec, status="interrupted")))
+    status, printed, _ = run("denoising", "--image", str(a), "--out", str(out), "--seed", "1")
+    assert status == 0
+    table = {r["image"]: r for r in rows(out)}
+    assert table["mean"]["status"] == "1 ok image" and "(1 ok image)" in printed
+    assert table["mean"]["psnr"] == table["a"]["psnr"] != table["b"]["psnr"]

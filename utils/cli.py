@@ -483,15 +483,14 @@ def _run(task: Task, args, argv) -> int:
         return status
     ordered += [failed_row(Path(e.path).name, "bad input", e.problem) for e in bad]
     try:
-        table = write_summary(out_root, task.name, ordered, device, command)
+        m = write_summary(out_root, task.name, ordered, device, command)
     except OSError as e:
         print(f"error: {out_root}: cannot write the summary ({e.strerror or e})", file=sys.stderr)
         return max(status, 1)
-    if len(table) > 1:
-        m = table[-1]
+    if m is not None:
         scores = [f"{k} {fmt(m[k], k)}" for k in ("psnr_in", "psnr", "ssim")
                   if fmt(m.get(k), k) != ""]
         if scores:     # none without the ground truth (--observed, enhancement)
-            print("mean: " + ", ".join(scores))
+            print("mean: " + ", ".join(scores) + f" ({m['status']})")
     print(f"results: {out_root}/summary.md")
     return status

@@ -160,7 +160,8 @@ def merged_rows(out: Path, rows: list[dict], task: str | None = None) -> list[di
 
 def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
     """summary.csv and summary.md: one row per image, then their mean, over every run on this
-    output folder (``merged_rows``, under a lock: two runs at once keep both their rows)."""
+    output folder (``merged_rows``, under a lock: two runs at once keep both their rows);
+    returns the mean row (None without one)."""
     with locked(out / ".summary.lock"):
         rows = merged_rows(out, rows, task)
         atomic_write_text(out / ROWS_FILE, strict_json(rows))
@@ -174,13 +175,18 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
     def numeric(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    # the mean of each numeric column over the images that have it (failed images have none)
-    num = [k for k in keys if all(numeric(r[k]) for r in rows if r.get(k) is not None)
-           and any(numeric(r.get(k)) for r in rows)]
-    mean = {k: float(np.nanmean([r[k] for r in rows if numeric(r.get(k))]))
+    # the mean of each numeric column over the finished images (an interrupted one holds a
+    # partial fit; failed ones have no measures); its status cell says over which, and which
+    # settings differ among them (the images of one folder may come from several runs)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    num = [k for k in keys if all(numeric(r[k]) for r in ok if r.get(k) is not None)
+           and any(numeric(r.get(k)) for r in ok)]
+    mean = {k: float(np.nanmean([r[k] for r in ok if numeric(r.get(k))]))
             for k in num if k not in ("iterations",)}
-    mean["image"] = "mean"
-    table = rows + ([mean] if len(rows) > 1 else [])
+    differ = differing_settings(out, ok)
+    mean.update(image="mean", status=f"{len(ok)} ok image{'' if len(ok) == 1 else 's'}" + (
+        f", fitted with different {', '.join(differ)}" if differ else ""))
+    table = rows + ([mean] if len(rows) > 1 and ok else [])
     atomic_write_text(out / "summary.csv",
                       csv_text(keys, [[r.get(k, "") for k in keys] for r in table]))
     where = f"cpu ({cpu_words()})" if device == "cpu" else device   # which CPU moves the numbers
@@ -188,7 +194,17 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
           f"{torch.__version__} · last command: `{cell(command)}`", ""]
     md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
-    return table
+    return table[-1] if len(table) > len(rows) else None
+
+
+def differing_settings(out: Path, rows) -> list[str]:
+    """The hyperparameters (as asked: ``utils.config.asked``) whose values differ among the
+    records of these rows' image folders, in the order recorded."""
+    seen = [asked(rec["hyperparameters"], rec.get("device")) for r in rows
+            if (rec := read_record(out / str(r["image"]))) is not None
+            and isinstance(rec.get("hyperparameters"), dict)]
+    keys = dict.fromkeys(k for h in seen for k in h)
+    return [k for k in keys if len({json.dumps(h.get(k), sort_keys=True) for h in seen}) > 1]
 
 
 def fingerprints(paths) -> list[dict]:

@@ -280,6 +280,38 @@ def test_an_interrupted_image_is_fitted_again(tmp_path, capsys):
     assert json.loads(f.read_text())["status"] == "ok"
 
 
+def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A refit with another seed says which result it will replace; stopped before its end, it
+    is not saved: the finished result of seed 0 stays, byte for byte, and so does its row."""
+    import hashlib
+    import utils.fit
+    img, out = png(tmp_path / "a.png"), tmp_path / "out"
+    assert run("denoising", "--image", img, "--out", out)[0] == 0
+    capsys.readouterr()
+    before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (out / "a").iterdir()}
+    real = utils.fit.Fit.step
+
+    def stopped(self, i):
+        if i == 1:
+            raise KeyboardInterrupt
+        return real(self, i)
+    monkeypatch.setattr(utils.fit.Fit, "step", stopped)
+    status, cap = run("denoising", "--image", img, "--out", out, "--seed", "1", capsys=capsys)
+    assert status == 130 and "Traceback" not in cap.err
+    assert "note: a: its finished result in a/ (--seed 0 → 1) is replaced when this fit ends" \
+        in cap.err
+    assert "interrupted: a was not saved after " in cap.err
+    assert "iterations; its folder keeps its finished result" in cap.err
+    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (out / "a").iterdir()}
+    assert after == before
+    assert "| a | ok |" in (out / "summary.md").read_text()
+    # run to its end, the refit replaces it
+    monkeypatch.setattr(utils.fit.Fit, "step", real)
+    assert run("denoising", "--image", img, "--out", out, "--seed", "1")[0] == 0
+    assert json.loads((out / "a" / "summary.json").read_text())["hyperparameters"]["seed"] == 1
+
+
 # ---------------------------------------------------------------- 7. restore() and dtypes
 BASE = (np.random.default_rng(3).random((32, 40)) * 0.6 + 0.2).astype(np.float32)
 QUICK = dict(iters=2, channels=8, log_every=1, preset="quick")

@@ -154,7 +154,7 @@ def test_super_resolution_observed_is_factor_larger(small_png, tmp_path):
 
 
 def test_the_image_line_says_how_the_fit_ended():
-    from utils.cli import image_line
+    from utils.outputs import image_line
     assert image_line({"psnr_in": 20.123, "psnr": 28.5, "ssim": 0.8, "stop_iteration": None,
                        "iterations": 600, "seconds": 12.34}) == (
         "psnr_in 20.12, psnr 28.50, ssim 0.8000, ran to the end, 600 iterations, seconds 12.3")

@@ -41,31 +41,11 @@ from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)
-from utils.outputs import failed_row, fingerprints, finished_row, write_outputs, write_summary
+from utils.outputs import (failed_row, fingerprints, finished_row, finished_there, image_line,
+                           replaced_result, write_outputs, write_summary)
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem
 from utils.tiles import store_for, tiled
-
-SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "stop_iteration", "seconds")
-
-
-def image_line(summary: dict) -> str:
-    """An image's line after its fit: its scores (none without the ground truth), where it
-    stopped ("ran to the end": its stop rule never fired; or where Ctrl-C stopped it), its
-    seconds."""
-    def part(k):
-        if k == "stop_iteration" and summary[k] is None:
-            if summary.get("status") != "interrupted":
-                return f"ran to the end, {summary.get('iterations')} iterations"
-            stops = str(summary.get("tile_stops", "")).split(" / ")   # tiled: which tile
-            for j, s in enumerate(stops):
-                if s.startswith("interrupted") or s == "not fitted":
-                    at = f" at iteration {s.split()[-1]}" if s != "not fitted" else ", before it"
-                    return f"interrupted in tile {j + 1} of {len(stops)}{at}"
-            return f"interrupted after {summary.get('iterations')} iterations"
-        return f"{k} {fmt(summary[k], k)}"
-    return ", ".join(part(k) for k in SHOWN if k in summary)
-
 
 CHOICES = choices()
 
@@ -257,6 +237,8 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     store = store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads) \
         if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
+    if res.interrupted and (kept := finished_there(out_root / img.name)) is not None:
+        return kept, res     # a partial fit never replaces a finished one (another question)
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
@@ -311,6 +293,10 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     except Exception as e:  # one image failing must not lose the others' work
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
+    if res.interrupted and summary.get("status") == "ok":    # its earlier result stands
+        print(f"interrupted: {img.name} was not saved after {res.iterations} iterations; its "
+              "folder keeps its finished result", file=sys.stderr)
+        return summary, 130, res.device, True
     print(f"{img.name}: " + image_line(summary))
     if res.interrupted:
         print("interrupted: outputs so far are written and marked interrupted", file=sys.stderr)
@@ -337,6 +323,9 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
             forget_tiles(out_root, img.name)
             print(f"{img.name}: already finished, skipped")
             continue
+        note = replaced_result(out_root / img.name, cfg, img, reads)
+        if note:
+            print(f"note: {img.name}: {note}", file=sys.stderr)
         rest = images[idx + world::world]
         rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads, rest)
         status, device = max(status, code), dev or device

@@ -34,6 +34,27 @@ LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3"
                "ratio")
 
 
+SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "stop_iteration", "seconds")
+
+
+def image_line(summary: dict) -> str:
+    """An image's line after its fit: its scores (none without the ground truth), where it
+    stopped ("ran to the end": its stop rule never fired; or where Ctrl-C stopped it), its
+    seconds."""
+    def part(k):
+        if k == "stop_iteration" and summary[k] is None:
+            if summary.get("status") != "interrupted":
+                return f"ran to the end, {summary.get('iterations')} iterations"
+            stops = str(summary.get("tile_stops", "")).split(" / ")   # tiled: which tile
+            for j, s in enumerate(stops):
+                if s.startswith("interrupted") or s == "not fitted":
+                    at = f" at iteration {s.split()[-1]}" if s != "not fitted" else ", before it"
+                    return f"interrupted in tile {j + 1} of {len(stops)}{at}"
+            return f"interrupted after {summary.get('iterations')} iterations"
+        return f"{k} {fmt(summary[k], k)}"
+    return ", ".join(part(k) for k in SHOWN if k in summary)
+
+
 def write_montage(path, problem, output, metrics):
     """The first input (the degraded image) | the output | the ground truth when known, each
     with its PSNR to the ground truth (the output's is the scored ``metrics['psnr']``)."""
@@ -249,6 +270,32 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     h = rec.get("hyperparameters")
     same = isinstance(h, dict) and question_of(cfg) == asked(h, rec.get("device"))
     return row_of(rec) if same else None
+
+
+def finished_there(out: Path) -> dict | None:
+    """The summary row of the finished fit (status ok) whose outputs are in ``out``, or None."""
+    rec = read_record(out)
+    return row_of(rec) if rec is not None and rec.get("status") == "ok" else None
+
+
+def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=()) -> str | None:
+    """A note where a fit of this image is about to replace a finished result in ``out``
+    (``finished_row`` found it asking another question): what differs (the option's earlier and
+    new values, another image of that name, another mask); None where nothing finished is
+    there."""
+    rec = read_record(out)
+    if rec is None or rec.get("status") != "ok":
+        return None
+    source, h = rec.get("source") or {}, rec.get("hyperparameters")
+    then, now = (asked(h, rec.get("device")) if isinstance(h, dict) else {}), question_of(cfg)
+    diff = [f"--{k.replace('_', '-')} {then.get(k)} → {now.get(k)}"
+            for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]
+    what = ("another image of this name" if source.get("pixels_sha256") != img.pixels_sha256
+            else ", ".join(diff[:4]) + (", …" if len(diff) > 4 else "") if diff
+            else "another mask" if source.get("reads", []) != list(reads)
+            else "an older format, or outputs missing")
+    return (f"its finished result in {out.name}/ ({what}) is replaced when this fit ends "
+            "(stopped before its end, this fit is not saved and that result stays)")
 
 
 def failed_row(name, status: str, message: str) -> dict:

@@ -5,21 +5,17 @@ from a random init; the architecture is the prior.  This loop adds DIP's tricks 
 perturbation, an exponential moving average of outputs, backtracking on a PSNR drop, made to
 recover: see ``Fit.backtrack``) and the instruments of Shi et al. (IJCV 2022): the
 frequency-band correspondence (Sec. 3) and the blurriness/sharpness ratio whose plateau stops
-the fit (Sec. 4.3, Eq. 8).
-
-    result = fit(net, z, data_term, FitConfig(iters=3000), target=x)     # or Fit(...).run()
-
-One iteration: ``Fit.step`` (forward, loss, backward, EMA), every ``log_every`` iterations
-``Fit.measure`` (measures, ``backtrack``, the oracle's best, the stop rule), the step of
-``utils.members.MemberAdam`` and ``Fit.hold`` (members that backtracked or stopped go back to
-their checkpoint), all on the device; ``Fit.sync`` copies the logs to the host once per
-``sync_every`` iterations and decides whether every member has stopped.
+the fit (Sec. 4.3, Eq. 8).  ``result = fit(net, z, data_term, FitConfig(iters=3000), target=x)``
+(or ``Fit(...).run()``).  One iteration: ``Fit.step`` (forward, loss, backward, EMA), every
+``log_every`` iterations ``Fit.measure`` (measures, ``backtrack``, the oracle's best, the stop
+rule), the step of ``utils.members.MemberAdam`` and ``Fit.hold`` (members that backtracked or
+stopped go back to their checkpoint), all on the device; ``Fit.sync`` copies the logs to the
+host once per ``sync_every`` iterations and decides whether every member has stopped.
 
 Batched independent fits: a list of nets (same architecture) and a code per member, fitted
 together with ``torch.func`` (the weights as one (M, N) buffer, ``vmap`` over its rows:
-utils/members.py), each with its own loss, stop rule, backtracking and step size.
-
-Nothing here changes process-wide state (the input perturbation has its own generator; cuDNN's
+utils/members.py), each with its own loss, stop rule, backtracking and step size.  Nothing
+here changes process-wide state (the input perturbation has its own generator; cuDNN's
 autotuner and TF32 switch are set for the fit only)."""
 from __future__ import annotations
 
@@ -341,8 +337,10 @@ class Fit:
             self.nan_stopped = gone if self.nan_stopped is None else gone | self.nan_stopped
         if self.pbar is not None and self.host_rows:
             last = self.host_rows[-1][-1]
-            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}", "psnr": f"{np.nanmean(last[:, 1]):.2f}",
-                    **({} if self.gt is None else {"psnr_gt": f"{np.nanmean(last[:, 2]):.2f}"})}
+            shown = ["psnr_obs"] + ([] if self.gt is None else ["psnr_gt"] + ["psnr_ema"] * bool(
+                self.cfg.use_ema))      # the log's names; psnr_ema: the result where use_ema
+            post = {"loss": f"{np.nanmean(last[:, 0]):.5f}",
+                    **{k: f"{np.nanmean(last[:, c + 1]):.2f}" for c, k in enumerate(shown)}}
             self.pbar.set_postfix(post, refresh=False)
             self.pbar.update(i + 1 - self.pbar.n)
         for cb in () if final else self.callbacks:

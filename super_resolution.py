@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from utils.imageio import from_uint8, pad_to_multiple, to_tensor, to_uint8
-from utils.metrics import y_psnr
+from utils.metrics import psnr, y_psnr
 from utils.physics import DownsampleTerm, bicubic_upscale, pil_downscale
 from utils.task import Problem, Task, prepare
 
@@ -79,7 +79,8 @@ def make_problem(img, cfg):
     bic = from_uint8(bicubic_upscale(to_uint8(lr), f))
     return Problem(DownsampleTerm(to_tensor(lr_pad), f), hr_pad.shape[:2], region, notes=notes,
                    target=to_tensor(hr_pad), inputs={"bicubic": bic, "lr": lr}, observed=lr,
-                   baseline={"y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr))[0])},
+                   baseline={"psnr_in": float(psnr(to_tensor(bic), to_tensor(hr))[0]),
+                             "y_psnr_bicubic": float(y_psnr(to_tensor(bic), to_tensor(hr))[0])},
                    evaluate=lambda out: {"y_psnr": float(y_psnr(
                        to_tensor(out[:bic.shape[0], :bic.shape[1]]), to_tensor(hr))[0])})
 

@@ -48,6 +48,9 @@ def test_bicubic_and_richardson_lucy_improve_on_their_inputs():
     sr, cfg = _problem("super_resolution", factor=4)
     est = classic.bicubic(sr, cfg)
     assert est.shape == (64, 64, 3) and math.isfinite(score(sr, est)["y_psnr"])
+    # the input's scores are the bicubic upscaling's: RGB (as the montage labels it) and Y
+    assert sr.baseline["psnr_in"] == pytest.approx(score(sr, est)["psnr"], abs=1e-4)
+    assert sr.baseline["y_psnr_bicubic"] == pytest.approx(score(sr, est)["y_psnr"], abs=1e-4)
     from skimage import data
     blurred, cfg = _problem("deblurring", data.camera()[100:228, 100:228, None] / 255.0)
     before = score(blurred, blurred.observed)["psnr"]

@@ -462,26 +462,32 @@ def test_a_runs_figures_keep_every_label_and_title_inside_their_fixed_margins(tm
             "psnr_obs": np.linspace(10, 30, len(it))[:, None],
             "ratio": np.logspace(3, -2, len(it))[:, None],
             **{f"fbc{k + 1}": np.linspace(0, 1, len(it))[:, None] for k in range(5)}}
-    drawn = {}
+    drawn, legends = {}, {}
 
     def measure(fig, path, dpi=110, tight=True):
         assert not tight                  # the run's figures skip the second drawing
         fig.canvas.draw()
         box = fig.get_tightbbox(fig.canvas.get_renderer())
         drawn[Path(path).name] = (box.extents, fig.bbox_inches.extents)
+        legends[Path(path).name] = [t.get_text() for ax in fig.axes if ax.get_legend()
+                                    for t in ax.get_legend().get_texts()]
         return saved(fig, path, dpi, tight)
     saved, plots.save_figure = plots.save_figure, measure
     try:
         plots.fbc_figure(hist, tmp_path / "fbc.png", title=f"denoising · {name} (tile 1 of 25)",
                          mark=5000)
         plots.psnr_ratio_figure(hist, tmp_path / "psnr_ratio.png", 5230,
-                                title=f"super_resolution · {name} (tile 1 of 25)")
+                                title=f"super_resolution · {name} (tile 1 of 25)",
+                                result=(5230, 27.514))
         for shape in [(64, 128, 3), (300, 60, 1)]:
             plots.montage([np.zeros(shape)] * 3, [f"noisy {name} (20.12 dB)", "output", "truth"],
                           tmp_path / f"montage_{shape[0]}.png")
     finally:
         plots.save_figure = saved
     assert len(drawn) == 4
+    assert legends["psnr_ratio.png"] == ["PSNR to ground truth", "stop at 5230",
+                                         "best 38.00 dB at 10000", "result 27.51 dB",
+                                         "blur/sharpness"]
     for file, ((x0, y0, x1, y1), (_, _, w, h)) in drawn.items():
         assert x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h, (file, (x0, y0, x1, y1), (w, h))
         assert is_png(tmp_path / file)

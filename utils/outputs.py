@@ -111,19 +111,22 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     write_log(folder / "log.csv", res.history, "tile" if tiles else "member")
     first = res.chosen[0] if res.chosen else 0     # the chosen λ's first member
     stop_it = res.stop_iteration[first]
+    metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
+               **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
+               **extra}
     if len(res.history["iteration"]):
         of = f" (tile 1 of {len(tiles)})" if tiles else ""
         fbc_figure(res.history, folder / "fbc.png", member=first,
                    title=f"{task.name} · {img.name}{of}: FBC to the observation")
+        # the result's PSNR beside the logged outputs' (where the curve is the image's own)
+        result = None if tiles or "psnr" not in metrics else (
+            stop_it if stop_it is not None else res.iterations, metrics["psnr"])
         psnr_ratio_figure(res.history, folder / "psnr_ratio.png",
                           stop_iteration=tiles[0]["stop_iteration"] if tiles else stop_it,
-                          member=first, title=f"{task.name} · {img.name}{of}")
+                          member=first, title=f"{task.name} · {img.name}{of}", result=result)
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)
-    metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
-               **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
-               **extra}
     if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
         write_montage(folder / "montage.png", problem, shown_final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,

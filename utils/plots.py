@@ -92,10 +92,12 @@ def psnr_panel(ax, curves, title=None):
 
 
 def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, title=None,
-                     best=None):
+                     best=None, result=None):
     """PSNR and the blur/sharpness ratio on a twin log axis (the first ratios, in the
     thousands for the random initial output, would flatten a linear one); ``stop`` and ``best``
-    are (iteration, label) pairs drawn as dashed and dotted lines."""
+    are (iteration, label) pairs drawn as dashed and dotted lines, ``result`` an (iteration,
+    PSNR) drawn as a star: the output returned (a moving average, the stop rule's choice),
+    which the curve of the outputs logged every ``log_every`` iterations need not contain."""
     ax.plot(iterations, psnr, color="tab:blue", label=psnr_label)
     ax.set(xlabel="iteration", ylabel="PSNR (dB)")
     if title:
@@ -109,6 +111,9 @@ def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, 
         ax.axvline(stop[0], color="k", ls="--", lw=1, label=stop[1])
     if best is not None:
         ax.axvline(best[0], color="tab:green", ls=":", lw=1.5, label=best[1])
+    if result is not None:
+        ax.plot([result[0]], [result[1]], ls="none", marker="*", ms=10, color="tab:red",
+                label=f"result {result[1]:.2f} dB")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
@@ -124,9 +129,10 @@ def fbc_figure(history, path, member=0, title="frequency-band correspondence", m
     save_figure(fig, path, tight=False)
 
 
-def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
+def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None, result=None):
     """A fit's PSNR (to ground truth when known, else to the observation) and ratio, with the
-    stop iteration and the best one (best PSNR to the ground truth) marked."""
+    stop iteration, the best one (best PSNR to the ground truth) and ``result`` (iteration,
+    PSNR to the ground truth of the output returned) marked."""
     has_gt = np.isfinite(history["psnr_gt"][:, member]).any()
     key = "psnr_gt" if has_gt else "psnr_obs"
     best = None
@@ -140,7 +146,7 @@ def psnr_ratio_figure(history, path, stop_iteration=None, member=0, title=None):
                      "PSNR to ground truth" if has_gt else "PSNR to observation",
                      None if stop_iteration is None else (stop_iteration,
                                                           f"stop at {stop_iteration}"),
-                     _wrapped(title, 90), best)
+                     _wrapped(title, 90), best, result if has_gt else None)
     _fixed_layout(fig, right=0.87)
     save_figure(fig, path, tight=False)
 

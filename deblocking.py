@@ -116,13 +116,13 @@ def make_problem(img, cfg):
 
 
 def validate(cfg):
-    if not 1 <= cfg["quality"] <= 100:
+    if cfg["quality"] is not None and not 1 <= cfg["quality"] <= 100:
         return f"--quality must be in 1..100, got {cfg['quality']}"
     if cfg["color"] not in ("y", "rgb"):
         return f"--color must be y or rgb, got {cfg['color']}"
 
 
-TASK = Task("deblocking", config, make_problem, quick=quick,
+TASK = Task("deblocking", config, make_problem, synthetic=("quality",), quick=quick,
             data_groups=("deblocking/classic5", "deblocking/LIVE1"), defaults=("camera",),
             validate=validate, order=2, metrics=("psnr", "ssim", "psnr_b"), baselines=("input",),
             protocol=(("deblocking/classic5", {"quality": 10}),

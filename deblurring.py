@@ -99,7 +99,8 @@ def validate(cfg):
                 f"{cfg['blur_sigma']}")
 
 
-TASK = Task("deblurring", config, make_problem, quick=quick, data_groups=("denoising",),
+TASK = Task("deblurring", config, make_problem, synthetic=("sigma",), quick=quick,
+            data_groups=("denoising",),
             defaults=("astronaut",), validate=validate, order=6,
             baselines=("input", "richardson_lucy"))
 

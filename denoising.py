@@ -94,7 +94,7 @@ def validate(cfg):
     return None
 
 
-TASK = Task("denoising", config, make_problem, quick=quick,
+TASK = Task("denoising", config, make_problem, synthetic=("sigma",), quick=quick,
             data_groups=("denoising",),
             validate=validate, auto_options=("sigma",),
             defaults=("astronaut",), order=1,

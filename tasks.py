@@ -124,6 +124,10 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
         err = str(e)
     if err:
         raise ValueError(in_python(err, spec)) from None
+    lines = (notice or "").splitlines()
+    for note in (n for n in lines if n.startswith("note: ")):   # an option not used: a warning
+        warnings.warn(in_python(note[len("note: "):], spec), stacklevel=3)
+    notice = "\n".join(n for n in lines if not n.startswith("note: "))
     if notice and not quiet:
         print(in_python(notice, spec))
     img, like = from_memory(image)

@@ -514,3 +514,32 @@ def test_restore_refuses_what_it_cannot_give_back(image, kw, error, needle):
     task = "inpainting" if "mask" in kw else "denoising"
     with pytest.raises(error, match=needle):
         restore(image, task, **QUICK, **kw)
+
+
+def test_an_option_of_the_synthetic_degradation_is_not_used_on_an_observed_image(tmp_path,
+                                                                                capsys):
+    """--sigma with --observed: said to be unused, recorded as None, and no other question
+    (a rerun without it is skipped); restore() warns in its own words."""
+    img, out = png(tmp_path / "a.png"), tmp_path / "out"
+    status, cap = run("denoising", "--image", img, "--out", out, "--observed", "--sigma", "50",
+                      capsys=capsys)
+    assert status == 0 and "note: --sigma 50.0 not used: the image is observed" in cap.out
+    assert json.loads((out / "a" / "summary.json").read_text())["hyperparameters"]["sigma"] \
+        is None
+    status, cap = run("denoising", "--image", img, "--out", out, "--observed", capsys=capsys)
+    assert status == 0 and "already finished" in cap.out and "not used" not in cap.out
+    status, cap = run("deblocking", "--image", img, "--out", tmp_path / "d", "--observed",
+                      "--quality", "30", capsys=capsys)
+    assert status == 0 and "note: --quality 30 not used" in cap.out
+    with pytest.warns(UserWarning, match=r"^sigma=50 not used: the image is observed"):
+        restore(np.asarray(Image.open(img)), task="denoising", sigma=50, **QUICK)
+    # a synthetic fit uses it, and auto still estimates σ of an observed photo
+    status, cap = run("denoising", "--image", img, "--out", tmp_path / "s", "--sigma", "50",
+                      capsys=capsys)
+    assert status == 0 and "not used" not in cap.out
+    assert json.loads((tmp_path / "s" / "a" / "summary.json").read_text())[
+        "hyperparameters"]["sigma"] == 50
+    status, cap = run("denoising", "--image", img, "--out", tmp_path / "auto", "--observed",
+                      "--sigma", "auto", capsys=capsys)
+    rec = json.loads((tmp_path / "auto" / "a" / "summary.json").read_text())
+    assert status == 0 and rec["hyperparameters"]["sigma"] == "auto" and rec["sigma_estimate"] > 0

@@ -194,6 +194,14 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             cfg["channels_last"] = channels_last
         if cpu and native_bf16():     # elsewhere nothing changed: no line about it
             notice = "\n".join(filter(None, [notice, f"--amp auto: {amp_why}"]))
+    if cfg.get("observed"):   # an image already degraded: nothing of the synthetic one applies
+        unused = [k for k in task.synthetic if k in cfg and cfg[k] != "auto"]
+        said = [f"{flag(k)} {given[k]}" for k in unused if k in given]
+        cfg.update(dict.fromkeys(unused))       # None: recorded so, and no other question
+        if said:
+            notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
+                                               "image is observed, degraded already (the option "
+                                               "sets the synthetic degradation only)"]))
     return cfg, notice
 
 

@@ -83,6 +83,7 @@ class Task:
     validate: Callable | None = None
     reads: Callable | None = None
     auto_options: tuple = ()            # options besides ln_lambda that may be "auto"
+    synthetic: tuple = ()   # options of the synthetic degradation only: None with --observed
     protocol: tuple = ()
     baselines: tuple = ()
     metrics: tuple = ("psnr", "ssim")   # the columns of its tables

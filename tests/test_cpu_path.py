@@ -269,7 +269,8 @@ def test_durations_and_the_estimate_line():
     assert "6 min 24 s for it and the 3 images after it" in total and "at most" not in total
     # a tiled fit resumed with half of its tiles left: the rest priced at the whole image's rate
     half = estimate_line(0.08, 600, 100, rest_pixels=300, rest_images=3, stops=False, share=0.5)
-    assert "48 s for this image's" in half and "about 5 min 36 s for it and the 3" in half
+    assert "48 s for the tiles left of this image, 600 iterations each" in half
+    assert "about 5 min 36 s for it and the 3" in half
     long = estimate_line(2.0, 600, 100)                     # 20 minutes
     assert "--crop N" in long and "--iters N" in long and "GPU" in long
     assert fitted_pixels((300, 200, 3), {"crop": 128}) == 128 * 128

@@ -44,8 +44,9 @@ def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
     more images of ``rest_pixels`` pixels in all after it."""
     mine = rate * iters
     bound = "at most " if stops else ""
-    line = (f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for this image's "
-            f"{iters} iterations")
+    what = (f"this image's {iters} iterations" if share >= 1 else
+            f"the tiles left of this image, {iters} iterations each")      # a tiled fit resumed
+    line = f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for {what}"
     total = mine
     if rest_images:
         total += mine * rest_pixels / max(pixels * share, 1)

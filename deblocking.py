@@ -116,7 +116,7 @@ def make_problem(img, cfg):
 
 
 def validate(cfg):
-    if cfg["quality"] is not None and not 1 <= cfg["quality"] <= 100:
+    if not 1 <= cfg["quality"] <= 100:
         return f"--quality must be in 1..100, got {cfg['quality']}"
     if cfg["color"] not in ("y", "rgb"):
         return f"--color must be y or rgb, got {cfg['color']}"

@@ -283,7 +283,8 @@ def test_an_interrupted_image_is_fitted_again(tmp_path, capsys):
 def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_path, capsys,
                                                                           monkeypatch):
     """A refit with another seed says which result it will replace; stopped before its end, it
-    is not saved: the finished result of seed 0 stays, byte for byte, and so does its row."""
+    is not saved: the finished result of seed 0 stays, byte for byte, and the run's summary row
+    says so (out of the mean)."""
     import hashlib
     import utils.fit
     img, out = png(tmp_path / "a.png"), tmp_path / "out"
@@ -302,10 +303,16 @@ def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_pa
     assert "note: a: its finished result in a/ (--seed 0 → 1) is replaced when this fit ends" \
         in cap.err
     assert "interrupted: a was not saved after " in cap.err
-    assert "iterations; its folder keeps its finished result" in cap.err
+    assert "iterations: its folder keeps its finished result" in cap.err
     after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (out / "a").iterdir()}
     assert after == before
-    assert "| a | ok |" in (out / "summary.md").read_text()
+    assert "| a | interrupted |" in (out / "summary.md").read_text()
+    assert "its folder keeps its finished result" in (out / "summary.md").read_text()
+    # another task's fit of an image of that name says whose result it replaces
+    status, cap = run("deblurring", "--image", img, "--out", out, capsys=capsys)
+    assert "note: a: its finished result in a/ (of denoising) is replaced" in cap.err
+    assert status == 130        # stopped too: the denoising result stays
+    assert json.loads((out / "a" / "summary.json").read_text())["task"] == "denoising"
     # run to its end, the refit replaces it
     monkeypatch.setattr(utils.fit.Fit, "step", real)
     assert run("denoising", "--image", img, "--out", out, "--seed", "1")[0] == 0
@@ -528,9 +535,18 @@ def test_an_option_of_the_synthetic_degradation_is_not_used_on_an_observed_image
         is None
     status, cap = run("denoising", "--image", img, "--out", out, "--observed", capsys=capsys)
     assert status == 0 and "already finished" in cap.out and "not used" not in cap.out
+    # a record written before (its σ a number) asks the same question: still finished
+    f = out / "a" / "summary.json"
+    rec = json.loads(f.read_text())
+    f.write_text(json.dumps(dict(rec, hyperparameters=dict(rec["hyperparameters"], sigma=25.0))))
+    status, cap = run("denoising", "--image", img, "--out", out, "--observed", capsys=capsys)
+    assert status == 0 and "already finished" in cap.out
     status, cap = run("deblocking", "--image", img, "--out", tmp_path / "d", "--observed",
                       "--quality", "30", capsys=capsys)
     assert status == 0 and "note: --quality 30 not used" in cap.out
+    status, cap = run("deblocking", "--image", img, "--out", tmp_path / "d", "--observed",
+                      "--quality", "0", capsys=capsys)      # unused, yet still checked
+    assert status == 2 and "--quality must be in 1..100" in cap.err
     with pytest.warns(UserWarning, match=r"^sigma=50 not used: the image is observed"):
         restore(np.asarray(Image.open(img)), task="denoising", sigma=50, **QUICK)
     # a synthetic fit uses it, and auto still estimates σ of an observed photo

@@ -105,6 +105,8 @@ def test_the_device_auto_chose_is_the_device_asked(face, tmp_path):
                                                                  "cpu")
     assert asked({"device": "cuda:1"}, "cuda:1") == asked({"device": "auto"}, "cuda") \
         == {"device": "cuda"} != asked({"device": "auto"}, "cpu")
+    # a GPU's record names its card (utils.device.device_name): the kind asked is cuda
+    assert asked({"device": "auto"}, "NVIDIA H100 80GB HBM3") == {"device": "cuda"}
     out, chosen = tmp_path / "out", str(resolve_device("auto"))
     assert run("denoising", "--image", str(face), "--out", str(out))[0] == 0
     status, text, _ = run("denoising", "--image", str(face), "--out", str(out), "--device", chosen)

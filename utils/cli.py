@@ -237,8 +237,9 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     store = store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads) \
         if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
-    if res.interrupted and (kept := finished_there(out_root / img.name)) is not None:
-        return kept, res     # a partial fit never replaces a finished one (another question)
+    if res.interrupted and finished_there(out_root / img.name):   # not replaced by a partial
+        return failed_row(img.name, "interrupted", f"not saved after {res.iterations} "
+                          "iterations: its folder keeps its finished result"), res
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
@@ -293,9 +294,8 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     except Exception as e:  # one image failing must not lose the others' work
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
-    if res.interrupted and summary.get("status") == "ok":    # its earlier result stands
-        print(f"interrupted: {img.name} was not saved after {res.iterations} iterations; its "
-              "folder keeps its finished result", file=sys.stderr)
+    if res.interrupted and "error" in summary:       # not saved: its earlier result stands
+        print(f"interrupted: {img.name} was {summary['error']}", file=sys.stderr)
         return summary, 130, res.device, True
     print(f"{img.name}: " + image_line(summary))
     if res.interrupted:
@@ -323,7 +323,7 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
             forget_tiles(out_root, img.name)
             print(f"{img.name}: already finished, skipped")
             continue
-        note = replaced_result(out_root / img.name, cfg, img, reads)
+        note = replaced_result(out_root / img.name, cfg, img, reads, task.name)
         if note:
             print(f"note: {img.name}: {note}", file=sys.stderr)
         rest = images[idx + world::world]

@@ -195,10 +195,9 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         if cpu and native_bf16():     # elsewhere nothing changed: no line about it
             notice = "\n".join(filter(None, [notice, f"--amp auto: {amp_why}"]))
     if cfg.get("observed"):   # an image already degraded: nothing of the synthetic one applies
-        unused = [k for k in task.synthetic if k in cfg and cfg[k] != "auto"]
-        said = [f"{flag(k)} {given[k]}" for k in unused if k in given]
-        cfg.update(dict.fromkeys(unused))       # None: recorded so, and no other question
-        if said:
+        said = [f"{flag(k)} {given[k]}" for k in task.synthetic
+                if given.get(k) not in (None, "auto")]
+        if said:      # (check_config then sets them to None, once their values are checked)
             notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
                                                "image is observed, degraded already (the option "
                                                "sets the synthetic degradation only)"]))
@@ -305,7 +304,10 @@ def check_config(task, cfg: dict) -> str | None:
         resolve_device(cfg.get("device", "auto"))
     except ValueError as e:
         return str(e)
-    return task.validate(cfg) if task.validate else None
+    err = task.validate(cfg) if task.validate else None
+    if err is None and cfg.get("observed"):   # unused: recorded as None, and no other question
+        cfg.update(dict.fromkeys(k for k in task.synthetic if k in cfg and cfg[k] != "auto"))
+    return err
 
 
 def fit_config(cfg: dict, **overrides) -> FitConfig:
@@ -329,12 +331,23 @@ def recorded_as_read(cfg: dict) -> dict:
     return json.loads(json.dumps(recorded(cfg), default=str))
 
 
+# the options that set only a synthetic degradation (every Task's ``synthetic``, registered as
+# the tasks are made): unused, and no part of the question, where the image is observed
+SYNTHETIC: set = set()
+
+
 def asked(hyperparameters: dict, used) -> dict:
     """Hyperparameters as the question they ask, with ``device`` as the kind of device the fit
-    ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``): a rerun with
-    ``--device cpu`` of a fit that ``auto`` put on the CPU asks what it asked."""
+    ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``, and so is a GPU's
+    name, which a record's ``device`` holds): a rerun with ``--device cpu`` of a fit that
+    ``auto`` put on the CPU asks what it asked.  An observed image's ``SYNTHETIC`` options are
+    None (a record written before they were has their numbers)."""
     d = hyperparameters.get("device")
-    return {**hyperparameters, "device": str(used if d == "auto" else d).split(":")[0]}
+    kind = str(used if d == "auto" else d).split(":")[0]
+    unused = [k for k in SYNTHETIC if hyperparameters.get(k) not in (None, "auto")] \
+        if hyperparameters.get("observed") else []
+    return {**hyperparameters, **dict.fromkeys(unused),
+            "device": kind if kind in ("cpu", "cuda", "auto", "None") else "cuda"}
 
 
 def question_of(cfg: dict) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_write_text
-from utils.config import asked, question_of, recorded
+from utils.config import asked, flag, question_of, recorded
 from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
@@ -118,8 +118,9 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
         of = f" (tile 1 of {len(tiles)})" if tiles else ""
         fbc_figure(res.history, folder / "fbc.png", member=first,
                    title=f"{task.name} · {img.name}{of}: FBC to the observation")
-        # the result's PSNR beside the logged outputs' (where the curve is the image's own)
-        result = None if tiles or "psnr" not in metrics else (
+        # the result's PSNR beside the logged outputs' (where the curve is the result's own)
+        result = None if tiles or members > 1 or "psnr" not in metrics else (
+            res.best_iteration[first] if cfg.get("oracle") else
             stop_it if stop_it is not None else res.iterations, metrics["psnr"])
         psnr_ratio_figure(res.history, folder / "psnr_ratio.png",
                           stop_iteration=tiles[0]["stop_iteration"] if tiles else stop_it,
@@ -275,25 +276,26 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     return row_of(rec) if same else None
 
 
-def finished_there(out: Path) -> dict | None:
-    """The summary row of the finished fit (status ok) whose outputs are in ``out``, or None."""
+def finished_there(out: Path) -> bool:
+    """Whether ``out`` holds the outputs of a finished fit (status ok), of any question or task."""
     rec = read_record(out)
-    return row_of(rec) if rec is not None and rec.get("status") == "ok" else None
+    return rec is not None and rec.get("status") == "ok"
 
 
-def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=()) -> str | None:
-    """A note where a fit of this image is about to replace a finished result in ``out``
-    (``finished_row`` found it asking another question): what differs (the option's earlier and
-    new values, another image of that name, another mask); None where nothing finished is
-    there."""
+def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None) -> str | None:
+    """A note where a fit of this image (by ``task``, a name) is about to replace a finished
+    result in ``out`` (``finished_row`` found it asking another question): what differs
+    (another task's result, another image of that name, the options' earlier and new values,
+    another mask); None where nothing finished is there."""
     rec = read_record(out)
     if rec is None or rec.get("status") != "ok":
         return None
     source, h = rec.get("source") or {}, rec.get("hyperparameters")
     then, now = (asked(h, rec.get("device")) if isinstance(h, dict) else {}), question_of(cfg)
-    diff = [f"--{k.replace('_', '-')} {then.get(k)} → {now.get(k)}"
+    diff = [f"{flag(k)} {then.get(k)} → {now.get(k)}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]
-    what = ("another image of this name" if source.get("pixels_sha256") != img.pixels_sha256
+    what = (f"of {rec['task']}" if rec.get("task") not in (None, task or rec.get("task"))
+            else "another image of this name" if source.get("pixels_sha256") != img.pixels_sha256
             else ", ".join(diff[:4]) + (", …" if len(diff) > 4 else "") if diff
             else "another mask" if source.get("reads", []) != list(reads)
             else "an older format, or outputs missing")

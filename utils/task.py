@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from models import build_net, code_shape, make_input
-from utils.config import Preset, block_help, fit_config, net_kwargs
+from utils.config import SYNTHETIC, Preset, block_help, fit_config, net_kwargs
 from utils.device import native_bf16, resolve_device
 from utils.estimate import say
 from utils.fit import fit
@@ -93,6 +93,7 @@ class Task:
 
     def __post_init__(self):
         self.presets = tuple(p if isinstance(p, Preset) else Preset(**p) for p in self.presets)
+        SYNTHETIC.update(self.synthetic)      # for the questions of observed fits (asked)
         source = inspect.getsourcefile(self.make_problem)
         if source and not self.help:
             self.help = block_help(source)

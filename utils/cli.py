@@ -41,7 +41,7 @@ from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)
-from utils.outputs import (failed_row, fingerprints, finished_row, finished_there, image_line,
+from utils.outputs import (failed_row, fingerprints, finished_row, finished_record, image_line,
                            replaced_result, write_outputs, write_summary)
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem
@@ -237,7 +237,7 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     store = store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads) \
         if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
-    if res.interrupted and finished_there(out_root / img.name):   # not replaced by a partial
+    if res.interrupted and finished_record(out_root / img.name):   # not replaced by a partial
         return failed_row(img.name, "interrupted", f"not saved after {res.iterations} "
                           "iterations: its folder keeps its finished result"), res
     with staged(out_root, img.name) as folder:

@@ -338,9 +338,9 @@ class Fit:
         if self.pbar is not None and self.host_rows:
             last = self.host_rows[-1][-1]
             shown = ["psnr_obs"] + ([] if self.gt is None else ["psnr_gt"] + ["psnr_ema"] * bool(
-                self.cfg.use_ema))      # the log's names; psnr_ema: the result where use_ema
+                self.cfg.use_ema))      # psnr_ema: the result where use_ema
             post = {"loss": f"{np.nanmean(last[:, 0]):.5f}",
-                    **{k: f"{np.nanmean(last[:, c + 1]):.2f}" for c, k in enumerate(shown)}}
+                    **{k: f"{np.nanmean(last[:, MEASURES.index(k)]):.2f}" for k in shown}}
             self.pbar.set_postfix(post, refresh=False)
             self.pbar.update(i + 1 - self.pbar.n)
         for cb in () if final else self.callbacks:

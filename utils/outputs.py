@@ -255,16 +255,23 @@ FORMAT = 2
 CHANGED_AT = {"enhancement": 2, "super_resolution": 2}
 
 
+def finished_record(out: Path) -> dict | None:
+    """The record of the finished fit (status ok) whose outputs ``out`` holds, of any question
+    or task, or None."""
+    rec = read_record(out)
+    return rec if rec is not None and rec.get("status") == "ok" else None
+
+
 def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     """The summary row of this image already fitted to the end asking the same question, or
     None: same pixels, same hyperparameters, the same other files read (``reads``), and every
     output it wrote still there (an interrupted fit is not finished; another image that had
     the same name is fitted, and replaces it)."""
-    rec = read_record(out)
+    rec = finished_record(out)
     if rec is None:
         return None
     source = rec.get("source") or {}
-    if rec.get("status") != "ok" or source.get("pixels_sha256") != img.pixels_sha256 \
+    if source.get("pixels_sha256") != img.pixels_sha256 \
             or source.get("reads", []) != list(reads) \
             or rec.get("format", 1) < CHANGED_AT.get(rec.get("task"), 1):
         return None
@@ -276,29 +283,28 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     return row_of(rec) if same else None
 
 
-def finished_there(out: Path) -> bool:
-    """Whether ``out`` holds the outputs of a finished fit (status ok), of any question or task."""
-    rec = read_record(out)
-    return rec is not None and rec.get("status") == "ok"
-
-
 def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None) -> str | None:
     """A note where a fit of this image (by ``task``, a name) is about to replace a finished
     result in ``out`` (``finished_row`` found it asking another question): what differs
     (another task's result, another image of that name, the options' earlier and new values,
     another mask); None where nothing finished is there."""
-    rec = read_record(out)
-    if rec is None or rec.get("status") != "ok":
+    rec = finished_record(out)
+    if rec is None:
         return None
     source, h = rec.get("source") or {}, rec.get("hyperparameters")
     then, now = (asked(h, rec.get("device")) if isinstance(h, dict) else {}), question_of(cfg)
     diff = [f"{flag(k)} {then.get(k)} → {now.get(k)}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]
-    what = (f"of {rec['task']}" if rec.get("task") not in (None, task or rec.get("task"))
-            else "another image of this name" if source.get("pixels_sha256") != img.pixels_sha256
-            else ", ".join(diff[:4]) + (", …" if len(diff) > 4 else "") if diff
-            else "another mask" if source.get("reads", []) != list(reads)
-            else "an older format, or outputs missing")
+    if rec.get("task") not in (None, task or rec.get("task")):
+        what = f"of {rec['task']}"
+    elif source.get("pixels_sha256") != img.pixels_sha256:
+        what = "another image of this name"
+    elif diff:
+        what = ", ".join(diff[:4]) + (", …" if len(diff) > 4 else "")
+    elif source.get("reads", []) != list(reads):
+        what = "another mask"
+    else:
+        what = "an older format, or outputs missing"
     return (f"its finished result in {out.name}/ ({what}) is replaced when this fit ends "
             "(stopped before its end, this fit is not saved and that result stays)")
 

@@ -63,6 +63,14 @@ def _titles_inside(fig, smallest=5.0):
             title.set_text("\n".join(lines))
 
 
+def _title(ax, text, fontsize=None):
+    """An axis title at a fixed height: matplotlib's automatic placement lays out every tick
+    label to clear what sits above the axes, which these plots never have (the same pixels,
+    about a tenth of a figure's time)."""
+    if text:
+        ax.set_title(text, fontsize=fontsize, y=1.0)
+
+
 def _fixed_layout(fig, right=0.97):
     """The margins of a run's 6 × 3.6 in plot: room for the tick labels, the axis labels and a
     title of two lines (``right`` < 1 leaves room for a twin axis's labels)."""
@@ -79,7 +87,7 @@ def fbc_panel(ax, iterations, bands, title="frequency-band correspondence", mark
     if mark is not None:
         ax.axvline(mark[0], color="k", ls="--", lw=1, label=mark[1])
     ax.set(xlabel="iteration", ylabel="FBC", ylim=(0, 1.05))
-    ax.set_title(title, fontsize=8 if title and len(title) > 60 else None)
+    _title(ax, title, 8 if title and len(title) > 60 else None)
     ax.legend(fontsize=7, ncol=3, loc="lower right")
 
 
@@ -87,7 +95,8 @@ def psnr_panel(ax, curves, title=None):
     """PSNR to the ground truth against iteration; ``curves`` (label, iterations, psnr)."""
     for label, it, p in curves:
         ax.plot(it, p, lw=1, label=label)
-    ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)", title=title)
+    ax.set(xlabel="iteration", ylabel="PSNR to ground truth (dB)")
+    _title(ax, title)
     ax.legend(fontsize=7)
 
 
@@ -100,8 +109,7 @@ def psnr_ratio_panel(ax, iterations, psnr, ratio, psnr_label="PSNR", stop=None, 
     which the curve of the outputs logged every ``log_every`` iterations need not contain."""
     ax.plot(iterations, psnr, color="tab:blue", label=psnr_label)
     ax.set(xlabel="iteration", ylabel="PSNR (dB)")
-    if title:
-        ax.set_title(title, fontsize=8 if len(title) > 60 else None)
+    _title(ax, title, 8 if title and len(title) > 60 else None)
     ax2 = ax.twinx()
     ax2.plot(iterations, ratio, color="tab:orange", lw=1, label="blur/sharpness")
     ax2.set_ylabel("blurriness / sharpness (log)")
@@ -168,6 +176,6 @@ def montage(images, titles, path, cols=None):
     for ax, img, t in zip(axes.flat, images, titles):
         img = np.clip(img, 0, 1)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(_wrapped(t, 48), fontsize=8)
+        _title(ax, _wrapped(t, 48), 8)
     _titles_inside(fig)
     save_figure(fig, path, tight=False)

@@ -7,6 +7,11 @@ purpose regenerates the file, and its commit says why:
     PYTHONPATH=. python tests/pin_cases.py --add     # same behaviour: add this platform's pins
     PYTHONPATH=. python tests/pin_cases.py --add --new-capability   # a CPU capability not pinned
 
+A change on purpose that alters a file but no metric of a case (measured on the platform at
+hand) may keep the other platforms' entries, without that file's hash: their metrics stay exact,
+and ``--add`` on such a platform pins the file again (2026-12-07: the denoising case's log.csv,
+whose psnr_obs stopped counting the padding).
+
 A capability not yet pinned (AVX2 beside AVX512 pins) may differ by more than
 ``CROSS_PLATFORM_DB``; ``--new-capability`` adds it anyway, after the adder has run the cases at
 the commit that last wrote the pins and found the same numbers as now on this machine (so the

@@ -338,6 +338,18 @@ def test_a_collapsed_fit_recovers():
     assert live.metrics["psnr"] > live.metrics["psnr_in"] + 3
 
 
+def test_the_logged_psnr_to_the_observation_is_the_loss_s_on_a_padded_image():
+    """A dark 24×24 crop is padded to the net's 64×64, and the validation rule takes the padding
+    out of the loss: the log's psnr_obs read 1.8 dB beside a loss worth 28.5 (it counted the
+    padding, which also hid the image's collapse from the backtracking: an all-black output)."""
+    from tasks import restore
+    r = restore(data.astronaut()[200:224, 200:224], task="denoising", observed=False, iters=40,
+                channels=16)
+    assert r.config["stop"] == "validation"
+    h = r.history
+    assert np.allclose(h["psnr_obs"][1:, 0], -10 * np.log10(h["loss"][1:, 0]), atol=0.5)
+
+
 def test_a_checkpoint_keeps_a_margin_from_the_collapse():
     """A state 2 points short of the collapse line (half of A f(z) at 0 or 1) is neither
     restored nor kept as the checkpoint: judged again after a restore, a rounding could put it

@@ -247,3 +247,26 @@ def test_the_objective_survives_a_holdout_and_counts_only_fitted_pixels():
     t.loss(x).sum().backward()
     held = t.holdout.expand_as(x).bool()
     assert torch.all(x.grad[held] == 0) and torch.any(x.grad[~held] != 0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_monitors_count_the_pixels_of_the_image_not_its_padding(masked):
+    # with held-out pixels the padding leaves the loss: a net is free to put anything there, so
+    # the PSNR to the observation and the collapse measure must not see it (a 24×24 image
+    # padded to 64×64 read 1.8 dB, and saturated, where the image itself was fitted to 28 dB)
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(1, 3, 64, 64, generator=g) * 0.5 + 0.25
+    known = torch.from_numpy(bernoulli_mask(64, 64, 0.5, 0)[None].astype(np.float32))
+    term = MaskedTerm(y, known) if masked else IdentityTerm(y)
+    t = term.with_holdout(0.05, seed=0, region=(24, 24))
+    out = y.clone()
+    out[..., 24:, :] = 0.0          # the padding drifted to 0, the image itself is exact
+    out[..., :, 24:] = 1.0
+    assert torch.isinf(t.psnr_of(out)).all()
+    assert float(t.saturation(out)[0]) == 0.0
+    assert float(t.pixel_loss(out)[0]) == 0.0
+    out[..., :24, :24] = 0.0        # the image collapsed, the padding not
+    out[..., 24:, 24:] = 0.5
+    assert float(t.saturation(out)[0]) == 1.0
+    # without held-out pixels the padding (a mirror of the image) is fitted and measured
+    assert 0 < float(term.saturation(out)[0]) < 1

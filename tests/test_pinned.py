@@ -23,5 +23,6 @@ def test_pinned_outputs(name, paths, tmp_path):
             assert got["metrics"][k] == v, (k, got["metrics"][k], v)
         else:  # another platform's arithmetic: the same numbers within rounding
             assert close(got["metrics"][k], v), (k, got["metrics"][k], v)
-    if EXACT:
-        assert got["files"] == want["files"]
+    if EXACT:   # the files this platform pins (a file changed elsewhere loses its hash here)
+        assert set(want["files"]) <= set(got["files"])
+        assert {f: got["files"][f] for f in want["files"]} == want["files"]

@@ -104,6 +104,16 @@ class DataTerm(nn.Module):
         keep = self.holdout_keep
         return keep if self.mask is None else self.mask * keep
 
+    def measured_mask(self):
+        """1 where a pixel counts in the fit's monitors (:meth:`psnr_of`, :meth:`saturation`):
+        ``mask``, and with held-out pixels the true image only, as in :meth:`loss` (the
+        padding is then no part of the fit, and its pixels, free to drift to 0 or 1, would
+        mask a collapse of the image or fake one)."""
+        if self.holdout is None:
+            return self.mask
+        inside = self.holdout_keep + self.holdout
+        return inside if self.mask is None else self.mask * inside
+
     def heldout_loss(self, ax):
         """(B,) mean of (A(x) − y)² over the held-out pixels, from an already computed A(x)
         (with Gaussian noise of variance σ², its expectation is the MSE to the clean image plus
@@ -177,15 +187,16 @@ class DataTerm(nn.Module):
 
     def psnr_of(self, ax):
         """:meth:`psnr_obs` from an already computed A(x)."""
-        return psnr(ax, self.observation.expand_as(ax), mask=self.mask)
+        return psnr(ax, self.observation.expand_as(ax), mask=self.measured_mask())
 
     def saturation(self, ax, tol=0.5 / 255):
         """(B,) fraction of the counted values of A(x) (or of y) within half a grey level of 0
         or 1: a sigmoid output stuck there has collapsed (utils.fit backtracking)."""
         s = ((ax <= tol) | (ax >= 1 - tol)).to(ax.dtype)
-        if self.mask is None:
+        mask = self.measured_mask()
+        if mask is None:
             return s.flatten(1).mean(1)
-        m = self.mask.expand_as(s)
+        m = mask.expand_as(s)
         return (s * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
 
 

@@ -252,3 +252,14 @@ def test_the_mean_is_over_finished_images_and_says_which_settings_differ(tmp_pat
     table = {r["image"]: r for r in rows(out)}
     assert table["mean"]["status"] == "1 ok image" and "(1 ok image)" in printed
     assert table["mean"]["psnr"] == table["a"]["psnr"] != table["b"]["psnr"]
+
+
+def test_the_mean_leaves_the_fitting_s_settings_and_counts_empty(tmp_path):
+    from utils.outputs import write_summary
+    rows = [dict(image=n, status="ok", psnr=p, tiles=t, tile_overlap=32, iterations=600,
+                 seconds=s) for n, p, t, s in [("a", 20.0, 4, 10.0), ("b", 22.0, 9, 30.0)]]
+    mean = write_summary(tmp_path, "denoising", rows, "cpu", "python denoising.py")
+    assert mean["psnr"] == 21.0 and mean["seconds"] == 20.0
+    assert not {"tiles", "tile_overlap", "iterations"} & set(mean)
+    csv_mean = (tmp_path / "summary.csv").read_text().splitlines()[-1].split(",")
+    assert csv_mean[0] == "mean" and csv_mean[3:6] == ["", "", ""]   # tiles, overlap, iterations

@@ -183,6 +183,10 @@ def merged_rows(out: Path, rows: list[dict], task: str | None = None) -> list[di
     return kept + [dict(r, task=task) for r in rows]
 
 
+# columns of a row that the mean leaves empty: settings and counts of how an image was fitted
+NOT_AVERAGED = ("iterations", "tiles", "tile_overlap")
+
+
 def write_summary(out: Path, task: str, rows: list[dict], device: str, command: str):
     """summary.csv and summary.md: one row per image, then their mean, over every run on this
     output folder (``merged_rows``, under a lock: two runs at once keep both their rows);
@@ -207,7 +211,7 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
     num = [k for k in keys if all(numeric(r[k]) for r in ok if r.get(k) is not None)
            and any(numeric(r.get(k)) for r in ok)]
     mean = {k: float(np.nanmean([r[k] for r in ok if numeric(r.get(k))]))
-            for k in num if k not in ("iterations",)}
+            for k in num if k not in NOT_AVERAGED}
     differ = differing_settings(out, ok)
     mean.update(image="mean", status=f"{len(ok)} ok image{'' if len(ok) == 1 else 's'}" + (
         f", fitted with different {', '.join(differ)}" if differ else ""))

@@ -356,6 +356,10 @@ def test_restore_scales_every_dtype_and_gives_it_back(make, white, check):
     (np.zeros((32, 32, 5)), ValueError, "channels"), (torch.zeros(2, 3, 32, 32), ValueError,
                                                       "one image"),
     ("not an image at all", ValueError, "no such file"), (object(), TypeError, "numpy"),
+    (torch.zeros(32, 40, 3), ValueError, r"got shape \(32, 40, 3\) \(an \(H, W, C\) tensor: "
+                                         r"pass t\.permute\(2, 0, 1\)\)$"),
+    (torch.zeros(1, 32, 32, 5), ValueError, r"\(C, H, W\) or \(1, C, H, W\) with 1 to 4 "
+                                            r"channels, got shape \(1, 32, 32, 5\)$"),
 ])
 def test_restore_refuses_what_it_cannot_scale(image, error, needle):
     with pytest.raises(error, match=needle):

@@ -125,6 +125,11 @@ def from_memory(image) -> tuple[LoadedImage, Like]:
         if layout is None or (t.dim() == 4 and t.shape[0] != 1):
             raise ValueError(f"tensor image: expected (H, W), (C, H, W) or (1, C, H, W), got "
                              f"shape {tuple(t.shape)} (pass one image)")
+        if t.dim() > 2 and not 1 <= t.shape[-3] <= 4:
+            hwc = " (an (H, W, C) tensor: pass t.permute(2, 0, 1))" if 1 <= t.shape[-1] <= 4 \
+                else ""
+            raise ValueError(f"tensor image: a tensor is (C, H, W) or (1, C, H, W) with 1 to 4 "
+                             f"channels, got shape {tuple(t.shape)}{hwc}")
         a = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
         a = a[..., None] if t.dim() == 2 else np.moveaxis(a[0] if t.dim() == 4 else a, 0, -1)
         return _from_hwc(a, "tensor image", Like("tensor", dtype=t.dtype, layout=layout))

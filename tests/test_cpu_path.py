@@ -273,9 +273,20 @@ def test_durations_and_the_estimate_line():
     assert "about 5 min 36 s for it and the 3" in half
     long = estimate_line(2.0, 600, 100)                     # 20 minutes
     assert "--crop N" in long and "--iters N" in long and "GPU" in long
+    # the pixels the net computes: cropped, then padded as the fit pads (or cut by --crop32)
     assert fitted_pixels((300, 200, 3), {"crop": 128}) == 128 * 128
-    assert fitted_pixels((300, 100, 3), {"crop": 128}) == 128 * 100
-    assert fitted_pixels((300, 200), {"crop": 0}) == 60000
+    assert fitted_pixels((300, 100, 3), {"crop": 128}) == 128 * 128
+    assert fitted_pixels((300, 200), {"crop": 0}) == 320 * 224
+    assert fitted_pixels((300, 200), {"crop": 0, "crop32": True}) == 288 * 192
+    assert fitted_pixels((24, 24, 3), {}) == fitted_pixels((40, 40), {}) == 64 * 64
+    assert fitted_pixels((40, 400), {}) == 64 * 448
+    # a small image's rate per pixel does not price larger ones after it (overheads dominate)
+    small = estimate_line(0.05, 30, 64 * 64, rest_pixels=64 * 448, rest_images=1)
+    assert small.endswith("; the 1 larger image after it: an estimate as each starts")
+    same = estimate_line(0.05, 30, 64 * 64, rest_pixels=2 * 64 * 64, rest_images=2)
+    assert "about 4.5 s for it and the 2 images after it" in same
+    big = estimate_line(0.5, 30, 128 * 128, rest_pixels=512 * 512, rest_images=1)
+    assert "about 4 min 15 s for it and the 1 image after it" in big
 
 
 def test_restore_words_the_estimate_line_and_messages_as_keywords(capsys):

@@ -4,9 +4,12 @@ long one shorter.
 
     estimate: 0.16 s per iteration, at most 1 min 36 s for this image's 600 iterations; ...
 
-The rest of a folder is priced at this image's rate per pixel (its size after ``--crop``): the
-same task and net cost about the same per pixel and iteration.  "At most": a stop rule may end
-a fit sooner.
+The rest of a folder is priced at this image's rate per pixel (the pixels the net computes: its
+size after ``--crop``, padded as the fit pads it): the same task and net cost about the same per
+pixel and iteration, once an image is large enough that the per-iteration costs that do not grow
+with it (σ_max of every conv, the measures) are a small part.  From an image under 128×128 the
+larger images after it are not priced (a 24×24 image priced a 40×400 one at 26 minutes, which
+took 4); each says its own time when it starts.  "At most": a stop rule may end a fit sooner.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import sys
 import warnings
 
 LONG_S = 15 * 60    # an estimate past this says how to make the run shorter
+SMALL = 128 * 128   # pixels: below this, an image's rate per pixel does not price larger ones
 
 
 def duration(seconds: float) -> str:
@@ -31,10 +35,16 @@ def duration(seconds: float) -> str:
 
 
 def fitted_pixels(shape, cfg: dict) -> int:
-    """The pixels of an image (h, w, ...) after the ``crop`` entry's centre crop."""
+    """The pixels the net computes for an image (h, w, ...): after the ``crop`` entry's centre
+    crop, cut to multiples of 32 (``crop32``) or padded as ``utils.task.prepare`` pads it, to
+    multiples of 32, of 64 where a side is under 64 (a 24×24 image is fitted at 64×64)."""
     h, w = shape[:2]
     c = int(cfg.get("crop") or 0)
-    return (min(h, c) * min(w, c)) if c else h * w
+    h, w = (min(h, c), min(w, c)) if c else (h, w)
+    if cfg.get("crop32"):
+        return (h - h % 32) * (w - w % 32)
+    m = 32 if min(h, w) >= 64 else 64
+    return -(-h // m) * m * (-(-w // m) * m)
 
 
 def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
@@ -47,11 +57,12 @@ def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
     what = (f"this image's {iters} iterations" if share >= 1 else
             f"the tiles left of this image, {iters} iterations each")      # a tiled fit resumed
     line = f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for {what}"
-    total = mine
-    if rest_images:
+    total, many = mine, "s" if rest_images > 1 else ""
+    if rest_images and pixels < SMALL and rest_pixels > 2 * rest_images * pixels:
+        line += f"; the {rest_images} larger image{many} after it: an estimate as each starts"
+    elif rest_images:
         total += mine * rest_pixels / max(pixels * share, 1)
-        line += (f"; about {duration(total)} for it and the {rest_images} image"
-                 f"{'s' if rest_images > 1 else ''} after it")
+        line += f"; about {duration(total)} for it and the {rest_images} image{many} after it"
     if total > LONG_S:
         line += ("; to make it shorter: --crop N (the centre only), --iters N, or a GPU "
                  "(--device cuda)")

@@ -119,7 +119,10 @@ class Context:
         return (named or ([] if exact else paths) or [None])[0]
 
     def run_argv(self, run):
-        """The task script's command line for a run (without the images)."""
+        """The task script's command line for a run (without the images), each option once."""
+        return last_wins(self._run_argv(run))
+
+    def _run_argv(self, run):
         argv = ["--crop32", "--quiet", "--out", str(self.out / "runs" / run.name)]
         argv += ["--seed", str(self.seeds[0])] if "--seed" not in run.args else []
         argv += list(run.args) + list(MODES[self.mode])
@@ -219,6 +222,23 @@ def pending_images(run, ctx, paths, cfg) -> list[tuple]:
     items = ([(p, p.stem) for p in paths] if paths is not None else
              [(None, n) for n in get_task(run.script).defaults])
     return [(p, stem) for p, stem in items if not finished(folder / stem, hyper)]
+
+
+def last_wins(argv: list[str]) -> list[str]:
+    """A command line with each option given once: where the toy scale or a mode repeats an
+    option of the run (``--iters 10000 … --iters 6``), its earlier values go, as the parser would
+    drop them; ``--no-X`` and ``--X`` are one option.  The printed and recorded commands then
+    read as they act."""
+    groups, cur = [], None
+    for a in argv:
+        if a.startswith("--") or cur is None:
+            cur = [a]
+            groups.append(cur)
+        else:
+            cur.append(a)
+    key = lambda g: g[0].replace("--no-", "--", 1)     # noqa: E731
+    last = {key(g): k for k, g in enumerate(groups)}
+    return [a for k, g in enumerate(groups) if last[key(g)] == k for a in g]
 
 
 def run_config(run, ctx) -> dict:

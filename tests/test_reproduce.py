@@ -338,3 +338,28 @@ def test_a_missing_data_folder_stops_a_run_but_not_a_rebuild(tmp_path, monkeypat
     assert "typo: no such folder" in capsys.readouterr().err
     status, text = run("--toy", "--out", str(tmp_path), "--only", "inpainting", "--no-run")
     assert status == 0 and "inpainting: wrote" in text
+
+
+@pytest.mark.parametrize("toy", [True, False])
+def test_a_runs_command_gives_each_option_once_and_means_what_the_repeats_meant(toy):
+    from paper.experiments import all_runs
+    from paper.runner import last_wins, run_config
+    from tasks import all_tasks
+    tasks = all_tasks()
+    argv = ["--toy"] * toy
+    ctx = reproduce.Context(reproduce.build_parser([*tasks, "figures"]).parse_args(argv), argv)
+    repeated = 0
+    for run in all_runs(tasks, [*tasks, "figures"], [0, 1], toy):
+        got, raw = ctx.run_argv(run), ctx._run_argv(run)
+        options = [a.replace("--no-", "--", 1) for a in got if a.startswith("--")]
+        assert len(options) == len(set(options)), (run.name, got)
+        repeated += len(got) < len(raw)
+        as_given = run_config(run, ctx)
+        ctx.run_argv = ctx._run_argv            # the parser's own last-wins on the repeats
+        try:
+            assert run_config(run, ctx) == as_given, run.name
+        finally:
+            del ctx.run_argv
+    assert repeated if toy else True            # the toy scale repeats --iters, --log-every, ...
+    assert last_wins(["--use-ema", "--x", "1", "--no-use-ema", "--x", "2", "--flag"]) == [
+        "--no-use-ema", "--x", "2", "--flag"]

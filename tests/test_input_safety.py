@@ -147,6 +147,8 @@ BAD_OPTIONS = [
                                                       "--device"),
     ("deblurring", ["--blur-sigma", "0"], "--blur-sigma"),
     ("denoising", ["--gaussian-sigmas", "0.1", "-1"], "--gaussian-sigmas"),
+    ("denoising", ["--oracle", "--observed"], "--oracle returns the output closest to the "
+                                              "ground truth, and an observed image has none"),
 ]
 
 

@@ -301,6 +301,9 @@ def check_config(task, cfg: dict) -> str | None:
         if cfg.get("tile") and cfg.get("tile_overlap", 0) * 2 > cfg["tile"]:
             return (f"--tile-overlap must be at most half of --tile ({cfg['tile']}), got "
                     f"{cfg['tile_overlap']}")
+        if cfg.get("oracle") and cfg.get("observed"):
+            return ("--oracle returns the output closest to the ground truth, and an observed "
+                    "image has none: leave out --oracle or --observed")
         resolve_device(cfg.get("device", "auto"))
     except ValueError as e:
         return str(e)

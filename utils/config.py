@@ -201,6 +201,14 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
                                                "image is observed, degraded already (the option "
                                                "sets the synthetic degradation only)"]))
+    w, n = cfg.get("exp_weight", 0.99), cfg.get("iters")
+    if (cfg.get("use_ema") and not cfg.get("ema_warmup") and "iters" in given
+            and isinstance(n, int) and isinstance(w, float) and 0 < w < 1 and w ** n > 0.05):
+        # the average starts at the untrained net's output: a short fit returns much of it
+        notice = "\n".join(filter(None, [notice, (
+            f"note: --iters {n}: the result, the moving average of outputs (--exp-weight {w}), "
+            f"still holds {w ** n:.0%} of the untrained net's first output at the last "
+            "iteration: --ema-warmup lets it go early (or more --iters, or --no-use-ema)")]))
     return cfg, notice
 
 

@@ -37,10 +37,10 @@ config = dict(
     iters=10000,                    # iterations (at most: the stop rule ends the fit earlier)
     reg_noise_std=0.0,              # DIP's input perturbation z + N(0, std) per iteration
     exp_weight=0.99,                # weight of the moving average of outputs (output_ema)
-    stop="ratio",                   # stopping rule: ratio | variance | none
+    stop="ratio",                   # stopping rule: ratio | validation | variance | none
     stop_window=100,                # window n of the stopping rule (evaluations)
     stop_eps=0.01,                  # ε of the ratio rule
-    stop_patience=1000,             # patience of the variance rule (iterations)
+    stop_patience=1000,             # patience of the validation and variance rules (iterations)
     log_every=1,                    # measures (FBC, ratio, PSNR) every k iterations
     quality=10,                     # JPEG quality q (the paper: 10, 20, 30)
     color="y",                      # colour images: y = restore the Y channel; rgb = all three

@@ -123,7 +123,7 @@ def main(argv=None):
         print(f"error: --images {' '.join(unknown)}: no such image in {where}"
               + (f" (they hold {names})" if held else ""), file=sys.stderr)
         return 2
-    if ctx.data_dir is None:    # said before the plan too: its counts are then one image
+    if ctx.data_dir is None and not args.unpack:   # before the plan: its counts are then 1
         print(f"no data folder (--data-dir, ${dataset.DATA_ENV}, ./dataset): every run uses its "
               "script's embedded image; `python -m dataset.fetch all` gets the paper's images")
     if args.dry_run:

@@ -4,6 +4,8 @@ ratio stop replayed on a no-stop run, and a montage of every task; OUT/figures.m
 them with their numbers.  Every panel is drawn by utils/plots.py."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -144,6 +146,17 @@ def pictures(ctx, tasks):
     return out
 
 
+def figure_image_name(ctx, run) -> str:
+    """The figure runs' image: the data folder's, else the one the run's records name (figures
+    rebuilt from an unpacked lease here, without the data), else the embedded default."""
+    fi = ctx.images(None)
+    if fi:
+        return fi[0].stem
+    recs = filter(None, (record(ctx, run, i) for i in run_images(ctx, run)))
+    src = next((Path(p).stem for r in recs if (p := (r.get("source") or {}).get("path"))), None)
+    return f"{src} (as its records name it)" if src else "the embedded default"
+
+
 def make_figures(ctx, tasks):
     """The figures from whatever figure runs exist; returns the paths written."""
     fig_runs, lam, sig, arch = figure_runs(ctx.toy)
@@ -161,8 +174,7 @@ def make_figures(ctx, tasks):
         made.append(("fig_montage.png", "degraded inputs and outputs of every task run so far",
                      ctx.out / "fig_montage.png"))
     md = meta_lines(ctx, runs, "Figures") + missing_lines(ctx, runs, "figures") + [""]
-    fi = ctx.images(None)
-    md += [f"Figure image: {fi[0].stem if fi else 'the embedded default'}.", ""]
+    md += [f"Figure image: {figure_image_name(ctx, fig_runs['ours'])}.", ""]
     md += markdown(["figure", "what"], [(f"![{n}]({n})", w) for n, w, _ in made]) + [""]
     md += ["## Numbers", ""] + markdown(["figure", "curve", "run", "peak it. / stop it.",
                                          "peak PSNR / PSNR at stop", "last it.", "last PSNR"], [

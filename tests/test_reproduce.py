@@ -363,3 +363,23 @@ def test_a_runs_command_gives_each_option_once_and_means_what_the_repeats_meant(
     assert repeated if toy else True            # the toy scale repeats --iters, --log-every, ...
     assert last_wins(["--use-ema", "--x", "1", "--no-use-ema", "--x", "2", "--flag"]) == [
         "--no-use-ema", "--x", "2", "--flag"]
+
+
+def test_figures_rebuilt_from_a_pack_here_without_the_data_name_the_packed_image(
+        out, tmp_path, monkeypatch):
+    """A lease's pack unpacked on a machine without the paper's images: figures.md names the
+    image its records name (it said 'the embedded default'), and nothing says that runs will use
+    the embedded images (an unpack runs nothing)."""
+    assert run("--toy", "--out", str(out), "--only", "figures")[0] == 0   # (or finished: kept)
+    figure = reproduce.Context(reproduce.build_parser(["figures"]).parse_args([]), []) \
+        .figure_image().stem
+    pack = tmp_path / "fig.tar.gz"
+    status, text = run("--toy", "--out", str(out), "--only", "figures", "--no-run", "--pack",
+                       str(pack))
+    assert status == 0, text
+    monkeypatch.delenv(dataset.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    status, text = run("--out", str(tmp_path / "new"), "--unpack", str(pack))
+    assert status == 0 and "no data folder" not in text, text
+    md = (tmp_path / "new" / "figures.md").read_text()
+    assert f"Figure image: {figure} (as its records name it)." in md

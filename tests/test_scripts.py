@@ -171,6 +171,10 @@ def test_the_image_line_says_how_the_fit_ended():
     assert image_line({"y_psnr_bicubic": 24.2, "psnr": 25.0, "y_psnr": 25.3,
                        "stop_iteration": "410 / -", "iterations": 900, "seconds": 5.0}) == (
         "y_psnr_bicubic 24.20, psnr 25.00, y_psnr 25.30, stop_iteration 410 / -, seconds 5.0")
+    # an observed photo has no score: what --sigma auto and --lambda auto chose is its line
+    assert image_line({"sigma_estimate": 34.91, "lambda_chosen": "1.4", "stop_iteration": 310,
+                       "iterations": 400, "seconds": 9.0}) == (
+        "sigma_estimate 34.91, lambda_chosen 1.4, stop_iteration 310, seconds 9.0")
 
 
 def test_super_resolution_of_a_size_not_a_multiple_of_the_factor_restores_what_lr_covers():

@@ -34,7 +34,9 @@ LOG_COLUMNS = ("loss", "psnr_obs", "psnr_gt", "psnr_ema", "fbc1", "fbc2", "fbc3"
                "ratio")
 
 
-SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "stop_iteration", "seconds")
+# the result line's keys, where a row has them (what --sigma auto and --lambda auto chose too)
+SHOWN = ("psnr_in", "y_psnr_bicubic", "psnr", "y_psnr", "ssim", "sigma_estimate",
+         "lambda_chosen", "stop_iteration", "seconds")
 
 
 def image_line(summary: dict) -> str:

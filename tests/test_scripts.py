@@ -246,3 +246,12 @@ def test_a_paper_image_by_name():
     assert [i.name for i in images] == ["kodim01"]
     with pytest.raises(ImageError, match="no_such_image"):
         collect_images(task, "no_such_image", None)
+
+
+def test_the_tables_number_format_keeps_a_loss_s_three_digits():
+    from utils.tables import fmt
+    assert fmt(0.010018, "heldout_loss") == "0.0100"        # it read 0.01
+    assert fmt(5e-05, "loss") == "5.00e-05" and fmt(0.00774, "loss") == "0.00774"
+    assert fmt(0.81234, "ssim") == "0.8123" and fmt(28.456, "psnr") == "28.46"
+    assert fmt(12.34, "seconds") == "12.3" and fmt(600, "iterations") == "600"
+    assert fmt(float("nan"), "psnr", missing="—") == "—"

@@ -32,8 +32,8 @@ def fmt(value, column: str = "", spec: str | None = None, missing: str = "") -> 
         return f"{value:.0f}"
     if column.endswith("seconds"):
         return f"{value:.1f}"
-    if column.endswith("loss"):          # a mean squared error: 0.00774 (or 5e-05), not 0.01
-        return f"{value:.3g}"
+    if column.endswith("loss"):          # a mean squared error: 0.00774 (or 5.00e-05), not 0.01
+        return f"{value:#.3g}"     # 3 significant digits, trailing zeros kept: 0.0100
     return f"{value:.2f}"
 
 

@@ -10,7 +10,9 @@ purpose regenerates the file, and its commit says why:
 A change on purpose that alters a file but no metric of a case (measured on the platform at
 hand) may keep the other platforms' entries, without that file's hash: their metrics stay exact,
 and ``--add`` on such a platform pins the file again (2026-12-07: the denoising case's log.csv,
-whose psnr_obs stopped counting the padding).
+whose psnr_obs stopped counting the padding).  An integer metric that follows from numbers the
+entry pins may be carried over too (2026-12-07: ``iterations`` of a fit whose members all
+stopped, which a CPU now ends at its last stop's decision, from the same ``stop_iteration``).
 
 A capability not yet pinned (AVX2 beside AVX512 pins) may differ by more than
 ``CROSS_PLATFORM_DB``; ``--new-capability`` adds it anyway, after the adder has run the cases at

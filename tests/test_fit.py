@@ -54,7 +54,9 @@ def test_ratio_stop_ends_early_and_says_where():
               cfg(iters=200, stop="ratio", stop_window=5, stop_eps=1e6, log_every=2,
                   sync_every=10), target=x)
     assert res.stop_iteration == [18]
-    assert res.iterations == 20  # the loop notices at the next host sync
+    # on a CPU the loop ends at the measure that stopped it (it ran on to the next host sync, 20,
+    # and with the default sync_every of 100 up to 99 iterations of work nothing used)
+    assert res.iterations == 19
     assert res.history["iteration"][-1] == 18
 
 
@@ -199,7 +201,9 @@ def test_batched_members_are_independent_in_fp32():
     assert not torch.equal(a.last_output[1], b.last_output[1])
 
 
-def test_batched_stop_freezes_the_stopped_member():
+def test_batched_stop_freezes_the_stopped_member(monkeypatch):
+    from utils.fit import Fit      # the loop runs on to its next host sync, as on a GPU
+    monkeypatch.setattr(Fit, "all_stopped", lambda self, i: False)
     x = crop64()
     nets = [tiny_net(0), tiny_net(1)]
     codes = torch.cat([code(0), code(1)])

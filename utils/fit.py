@@ -136,13 +136,11 @@ class Fit:
 
     nets: a ``models.DIPNet`` or a list (independent fits, Adam only); net_input: z, (M, C, h, w).
     data_term: a ``utils.physics.DataTerm`` whose observation has batch M.
-    target: ground truth (M, C, H, W) for reporting (PSNR/SSIM to GT); never used to choose the
-        output unless ``config.oracle``.
+    target: ground truth (M, C, H, W), reported (PSNR, SSIM); it chooses only with ``oracle``.
     region: (h, w) of the true image when the output is padded; measures use this crop.
     callbacks: callables ``cb(iteration, output)`` run at each host sync (e.g. snapshots).
-    on_rate: ``cb(seconds per iteration, iterations)``, called once after the first iterations
-        (``RATE_ITERS``, or ``RATE_SECONDS`` on a CPU) with their measured rate: the estimate
-        line of the command line.
+    on_rate: ``cb(seconds per iteration, iterations)``, once after the first iterations
+        (``RATE_ITERS``; ``RATE_SECONDS`` on a CPU) at their rate: the estimate line.
     observers: callables ``ob(iteration, output, ema, ratio, heldout)`` run at every measure,
         on device (benchmarks/stopping.py replays stop rules on one trajectory with them).
     """
@@ -349,6 +347,11 @@ class Fit:
             raise DeadlineReached
         return not bool(self.active.any())
 
+    def all_stopped(self, i) -> bool:
+        """On a CPU after a measure: has every member stopped? (on a GPU: the next sync)"""
+        return (self.dev.type == "cpu" and i % self.cfg.log_every == 0
+                and not bool(self.active.any()))
+
     def tick(self, i):
         """After iteration ``i``: a CPU's progress bar; once, ``on_rate`` (rate of 1..)."""
         cpu = self.dev.type == "cpu"
@@ -405,7 +408,7 @@ class Fit:
             if self.restore is not None or self.M > 1:
                 self.hold()
             self.tick(i)
-            if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters:
+            if (i + 1) % cfg.sync_every == 0 or i + 1 == cfg.iters or self.all_stopped(i):
                 if self.sync(i):
                     break
 
@@ -433,7 +436,7 @@ class Fit:
             loss = self.step(i)
             self.last_i = i
             self.tick(i)
-            if (i + 1) % cfg.sync_every == 0 and self.sync(i):
+            if ((i + 1) % cfg.sync_every == 0 or self.all_stopped(i)) and self.sync(i):
                 raise _Done
             return loss
 
@@ -454,8 +457,7 @@ class Fit:
             with torch.no_grad():
                 self.good_out = self.members(self.z0).float()
             self.ema = self.good_out.clone()
-        table = (np.concatenate(self.host_rows) if self.host_rows
-                 else np.zeros((0, M, len(MEASURES))))
+        table = np.concatenate(self.host_rows or [np.zeros((0, M, len(MEASURES)))])
         history = {name: table[:, :, k] for k, name in enumerate(MEASURES)}
         history["iteration"] = np.asarray(self.host_its, dtype=np.int64)
         chosen = (self.ema if self.cfg.use_ema else self.good_out).clone()

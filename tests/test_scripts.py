@@ -65,7 +65,7 @@ def test_denoising_end_to_end(small_png, tmp_path):
     # error is written with 3 significant digits (was 0.01 for every image)
     from utils.device import cpu_model
     assert f"device of the last run: cpu ({cpu_model()}, " in md
-    held = f"{s['heldout_loss']:.3g}"
+    held = f"{s['heldout_loss']:#.3g}"
     assert held != "0.01" and f" {held} |" in md.split("| face |")[1].splitlines()[0]
     assert list(csv.DictReader(open(tmp_path / "summary.csv")))[0]["image"] == "face"
 

@@ -83,6 +83,8 @@ def in_python(text: str, spec: Task) -> str:
     opts, known = options(spec), choices()
     names = {flag(n): n for n in opts}
     names.update({"--full": 'preset="full"', "--quick": 'preset="quick"'})
+    names.update({f"--no-{flag(n)[2:]}": f"{n}=False" for n, (v, _) in opts.items()
+                  if isinstance(v, bool)})                    # --no-use-ema → use_ema=False
 
     def spelled(m):
         name, value = names.get(m.group(1)), m.group(2)

@@ -299,6 +299,7 @@ def test_restore_words_the_estimate_line_and_messages_as_keywords(capsys):
     assert (words("--stop must be one of; --stop ratio. --lambda 1.4, --observed restores --full")
             == 'stop must be one of; stop="ratio". ln_lambda=1.4, observed restores preset="full"')
     assert words("--no-such-flag 3") == "--no-such-flag 3"
+    assert words("or --no-use-ema)") == "or use_ema=False)"
     # a device and auto are quoted, as restore() takes them
     assert words("--device auto or --device cuda:1; --lambda auto") == (
         'device="auto" or device="cuda:1"; ln_lambda="auto"')

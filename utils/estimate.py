@@ -34,6 +34,12 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def padded_multiple(hw, multiple: int = 32, min_size: int = 64) -> int:
+    """The multiple an image of (h, w) is reflect-padded to (``utils.task.prepare``): ``multiple``,
+    or ``min_size`` where a side is under it (the decoder needs a code of at least 2×2)."""
+    return max(multiple, min_size) if min(hw) < min_size else multiple
+
+
 def fitted_pixels(shape, cfg: dict) -> int:
     """The pixels the net computes for an image (h, w, ...): after the ``crop`` entry's centre
     crop, cut to multiples of 32 (``crop32``) or padded as ``utils.task.prepare`` pads it, to
@@ -43,7 +49,7 @@ def fitted_pixels(shape, cfg: dict) -> int:
     h, w = (min(h, c), min(w, c)) if c else (h, w)
     if cfg.get("crop32"):
         return (h - h % 32) * (w - w % 32)
-    m = 32 if min(h, w) >= 64 else 64
+    m = padded_multiple((h, w))
     return -(-h // m) * m * (-(-w // m) * m)
 
 

@@ -87,8 +87,9 @@ class DataTerm(nn.Module):
         hold = torch.zeros(H * W)
         hold[where[torch.randperm(len(where), generator=g)[:n]]] = 1
         hold = hold.view(1, 1, H, W).to(y.device)
-        return self.with_buffers(holdout=hold,
-                                 holdout_keep=inside.float()[None, None] * (1 - hold))
+        inside = inside.float()[None, None]
+        return self.with_buffers(holdout=hold, holdout_keep=inside * (1 - hold),
+                                 measured=inside if self.mask is None else self.mask * inside)
 
     def with_buffers(self, **buffers):
         """A shallow copy of this term with some buffers replaced (the others shared)."""
@@ -109,10 +110,7 @@ class DataTerm(nn.Module):
         ``mask``, and with held-out pixels the true image only, as in :meth:`loss` (the
         padding is then no part of the fit, and its pixels, free to drift to 0 or 1, would
         mask a collapse of the image or fake one)."""
-        if self.holdout is None:
-            return self.mask
-        inside = self.holdout_keep + self.holdout
-        return inside if self.mask is None else self.mask * inside
+        return self.mask if self.holdout is None else self.measured
 
     def heldout_loss(self, ax):
         """(B,) mean of (A(x) − y)² over the held-out pixels, from an already computed A(x)

@@ -22,7 +22,7 @@ import torch
 from models import build_net, code_shape, make_input
 from utils.config import SYNTHETIC, Preset, block_help, fit_config, net_kwargs
 from utils.device import native_bf16, resolve_device
-from utils.estimate import say
+from utils.estimate import padded_multiple, say
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
@@ -134,10 +134,7 @@ def prepare(img: LoadedImage, cfg: dict, multiple: int = 32, min_size: int = 64)
     Returns (image, padded image, region (h, w))."""
     a = _cropped(img.array, cfg, img, multiple)
     region = a.shape[:2]
-    m = multiple
-    if min(region) < min_size:  # the decoder needs a code of at least 2×2
-        m = max(m, min_size)
-    padded, _ = pad_to_multiple(a, m)
+    padded, _ = pad_to_multiple(a, padded_multiple(region, multiple, min_size))
     return a, padded, region
 
 

@@ -137,15 +137,17 @@ def make_problem(img, cfg):
 
 
 def validate(cfg):
-    if not 0 <= cfg["drop_rate"] < 1:
-        return f"--drop-rate must be in [0, 1), got {cfg['drop_rate']}"
+    # (0 would leave no pixel to fill, and psnr_in infinite; None: observed, unused)
+    if cfg["drop_rate"] is not None and not 0 < cfg["drop_rate"] < 1:
+        return f"--drop-rate must be in (0, 1), got {cfg['drop_rate']}"
     if not 0 <= cfg["mask_threshold"] <= 1:
         return f"--mask-threshold must be in [0, 1], got {cfg['mask_threshold']}"
 
 
-TASK = Task("inpainting", config, make_problem, quick=quick,
-            data_groups=("inpainting/bernoulli",), defaults=("camera",), validate=validate,
-            reads=reads, order=3, metrics=("psnr", "ssim"), baselines=("mean_fill", "biharmonic"))
+TASK = Task("inpainting", config, make_problem, synthetic=("drop_rate", "mask_seed"),
+            quick=quick, data_groups=("inpainting/bernoulli",), defaults=("camera",),
+            validate=validate, reads=reads, order=3, metrics=("psnr", "ssim"),
+            baselines=("mean_fill", "biharmonic"))
 
 if __name__ == "__main__":
     from utils.cli import main

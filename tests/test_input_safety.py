@@ -230,6 +230,15 @@ def test_a_jpeg_mask_is_refused_unless_a_threshold_is_given(tmp_path, capsys):
     assert status == 0 and "no mask file, so the Bernoulli mask is used" in cap.err
 
 
+def test_a_drop_rate_that_leaves_nothing_to_fill_is_refused(tmp_path, capsys):
+    img = png(tmp_path / "a.png")
+    for rate in ("0", "1"):
+        status, cap = run("inpainting", "--image", img, "--drop-rate", rate, "--out",
+                          tmp_path / "o", capsys=capsys)
+        assert status == 2 and "--drop-rate must be in (0, 1)" in one_line(cap.err)
+        assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------- 6. interrupted is not finished
 def test_sigterm_saves_the_last_output_and_marks_the_image_interrupted(tmp_path):
     img = png(tmp_path / "a.png")
@@ -553,6 +562,13 @@ def test_an_option_of_the_synthetic_degradation_is_not_used_on_an_observed_image
     status, cap = run("deblocking", "--image", img, "--out", tmp_path / "d", "--observed",
                       "--quality", "0", capsys=capsys)      # unused, yet still checked
     assert status == 2 and "--quality must be in 1..100" in cap.err
+    Image.fromarray(np.where(np.eye(40, dtype=bool), 0, 255).astype(np.uint8)).save(
+        tmp_path / "a_mask.png")      # observed inpainting: the mask file sets the holes
+    status, cap = run("inpainting", "--image", img, "--out", tmp_path / "i", "--observed",
+                      "--drop-rate", "0.3", capsys=capsys)
+    rec = json.loads((tmp_path / "i" / "a" / "summary.json").read_text())["hyperparameters"]
+    assert status == 0 and "note: --drop-rate 0.3 not used" in cap.out
+    assert rec["drop_rate"] is None and rec["mask_seed"] is None
     with pytest.warns(UserWarning, match=r"^sigma=50 not used: the image is observed"):
         restore(np.asarray(Image.open(img)), task="denoising", sigma=50, **QUICK)
     # a synthetic fit uses it, and auto still estimates σ of an observed photo

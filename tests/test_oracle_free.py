@@ -324,6 +324,10 @@ def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):
     assert 15 < rec["sigma_estimate"] < 25
     assert rec["lambda_chosen"] in {"1.2", "1.4", "1.8", "2.4", "none"}
     assert rec["heldout_loss"] > 0
+    # each member names its λ and the held-out loss that chose: the chosen λ's is the least
+    lam = {m["lambda"]: m["heldout_at_stop"] for m in rec["members"]}
+    assert list(lam) == ["1.2", "1.4", "1.8", "2.4", "none"]
+    assert lam[rec["lambda_chosen"]] == min(lam.values())
     assert "heldout" in (out / "photo" / "log.csv").read_text().splitlines()[0]
     capsys.readouterr()
     assert main(denoising.TASK, ["--sigma", "auto", "--out", str(tmp_path / "o2"), *TINY]) == 2

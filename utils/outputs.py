@@ -118,6 +118,8 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
                **extra}
     if len(res.history["iteration"]):
         of = f" (tile 1 of {len(tiles)})" if tiles else ""
+        lam = (tiles[0] if tiles else res.selection).get("lambda")   # --lambda auto's choice
+        of += f", λ {lam}" if lam else ""
         fbc_figure(res.history, folder / "fbc.png", member=first,
                    title=f"{task.name} · {img.name}{of}: FBC to the observation")
         # the result's PSNR beside the logged outputs' (where the curve is the result's own)

@@ -430,7 +430,9 @@ def choose_lambda(res, groups: list, window: int):
     res.chosen = list(range(best * r, (best + 1) * r))
     name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731
     res.selection = {"lambda": name(groups[best]),
-                     "heldout": {name(lam): float(v) for lam, v in zip(groups, score)}}
+                     "heldout": {name(lam): float(v) for lam, v in zip(groups, score)},
+                     "members": [{"lambda": name(groups[m // r]), "heldout_at_stop": float(v)}
+                                 for m, v in enumerate(per.ravel())]}   # member_metrics
 
 
 def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:
@@ -461,12 +463,13 @@ def _peak(res, m: int):
 def member_metrics(problem: Problem, res, m: int, run_on: bool) -> dict:
     """One member's own numbers: its scores at the stop (or end) and of its moving average, its
     stop and oracle iterations, the oracle's peak (the best logged PSNR); with ``run_on`` the
-    scores of its last output (at ``iters``, after the stop)."""
+    scores of its last output (at ``iters``, after the stop); with ``--lambda auto`` its λ and
+    held-out loss at its stop (what chose the λ)."""
     h, w = problem.region
     crop = lambda t: to_array(t[m:m + 1, :, :h, :w])  # noqa: E731
     out = {**score(problem, crop(res.output)), **score(problem, crop(res.ema_output), "_ema"),
            "stop_iteration": res.stop_iteration[m], "best_iteration": res.best_iteration[m],
-           "psnr_peak": _peak(res, m)}
+           "psnr_peak": _peak(res, m), **res.selection.get("members", [{}] * (m + 1))[m]}
     if run_on:
         out.update(score(problem, crop(res.last_output), "_last"))
     return out

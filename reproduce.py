@@ -80,7 +80,8 @@ def build_parser(parts):
     p.add_argument("--budget-s", type=seconds, help="seconds: run the pending runs in priority "
                    "order, never starting an image that cannot finish in the time left")
     p.add_argument("--pack", metavar="FILE", help="write one archive (≤ 16 MiB) of the tables, "
-                   "figures and run records to commit (rewritten after each run)")
+                   "figures and run records to commit (rewritten after each run); the runs "
+                   "draw no per-image plots (--no-plots: the archive keeps none)")
     p.add_argument("--unpack", metavar="FILE", help="write an archive of --pack into --out, "
                    "then rebuild the tables and figures (no fits) with the scale, images, seeds "
                    "and mode of the command that packed it")

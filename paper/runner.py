@@ -124,6 +124,7 @@ class Context:
 
     def _run_argv(self, run):
         argv = ["--crop32", "--quiet", "--out", str(self.out / "runs" / run.name)]
+        argv += ["--no-plots"] if self.args.pack else []    # a pack does not keep them
         argv += ["--seed", str(self.seeds[0])] if "--seed" not in run.args else []
         argv += list(run.args) + list(MODES[self.mode])
         if self.toy:

@@ -600,3 +600,20 @@ def test_a_short_fit_whose_result_is_the_unwarmed_average_says_so():
                         (DENOISING, {"iters": 100})]:                        # its preset warms up
         _, notice = resolve_config(task, given, "quick", whole=True)
         assert "moving average" not in (notice or ""), (task.name, given)
+
+
+def test_no_plots_leaves_the_figures_out_and_a_rerun_finds_the_result(tmp_path, capsys):
+    """--no-plots (reproduce.py --pack passes it): no fbc / psnr_ratio / montage figure, the
+    images and the record as ever; plots are presentation, so a rerun with them is done."""
+    img, out = png(tmp_path / "a.png"), tmp_path / "out"
+    status, cap = run("denoising", "--image", img, "--out", out, "--no-plots", capsys=capsys)
+    assert status == 0
+    assert files(out / "a") == ["log.csv", "noisy.png", "output.png", "output_ema.png",
+                                "summary.json"]
+    rec = json.loads((out / "a" / "summary.json").read_text())
+    assert "plots" not in rec["hyperparameters"] and "fbc.png" not in rec["outputs"]
+    status, cap = run("denoising", "--image", img, "--out", out, capsys=capsys)
+    assert status == 0 and "already finished" in cap.out
+    status, cap = run("denoising", "--image", img, "--out", tmp_path / "p", capsys=capsys)
+    assert status == 0 and {"fbc.png", "psnr_ratio.png", "montage.png"} <= set(
+        files(tmp_path / "p" / "a"))

@@ -40,12 +40,14 @@ RUN_OPTIONS = {
                 "net, blended (utils/tiles.py); 0: one net for the whole image"),
     "tile_overlap": (32, "pixels by which neighbouring tiles overlap (their outputs are blended "
                          "there)"),
+    "plots": (True, "draw each image's fbc.png, psnr_ratio.png and montage.png (about 0.6 s an "
+                    "image on a CPU; --no-plots: not drawn, nor by a rerun that finds it done)"),
 }
 ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the command line
 # numbers that may also be "auto" (chosen from the observation): --lambda for every task, the
 # others for the tasks that list them in Task.auto_options
 AUTO = ("ln_lambda", "sigma")
-NOT_RECORDED = ("quiet",)   # presentation only: not part of a run's hyperparameters
+NOT_RECORDED = ("quiet", "plots")   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
 # the tasks whose bf16 fits were measured as good as fp32 and faster on a CPU with native bf16
 # (``python -m benchmarks.cpu_modes``: a loss of at most 0.1 dB on average and 0.3 dB in the

@@ -116,7 +116,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     metrics = {**problem.baseline, **score(problem, final), **score(problem, ema, "_ema"),
                **course_metrics(problem, res, config), **oracle_free_metrics(problem, res),
                **extra}
-    if len(res.history["iteration"]):
+    if len(res.history["iteration"]) and cfg.get("plots", True):
         of = f" (tile 1 of {len(tiles)})" if tiles else ""
         lam = (tiles[0] if tiles else res.selection).get("lambda")   # --lambda auto's choice
         of += f", λ {lam}" if lam else ""
@@ -132,7 +132,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     spread = uncertainty_map(res, problem.region)
     if spread is not None:     # the restarts' per-pixel standard deviation
         save_image(folder / "uncertainty.png", spread, protect=protect)
-    if problem.inputs:   # degraded | output | ground truth (enhancement has its side by side)
+    if problem.inputs and cfg.get("plots", True):   # degraded | output | ground truth
         write_montage(folder / "montage.png", problem, shown_final, metrics)
     summary = dict(image=img.name, status="interrupted" if res.interrupted else "ok", **metrics,
                    stop_iteration=stop_it if members == 1 else each_member(res.stop_iteration),

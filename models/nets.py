@@ -204,11 +204,13 @@ OPTION_CHOICES = {"upsample": UPSAMPLES, "norm": NORMS, "pad": PADS, "gain": GAI
 @dataclass(frozen=True)
 class NetSpec:
     """A registered network: ``build(in_channels, out_channels, options) -> DIPNet``, its own
-    defaults over ``COMMON``, and the tiny widths of the tests and ``reproduce.py --toy``."""
+    defaults over ``COMMON``, the tiny widths of the tests and ``reproduce.py --toy``, and the
+    options that set its width (what a preset's width of another net becomes)."""
     build: Callable
     defaults: dict
     toy: dict
     about: str
+    width: tuple = ("channels",)
 
 
 _DECODER = dict(ln_lambda=1.4, channels=128, act_slope=0.01, init="kaiming")
@@ -221,7 +223,8 @@ NETS = {
     "hourglass": NetSpec(hourglass, dict(norm="batch", channels_down=128, channels_up=128,
                                          channels_skip=4, act_slope=0.2, init="default"),
                          dict(channels_down=8, channels_up=8, scales=3),
-                         "DIP's skip net (Ulyanov et al. 2018, supplementary)"),
+                         "DIP's skip net (Ulyanov et al. 2018, supplementary)",
+                         width=("channels_down", "channels_up")),
 }
 
 

@@ -97,6 +97,29 @@ def test_presets_are_data():
         assert notice is None or notice.startswith("--amp auto:") and "\n" not in notice
 
 
+def test_the_quick_preset_narrows_whichever_net_is_chosen():
+    """The preset's width is the chosen net's (a 64-channel decoder becomes a 64/64 hourglass,
+    SR's 32/32 hourglass a 32-channel decoder); a width option of another net is refused (the
+    hourglass fitted at 128 channels while the record said --channels 32)."""
+    den, sr = get_task("denoising"), get_task("super_resolution")
+    cfg, notice = resolve_config(den, {"net": "hourglass"}, "quick")
+    assert (cfg["channels_down"], cfg["channels_up"]) == (den.quick["channels"],) * 2
+    assert f"channels_up={den.quick['channels']}" in notice
+    assert net_kwargs(cfg)["channels_down"] == den.quick["channels"]
+    cfg, _ = resolve_config(sr, {"net": "decoder"}, "quick")
+    assert net_kwargs(cfg)["channels"] == sr.quick["channels_down"]
+    cfg, _ = resolve_config(den, {"net": "hourglass", "channels_up": 16}, "quick")
+    assert (cfg["channels_down"], cfg["channels_up"]) == (den.quick["channels"], 16)   # yours
+    for task, given, said in [(den, {"net": "hourglass", "channels": 32},
+                               "--channels: not an option of the hourglass net (its width: "
+                               "--channels-down, --channels-up)"),
+                              (sr, {"channels": 8}, "--channels: not an option of the hourglass"),
+                              (den, {"channels_skip": 2}, "--channels-skip: not an option of "
+                               "the decoder net (its width: --channels)")]:
+        with pytest.raises(ValueError, match="^" + said.replace("(", r"\(").replace(")", r"\)")):
+            resolve_config(task, given, "quick")
+
+
 def test_help_shows_the_defaults_of_the_tasks_own_net():
     def shown(task, flag):  # the help line of an option (after the usage block)
         return build_parser(get_task(task)).format_help().split(flag)[-1].split("\n  --")[0]

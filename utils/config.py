@@ -161,10 +161,21 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
     amp, channels_last, amp_why = given.get("amp", cfg.get("amp", "auto")), None, None
     if amp == "auto":
         amp, channels_last, amp_why = resolve_amp("auto", dev, verified=task.name in BF16_PARITY)
+    net = given.get("net", cfg.get("net", "decoder"))
+    if net in NETS:   # (an unknown net is check_config's error)
+        others = set(network_options()) - set(net_options(net))
+        unused = [flag(k) for k in given if k in others]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: not an option of the {net} net (its width: "
+                             f"{', '.join(flag(k) for k in NETS[net].width)})")
     if preset == "quick" or (preset == "auto" and cpu and task.quick):
         quick = dict(task.quick)
         if cpu and amp == "bf16":
             quick.update(task.quick_bf16)
+        if net in NETS:   # the preset's width, of another net, as the chosen net's width
+            width = [quick.pop(k) for k in {w for n in NETS.values() for w in n.width}
+                     - set(NETS[net].width) if k in quick]
+            quick.update(dict.fromkeys(NETS[net].width, width[0]) if width else {})
         crop = quick.pop("crop", 0) if whole else None
         cfg.update(quick)
         why = ("--quick" if preset == "quick" else

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models import build_net, code_shape, make_input
-from utils.config import SYNTHETIC, Preset, block_help, fit_config, net_kwargs
+from models import NETS, build_net, code_shape, make_input
+from utils.config import SYNTHETIC, Preset, block_help, fit_config, flag, net_kwargs
 from utils.device import native_bf16, resolve_device
 from utils.estimate import padded_multiple, say
 from utils.fit import fit
@@ -243,7 +243,8 @@ def check_memory(problem: Problem, cfg: dict) -> None:
     raise ImageError(_where(problem.like), f"the fit needs about {_gb(need)} ({members} × "
                      f"{w}x{h} px × {net_width(cfg)} channels × "
                      f"{MEMBER_BYTES_PER_PIXEL_CHANNEL} bytes), more than the {_gb(have)} "
-                     f"{what}: use fewer --restarts, --crop N or fewer --channels")
+                     f"{what}: use fewer --restarts, --crop N or a narrower net (" +
+                     ", ".join(flag(k) for k in NETS[cfg.get("net", "decoder")].width) + ")")
 
 
 def lambdas(cfg: dict) -> list:

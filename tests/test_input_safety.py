@@ -313,8 +313,8 @@ def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_pa
     assert status == 130 and "Traceback" not in cap.err
     assert "note: a: its finished result in a/ (--seed 0 → 1) is replaced when this fit ends" \
         in cap.err
-    assert "interrupted: a was not saved after " in cap.err
-    assert "iterations: its folder keeps its finished result" in cap.err
+    assert "a: interrupted after 1 iterations, not saved: its folder keeps its finished " \
+        "result\n" in cap.err
     after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (out / "a").iterdir()}
     assert after == before
     assert "| a | interrupted |" in (out / "summary.md").read_text()

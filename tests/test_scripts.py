@@ -162,8 +162,8 @@ def test_the_image_line_says_how_the_fit_ended():
                        "seconds": 3.0}) == "interrupted after 137 iterations, seconds 3.0"
     # tiled: the tile the interruption came in (iterations: the longest tile's)
     assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 600,
-                       "tile_stops": "320 / interrupted at 40 / not fitted / not fitted"}) == (
-        "interrupted in tile 2 of 4 at iteration 40")
+                       "tile_stops": "320 / interrupted after 40 / not fitted / not fitted"}) == (
+        "interrupted in tile 2 of 4 after 40 iterations")
     assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 600,
                        "tile_stops": "320 / - / not fitted"}) == (
         "interrupted in tile 3 of 3, before it")

@@ -115,7 +115,7 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     assert float(res.output[..., :30, :30].abs().max()) == 0     # the first tile's output
     # the summary names every tile: the one stopped midway and those never begun
     assert tile_stops(res.selection["tiles"], res.selection["tile_count"]) == " / ".join(
-        ["-", "interrupted at 10"] + ["not fitted"] * 10)
+        ["-", "interrupted after 10"] + ["not fitted"] * 10)
     calls.clear()
 
     def raising(sub, rate):     # Ctrl-C before the third tile's fit began
@@ -497,11 +497,13 @@ def test_a_tiled_run_stopped_by_ctrl_c_resumes_from_its_finished_tiles(tmp_path)
     assert not kept.exists()
     rec = json.loads((tmp_path / "out" / "cam" / "summary.json").read_text())
     assert rec["status"] == "ok" and rec["tiles"] == 4
-    kept.mkdir()                      # a leftover beside a finished image goes too
-    (kept / "tile_0000.pt").write_bytes(b"left over")
+    kept.mkdir()          # another question's tiles beside a finished image: its progress
+    (kept / TileStore.MARK).write_text("0" * 64)
+    (kept / "tile_0000.pt").write_bytes(b"another question's")
     skipped = subprocess.run(command("out"), capture_output=True, text=True, cwd=ROOT, env=e,
                              timeout=600)
-    assert "cam: already finished, skipped" in skipped.stdout and not kept.exists()
+    assert "cam: already finished, skipped" in skipped.stdout
+    assert sorted(p.name for p in kept.iterdir()) == [TileStore.MARK, "tile_0000.pt"]
     whole = subprocess.run(command("never_stopped") + ["--quiet"], capture_output=True,
                            text=True, cwd=ROOT, env=e, timeout=600)
     assert whole.returncode == 0, whole.stderr
@@ -509,3 +511,24 @@ def test_a_tiled_run_stopped_by_ctrl_c_resumes_from_its_finished_tiles(tmp_path)
         with Image.open(tmp_path / "out" / "cam" / name) as a, \
                 Image.open(tmp_path / "never_stopped" / "cam" / name) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), name
+
+
+def test_a_skip_removes_the_tiles_kept_for_its_own_question_only(tmp_path):
+    """An image found finished: tiles kept for that very question are litter and go; those of
+    another question (an interrupted refit with another seed) are its progress and stay."""
+    from tasks import get_task
+    from utils.cli import forget_own_tiles, tiles_folder
+    from utils.imageio import load_image
+    from utils.tiles import store_for
+    Image.fromarray(data.camera()[:96, :96]).save(tmp_path / "cam.png")
+    img, task = load_image(tmp_path / "cam.png"), get_task("denoising")
+    folder = tiles_folder(tmp_path, "cam")
+    for seed, stays in ((1, True), (0, False)):
+        _, cfg, _, _ = prepare_problem(tmp_path / "cam.png", task, observed=False, tile=64,
+                                       seed=seed, **TINY)
+        store = store_for(folder, task.problem(img, cfg), cfg, img.pixels_sha256)
+        store.save(0, (0, 0, 64, 64), _result(torch.zeros(1, 1, 64, 64)))
+        _, cfg, _, _ = prepare_problem(tmp_path / "cam.png", task, observed=False, tile=64,
+                                       seed=0, **TINY)
+        forget_own_tiles(task, img, cfg, tmp_path, [])     # the seed-0 result is finished
+        assert folder.is_dir() == stays and (not stays or store.load(0, (0, 0, 64, 64)))

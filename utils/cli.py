@@ -16,8 +16,7 @@ nothing (``utils.outdir.staged``).  Under ``torchrun`` the images are split acro
 hyperparameters, the other files read, every output still there: ``utils.outputs``) is skipped
 (resumable); an interrupted one is fitted again, except the tiles of a tiled fit it had
 finished (``utils.tiles.TileStore``, ``.NAME.tiles/``: removed once the outputs are written).
-The summary tables hold the rows of every run
-on the output folder, merged under a lock (``utils.outputs.write_summary``).
+The summary tables hold the rows of every run on the output folder, merged under a lock.
 """
 from __future__ import annotations
 
@@ -42,10 +41,10 @@ from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)
 from utils.outputs import (failed_row, fingerprints, finished_row, finished_record, image_line,
-                           replaced_result, write_outputs, write_summary)
+                           interruption, replaced_result, write_outputs, write_summary)
 from utils.tables import cell, fmt
-from utils.task import Task, fit_problem
-from utils.tiles import store_for, tiled
+from utils.task import Task, fit_problem, tile_stops
+from utils.tiles import TileStore, store_for, tiled
 
 CHOICES = choices()
 
@@ -238,8 +237,13 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
         if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
     if res.interrupted and finished_record(out_root / img.name):   # not replaced by a partial
-        return failed_row(img.name, "interrupted", f"not saved after {res.iterations} "
-                          "iterations: its folder keeps its finished result"), res
+        tiles = res.selection.get("tiles") or []
+        where = interruption({"iterations": res.iterations, **({"tile_stops": tile_stops(
+            tiles, res.selection.get("tile_count", len(tiles)))} if tiles else {})})
+        kept = "; the tiles it finished are kept: this command again resumes" * any(
+            not i.get("interrupted") for i in tiles)
+        return failed_row(img.name, "interrupted", f"{where}, not saved: its folder keeps its "
+                          f"finished result{kept}"), res
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
@@ -255,6 +259,17 @@ def tiles_folder(out_root, name: str) -> Path:
 def forget_tiles(out_root, name: str) -> None:
     """Remove the tiles kept for an image that is finished."""
     shutil.rmtree(tiles_folder(out_root, name), ignore_errors=True)
+
+
+def forget_own_tiles(task, img, cfg, out_root, reads) -> None:
+    """At a skip (this question is finished): remove the tiles kept for it; another question's
+    stay (the progress of an interrupted fit that a rerun of its own command resumes)."""
+    folder = tiles_folder(out_root, img.name)
+    with contextlib.suppress(Exception):   # no mark, or no problem to key: nothing of ours
+        store = folder.is_dir() and store_for(folder, task.problem(img, cfg), cfg,
+                                              img.pixels_sha256, reads)
+        if store and (folder / TileStore.MARK).read_text() == store.key:
+            store.remove()
 
 
 def _distributed(on_gpu: bool):
@@ -295,7 +310,7 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
     if res.interrupted and "error" in summary:       # not saved: its earlier result stands
-        print(f"interrupted: {img.name} was {summary['error']}", file=sys.stderr)
+        print(f"{img.name}: {summary['error']}", file=sys.stderr)
         return summary, 130, res.device, True
     print(f"{img.name}: " + image_line(summary))
     if res.interrupted:
@@ -320,7 +335,7 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
         done = finished_row(out_root / img.name, cfg, img, reads)
         if done is not None:
             rows[idx] = done
-            forget_tiles(out_root, img.name)
+            forget_own_tiles(task, img, cfg, out_root, reads)
             print(f"{img.name}: already finished, skipped")
             continue
         note = replaced_result(out_root / img.name, cfg, img, reads, task.name)

@@ -388,7 +388,7 @@ class Fit:
                 interrupted = True
                 who = ("stopped at the time limit of the invocation"
                        if isinstance(e, DeadlineReached) else "interrupted by the user")
-                self.warnings.append(f"{who} at iteration {self.last_i}")
+                self.warnings.append(f"{who} after {self.last_i + 1} iterations")
             self.sync(self.last_i, final=True)
             if self.dev.type == "cuda":
                 torch.cuda.synchronize(self.dev)
@@ -401,10 +401,10 @@ class Fit:
     def _adam_loop(self):
         cfg = self.cfg
         for i in range(cfg.iters):
-            self.last_i = i
             self.adam.zero_grad()
             self.step(i)
             self.adam.step()
+            self.last_i = i     # done (Ctrl-C before this line: iteration i did not count)
             if self.restore is not None or self.M > 1:
                 self.hold()
             self.tick(i)
@@ -417,10 +417,10 @@ class Fit:
         cfg = self.cfg
         warm = min(100, cfg.iters)
         for i in range(warm):
-            self.last_i = i
             self.adam.zero_grad()
             self.step(i)
             self.adam.step()
+            self.last_i = i
             self.hold()
             self.tick(i)
         lbfgs = torch.optim.LBFGS([self.members.flat], lr=cfg.lr,

@@ -47,14 +47,20 @@ def image_line(summary: dict) -> str:
         if k == "stop_iteration" and summary[k] is None:
             if summary.get("status") != "interrupted":
                 return f"ran to the end, {summary.get('iterations')} iterations"
-            stops = str(summary.get("tile_stops", "")).split(" / ")   # tiled: which tile
-            for j, s in enumerate(stops):
-                if s.startswith("interrupted") or s == "not fitted":
-                    at = f" at iteration {s.split()[-1]}" if s != "not fitted" else ", before it"
-                    return f"interrupted in tile {j + 1} of {len(stops)}{at}"
-            return f"interrupted after {summary.get('iterations')} iterations"
+            return interruption(summary)
         return f"{k} {fmt(summary[k], k)}"
     return ", ".join(part(k) for k in SHOWN if k in summary)
+
+
+def interruption(summary: dict) -> str:
+    """Where a fit was interrupted: ``interrupted after N iterations``, or a tiled fit's tile
+    (its row's ``tile_stops``)."""
+    stops = str(summary.get("tile_stops", "")).split(" / ")
+    for j, s in enumerate(stops):
+        if s.startswith("interrupted") or s == "not fitted":
+            at = f" after {s.split()[-1]} iterations" if s != "not fitted" else ", before it"
+            return f"interrupted in tile {j + 1} of {len(stops)}{at}"
+    return f"interrupted after {summary.get('iterations')} iterations"
 
 
 def write_montage(path, problem, output, metrics):

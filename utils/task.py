@@ -384,10 +384,10 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
 
 def tile_stops(tiles: list, count: int) -> str:
     """``tile_stops`` of a tiled fit's ``count`` tiles (``selection['tiles']``), in order: the
-    iteration its stop rule ended a tile at, ``-`` where it ran to the end, ``interrupted at N``,
+    iteration its stop rule ended a tile at, ``-`` where it ran to the end, ``interrupted after N``,
     or ``not fitted`` (an interruption came first)."""
     found = {i.get("tile", k): i for k, i in enumerate(tiles)}
-    return " / ".join("not fitted" if i is None else f"interrupted at {i['iterations']}"
+    return " / ".join("not fitted" if i is None else f"interrupted after {i['iterations']}"
                       if i.get("interrupted") else str(i["stop_iteration"] or "-")
                       for i in map(found.get, range(count)))
 

@@ -307,6 +307,13 @@ def test_choose_lambda_takes_the_lowest_heldout_loss_at_each_stop():
     # member 2 stopped at 20 (loss ~4.5 there), member 0 ran to the end (~1.1): λ 1.2 wins
     assert res.chosen == [0] and res.selection["lambda"] == "1.2"
     assert res.selection["heldout"]["none"] > res.selection["heldout"]["1.2"]
+    # a window longer than the fit: the later half of the logged values, not the untrained
+    # net's first ones (over all 10, the flat 1.6 of λ 1.8 would beat λ 1.2's mean 2.0)
+    res.history["heldout"] = np.stack([np.linspace(3, 1, 10), np.full(10, 1.6)], 1)
+    res.stop_iteration = [None, None]
+    choose_lambda(res, [1.2, 1.8], window=10)
+    assert res.selection["lambda"] == "1.2"
+    assert res.selection["heldout"]["1.2"] == pytest.approx(np.linspace(3, 1, 10)[5:].mean())
 
 
 def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):

@@ -411,12 +411,13 @@ def uncertainty_map(res, region, full_scale: float = 0.1) -> np.ndarray | None:
 
 def heldout_at_stop(res, window: int) -> np.ndarray:
     """Each member's held-out loss at its own stop (the last iteration if it never stopped):
-    the mean of the ``window`` logged values ending there, (M,)."""
+    the mean of the ``window`` logged values ending there, at most the later half of those
+    logged by then (a short fit's first values are the untrained net's), (M,)."""
     held, its = res.history["heldout"], res.history["iteration"]
     out = np.full(held.shape[1], np.nan)
     for m, stop in enumerate(res.stop_iteration):
         end = len(its) if stop is None else int(np.searchsorted(its, stop, side="right"))
-        rows = held[max(end - window, 0):end, m]
+        rows = held[max(end - window, end // 2):end, m]
         out[m] = np.nanmean(rows) if np.isfinite(rows).any() else np.nan
     return out
 

@@ -142,9 +142,13 @@ def test_two_runs_at_once_on_one_folder_keep_both_rows(tmp_path):
     assert sorted(r["image"] for r in rows(out)) == ["a", "b", "mean"]
     assert "| a |" in (out / "summary.md").read_text() and "| b |" in (
         out / "summary.md").read_text()
-    # a later run on one of them keeps the other's row
+    # a later run on one of them keeps the other's row, and the table says it is not its own
     assert run("denoising", "--image", str(a), "--out", str(out), "--seed", "5")[0] == 0
     assert sorted(r["image"] for r in rows(out)) == ["a", "b", "mean"]
+    said = "Not of the last command: 1 row kept from earlier runs on this folder (b)."
+    assert said in (out / "summary.md").read_text()
+    assert run("denoising", "--image", str(tmp_path), "--out", str(out))[0] == 0   # both: own
+    assert "Not of the last command" not in (out / "summary.md").read_text()
 
 
 def test_another_task_on_the_same_folder_is_not_averaged_into_its_summary(tmp_path):

@@ -202,13 +202,16 @@ def write_summary(out: Path, task: str, rows: list[dict], device: str, command: 
     output folder (``merged_rows``, under a lock: two runs at once keep both their rows);
     returns the mean row (None without one)."""
     with locked(out / ".summary.lock"):
+        mine = {r["image"] for r in rows}
         rows = merged_rows(out, rows, task)
         atomic_write_text(out / ROWS_FILE, strict_json(rows))
         return _write_tables(out, task, [{k: v for k, v in r.items() if k != "task"}
-                                         for r in rows], device, command)
+                                         for r in rows], device, command,
+                             [r["image"] for r in rows if r["image"] not in mine])
 
 
-def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: str):
+def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: str,
+                  earlier=()):
     keys = list(dict.fromkeys(k for r in rows for k in r))
 
     def numeric(v):
@@ -231,6 +234,10 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
     where = f"cpu ({cpu_words()})" if device == "cpu" else device   # which CPU moves the numbers
     md = [f"# {task}: summary", "", f"device of the last run: {where} · torch "
           f"{torch.__version__} · last command: `{cell(command)}`", ""]
+    if earlier:   # (an interrupted run, or other images: their rows are not its answers)
+        named = ", ".join(map(str, earlier[:8])) + (", …" if len(earlier) > 8 else "")
+        md += [f"Not of the last command: {len(earlier)} row{'s' * (len(earlier) > 1)} kept "
+               f"from earlier runs on this folder ({named}).", ""]
     md += markdown(keys, [[fmt(r.get(k), k) for k in keys] for r in table])
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
     return table[-1] if len(table) > len(rows) else None

@@ -268,9 +268,14 @@ def test_durations_and_the_estimate_line():
     total = estimate_line(0.16, 600, 100, rest_pixels=300, rest_images=3, stops=False)
     assert "6 min 24 s for it and the 3 images after it" in total and "at most" not in total
     # a tiled fit resumed with half of its tiles left: the rest priced at the whole image's rate
-    half = estimate_line(0.08, 600, 100, rest_pixels=300, rest_images=3, stops=False, share=0.5)
-    assert "48 s for the tiles left of this image, 600 iterations each" in half
+    half = estimate_line(0.02, 600, 100, rest_pixels=300, rest_images=3, stops=False, share=0.5,
+                         tiles=4)
+    assert "0.02 s per iteration of a tile, 48 s for the 4 tiles left of this image, 600 " \
+        "iterations each" in half
     assert "about 5 min 36 s for it and the 3" in half
+    tiled = estimate_line(0.04, 600, 100, tiles=4)
+    assert "0.04 s per iteration of a tile, at most 1 min 36 s for this image's 4 tiles, 600 " \
+        "iterations each" in tiled
     long = estimate_line(2.0, 600, 100)                     # 20 minutes
     assert "--crop N" in long and "--iters N" in long and "GPU" in long
     # the pixels the net computes: cropped, then padded as the fit pads (or cut by --crop32)

@@ -156,8 +156,8 @@ def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
     store = TileStore(tmp_path / ".astronaut.tiles", key)
     rates = []
 
-    def on_rate(rate, iters, share=1.0):
-        rates.append((rate, share))
+    def on_rate(rate, iters, share=1.0, tiles=0):
+        rates.append((rate, share, tiles))
     res, _ = fit_tiled(problem, cfg, fit_one(stop_at=3), on_rate=on_rate, store=store)
     assert res.interrupted and [k for k, _ in calls] == [0, 1, 2, 3]
     assert sorted(p.name for p in store.folder.glob("tile_*.pt")) == [
@@ -168,7 +168,7 @@ def test_finished_tiles_are_kept_and_a_rerun_fits_only_the_others(tmp_path):
                             store=TileStore(store.folder, key))
     # the rerun fits tiles 4 to 12 only; the first of them prices the 9 left, 0.75 of the image
     assert [k for k, _ in calls] == list(range(3, 12)) and calls[0][1] and not calls[1][1]
-    assert rates == [(12.0, 1.0), (9.0, 0.75)]
+    assert rates == [(1.0, 1.0, 12), (1.0, 0.75, 9)]    # per tile, and the tiles left
     assert lines[0] == ("3 of the 12 tiles were fitted by an earlier run asking the same "
                         "question: kept (.astronaut.tiles)") and lines[1].startswith("tile 4 of")
     image = (..., slice(0, 150), slice(0, 200))     # the padding keeps the observation

@@ -54,15 +54,18 @@ def fitted_pixels(shape, cfg: dict) -> int:
 
 
 def estimate_line(rate: float, iters: int, pixels: int, rest_pixels: int = 0,
-                  rest_images: int = 0, stops: bool = True, share: float = 1.0) -> str:
-    """The line: ``rate`` seconds per iteration of what is left of this image (``pixels``
-    fitted; ``share`` of them left: a tiled fit resumed), ``iters`` iterations; ``rest_images``
-    more images of ``rest_pixels`` pixels in all after it."""
-    mine = rate * iters
+                  rest_images: int = 0, stops: bool = True, share: float = 1.0,
+                  tiles: int = 0) -> str:
+    """The line: ``rate`` seconds per iteration of this image (``pixels`` fitted), or of one of
+    its ``tiles`` left to fit (``share`` of the image: a tiled fit resumed), ``iters``
+    iterations; ``rest_images`` more images of ``rest_pixels`` pixels in all after it."""
+    mine = rate * iters * max(tiles, 1)
     bound = "at most " if stops else ""
-    what = (f"this image's {iters} iterations" if share >= 1 else
-            f"the tiles left of this image, {iters} iterations each")      # a tiled fit resumed
-    line = f"estimate: {rate:.3g} s per iteration, {bound}{duration(mine)} for {what}"
+    what = (f"this image's {iters} iterations" if not tiles else
+            f"this image's {tiles} tiles, {iters} iterations each" if share >= 1 else
+            f"the {tiles} tiles left of this image, {iters} iterations each")
+    per = " of a tile" if tiles else ""
+    line = f"estimate: {rate:.3g} s per iteration{per}, {bound}{duration(mine)} for {what}"
     total, many = mine, "s" if rest_images > 1 else ""
     if rest_images and pixels < SMALL and rest_pixels > 2 * rest_images * pixels:
         line += f"; the {rest_images} larger image{many} after it: an estimate as each starts"
@@ -102,9 +105,10 @@ def warnings_above_bar(active: bool):
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
             stream=None, words=None):
     """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`); its optional
-    third argument: the share of the image left (a tiled fit resumed).  words: a function
+    arguments: the share of the image left (a tiled fit resumed) and the tiles left.  words: a function
     that respells the line's options (``restore()``: ``crop=N`` for ``--crop N``)."""
-    def report(rate, iters, share=1.0):
-        line = estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share)
+    def report(rate, iters, share=1.0, tiles=0):
+        line = estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share,
+                             tiles)
         say(words(line) if words else line, stream)
     return report

@@ -438,8 +438,7 @@ def fit_tiled(problem, cfg: dict, fit_one, on_rate=None, say=None, store=None):
         say(f"{were} an earlier run asking the same question: kept ({store.folder.name})")
     # the estimate line: the first tile fitted stands for every tile left
     left = len(boxes) - n_kept
-    rate = None if on_rate is None else (
-        lambda s, n: on_rate(s * left, n, left / len(boxes)) if n_kept else on_rate(s * left, n))
+    rate = None if on_rate is None else (lambda s, n: on_rate(s, n, left / len(boxes), left))
     stopped = False
     for k, box in enumerate(boxes):
         y, x, th, tw = box

@@ -387,7 +387,7 @@ class Fit:
             except KeyboardInterrupt as e:
                 interrupted = True
                 who = ("stopped at the time limit of the invocation"
-                       if isinstance(e, DeadlineReached) else "interrupted by the user")
+                       if isinstance(e, DeadlineReached) else "interrupted (Ctrl-C or SIGTERM)")
                 self.warnings.append(f"{who} after {self.last_i + 1} iterations")
             self.sync(self.last_i, final=True)
             if self.dev.type == "cuda":

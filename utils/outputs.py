@@ -314,7 +314,8 @@ def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None)
         return None
     source, h = rec.get("source") or {}, rec.get("hyperparameters")
     then, now = (asked(h, rec.get("device")) if isinstance(h, dict) else {}), question_of(cfg)
-    diff = [f"{flag(k)} {then.get(k)} → {now.get(k)}"
+    shown = lambda v: "none" if v is None else v  # noqa: E731  (null in the record)
+    diff = [f"{flag(k)} {shown(then.get(k))} → {shown(now.get(k))}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]
     if rec.get("task") not in (None, task or rec.get("task")):
         what = f"of {rec['task']}"

@@ -556,6 +556,9 @@ def test_an_option_of_the_synthetic_degradation_is_not_used_on_an_observed_image
     f.write_text(json.dumps(dict(rec, hyperparameters=dict(rec["hyperparameters"], sigma=25.0))))
     status, cap = run("denoising", "--image", img, "--out", out, "--observed", capsys=capsys)
     assert status == 0 and "already finished" in cap.out
+    status, cap = run("denoising", "--image", img, "--out", out, "--observed", "--sigma", "auto",
+                      capsys=capsys)      # another question, said as the record holds it
+    assert status == 0 and "(--sigma none → auto) is replaced" in cap.err
     status, cap = run("deblocking", "--image", img, "--out", tmp_path / "d", "--observed",
                       "--quality", "30", capsys=capsys)
     assert status == 0 and "note: --quality 30 not used" in cap.out

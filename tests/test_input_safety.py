@@ -616,7 +616,10 @@ def test_no_plots_leaves_the_figures_out_and_a_rerun_finds_the_result(tmp_path, 
     rec = json.loads((out / "a" / "summary.json").read_text())
     assert "plots" not in rec["hyperparameters"] and "fbc.png" not in rec["outputs"]
     status, cap = run("denoising", "--image", img, "--out", out, capsys=capsys)
-    assert status == 0 and "already finished" in cap.out
+    assert status == 0 and "a: already finished, skipped (fitted with --no-plots: no figures " \
+        "drawn)" in cap.out
     status, cap = run("denoising", "--image", img, "--out", tmp_path / "p", capsys=capsys)
     assert status == 0 and {"fbc.png", "psnr_ratio.png", "montage.png"} <= set(
         files(tmp_path / "p" / "a"))
+    status, cap = run("denoising", "--image", img, "--out", tmp_path / "p", capsys=capsys)
+    assert "a: already finished, skipped\n" in cap.out

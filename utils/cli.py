@@ -247,18 +247,13 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
-        forget_tiles(out_root, img.name)
+        shutil.rmtree(tiles_folder(out_root, img.name), ignore_errors=True)
     return summary, res
 
 
 def tiles_folder(out_root, name: str) -> Path:
     """Where the command line keeps an image's finished tiles (``utils.tiles.store_for``)."""
     return Path(out_root) / f".{name}.tiles"
-
-
-def forget_tiles(out_root, name: str) -> None:
-    """Remove the tiles kept for an image that is finished."""
-    shutil.rmtree(tiles_folder(out_root, name), ignore_errors=True)
 
 
 def forget_own_tiles(task, img, cfg, out_root, reads) -> None:
@@ -336,7 +331,9 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
         if done is not None:
             rows[idx] = done
             forget_own_tiles(task, img, cfg, out_root, reads)
-            print(f"{img.name}: already finished, skipped")
+            bare = cfg["plots"] and not (out_root / img.name / "psnr_ratio.png").exists()
+            print(f"{img.name}: already finished, skipped" + " (fitted with --no-plots: no "
+                  "figures drawn)" * bare)
             continue
         note = replaced_result(out_root / img.name, cfg, img, reads, task.name)
         if note:

@@ -112,7 +112,12 @@ def make_problem(img, cfg):
     clean, padded, region = prepare(stacked, cfg)
     h, w = region
     if mask is None:
-        known = bernoulli_mask(h, w, cfg["drop_rate"], cfg["mask_seed"])[0]
+        known, rate = bernoulli_mask(h, w, cfg["drop_rate"], cfg["mask_seed"])[0], cfg["drop_rate"]
+        if not known.any():     # as a mask file is checked (_checked), at the rate's extremes
+            raise ImageError(img.path or img.name, f"--drop-rate {rate} drops every pixel of "
+                             f"this {w}x{h} image: nothing to fit")
+        notes = notes + [f"--drop-rate {rate} drops no pixel of this {w}x{h} image: nothing "
+                         "to fill"] * bool(known.all())
     else:
         clean, padded, known = clean[..., :-1], padded[..., :-1], clean[..., -1] > 0.5
         if a.shape[:2] != clean.shape[:2]:     # cropped: check what is left

@@ -110,6 +110,8 @@ def prepare_problem(image, task, observed: bool = True, mask=None, preset: str =
     spec = task if isinstance(task, Task) else get_task(task)
     opts = options(spec)
     unknown = sorted(set(hyperparameters) - set(opts))
+    if "plots" in hyperparameters:
+        raise ValueError("plots is an option of the command line: restore() draws no figures")
     if unknown:
         near = [m for u in unknown for m in difflib.get_close_matches(u, opts, 1)]
         raise ValueError(f"unknown hyperparameter(s) for {spec.name}: {unknown}"

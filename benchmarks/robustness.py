@@ -37,6 +37,7 @@ from utils.cli import build_parser, given_options
 from utils.device import cpu_model
 from utils.atomic import atomic_write_text
 from utils.classic import METHODS, available
+from utils.config import resolve_config
 from utils.imageio import to_tensor
 from utils.stopping import sharpness
 from utils.tables import csv_text, fmt, markdown
@@ -251,6 +252,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = set_overrides(tasks[args.tasks[0]], args.set)   # typed by the first task
+    for name in args.tasks:     # before any run: an entry a task's net has not (--set channels=
+        try:                    # with super-resolution's hourglass) is an error, not a lost grid
+            resolve_config(tasks[name], overrides, "quick")
+        except ValueError as e:
+            p.error(f"--set, for {name}: {e}")
     out = Path(args.out)
     csv_path = out.with_suffix(".csv")
     done = read_rows(csv_path) if args.resume else {}

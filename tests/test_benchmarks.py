@@ -67,6 +67,12 @@ def test_robustness_grid_writes_its_table_and_resumes(tmp_path, monkeypatch):
     assert fitted == [1] and len(rows2) == 2
     assert abs(rows2[0][4] - rows[0][4]) < 1e-3         # the kept run, read back from the CSV
     assert len(robustness.read_rows(out.with_suffix(".csv"))) == 2
+    # an entry one task's net has not: refused before the first run, not midway through the grid
+    fitted.clear()
+    with pytest.raises(SystemExit) as e:
+        robustness.main(["--tasks", "denoising", "super_resolution", "--set", "channels=8",
+                         "--out", str(tmp_path / "bad.md")])
+    assert e.value.code == 2 and fitted == [] and not (tmp_path / "bad.md").exists()
 
 
 def test_set_overrides_are_typed_like_the_command_line_and_reach_cpu_modes_runs(monkeypatch):

@@ -237,6 +237,15 @@ def test_a_drop_rate_that_leaves_nothing_to_fill_is_refused(tmp_path, capsys):
                           tmp_path / "o", capsys=capsys)
         assert status == 2 and "--drop-rate must be in (0, 1)" in one_line(cap.err)
         assert not (tmp_path / "o").exists()
+    # in range, yet on this 40×40 image no pixel is known, or every one is
+    status, cap = run("inpainting", "--image", img, "--drop-rate", "0.99999", "--out",
+                      tmp_path / "o", capsys=capsys)
+    assert status == 2 and "--drop-rate 0.99999 drops every pixel of this 40x40 image" in \
+        one_line(cap.err)
+    status, cap = run("inpainting", "--image", img, "--drop-rate", "0.00001", "--out",
+                      tmp_path / "o", capsys=capsys)
+    assert status == 0 and "warning: --drop-rate 1e-05 drops no pixel of this 40x40 image: " \
+        "nothing to fill" in cap.err
 
 
 # ---------------------------------------------------------------- 6. interrupted is not finished
@@ -531,6 +540,7 @@ def test_a_glob_reaching_one_file_twice_fits_it_once(tmp_path, capsys):
     (np.full((32, 32), 100, np.int8), {}, TypeError, "int8"),
     (np.full((32, 32), 1000, np.int16), {}, TypeError, "uint16"),
     ((BASE * 255).astype(np.uint8), {"mask": [[1, 0]]}, TypeError, r"^mask= \(list\): "),
+    ((BASE * 255).astype(np.uint8), {"plots": False}, ValueError, "restore.. draws no figures"),
 ])
 def test_restore_refuses_what_it_cannot_give_back(image, kw, error, needle):
     task = "inpainting" if "mask" in kw else "denoising"

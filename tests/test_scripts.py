@@ -167,6 +167,9 @@ def test_the_image_line_says_how_the_fit_ended():
     assert image_line({"status": "interrupted", "stop_iteration": None, "iterations": 600,
                        "tile_stops": "320 / - / not fitted"}) == (
         "interrupted in tile 3 of 3, before it")
+    # several members (restarts, --lambda auto): one stop each, and still the interruption
+    assert image_line({"status": "interrupted", "stop_iteration": "- / -", "iterations": 12}) \
+        == "interrupted after 12 iterations"
     # super-resolution: the bicubic baseline beside the net's Y-PSNR; restarts: one stop each
     assert image_line({"y_psnr_bicubic": 24.2, "psnr": 25.0, "y_psnr": 25.3,
                        "stop_iteration": "410 / -", "iterations": 900, "seconds": 5.0}) == (

@@ -114,7 +114,7 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
     assert torch.equal(res.output[..., 100:, 150:], obs[..., 100:, 150:])  # left as observed
     assert float(res.output[..., :30, :30].abs().max()) == 0     # the first tile's output
     # the summary names every tile: the one stopped midway and those never begun
-    assert tile_stops(res.selection["tiles"], res.selection["tile_count"]) == " / ".join(
+    assert tile_stops(res.selection) == " / ".join(
         ["-", "interrupted after 10"] + ["not fitted"] * 10)
     calls.clear()
 
@@ -125,7 +125,7 @@ def test_tiles_fitted_exactly_blend_back_into_the_image_and_an_interruption_keep
         return _result(torch.zeros(1, 3, 64, 64)), None
     res, _ = fit_tiled(problem, cfg, raising)
     assert len(calls) == 3 and res.interrupted and len(res.selection["tiles"]) == 2
-    assert tile_stops(res.selection["tiles"], 12) == " / ".join(["-", "-"] + ["not fitted"] * 10)
+    assert tile_stops(res.selection) == " / ".join(["-", "-"] + ["not fitted"] * 10)
     assert float(res.output[..., :30, :100].abs().max()) == 0    # the two tiles done stand
     assert torch.equal(res.output[..., 100:, 150:], obs[..., 100:, 150:])
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -44,7 +43,7 @@ from utils.outputs import (failed_row, fingerprints, finished_row, finished_reco
                            interruption, replaced_result, write_outputs, write_summary)
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem, tile_stops
-from utils.tiles import TileStore, store_for, tiled
+from utils.tiles import store_for, tiled
 
 CHOICES = choices()
 
@@ -238,16 +237,16 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
     if res.interrupted and finished_record(out_root / img.name):   # not replaced by a partial
         tiles = res.selection.get("tiles") or []
-        where = interruption({"iterations": res.iterations, **({"tile_stops": tile_stops(
-            tiles, res.selection.get("tile_count", len(tiles)))} if tiles else {})})
+        where = interruption({"iterations": res.iterations,
+                              **({"tile_stops": tile_stops(res.selection)} if tiles else {})})
         kept = "; the tiles it finished are kept: this command again resumes" * any(
             not i.get("interrupted") for i in tiles)
         return failed_row(img.name, "interrupted", f"{where}, not saved: its folder keeps its "
                           f"finished result{kept}"), res
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
-    if not res.interrupted:     # finished: no tile is kept for it (also those of --tile 0)
-        shutil.rmtree(tiles_folder(out_root, img.name), ignore_errors=True)
+    if store is not None and not res.interrupted:   # finished: its tiles go (another
+        store.remove()                                  # question's stay, as at a skip)
     return summary, res
 
 
@@ -260,10 +259,10 @@ def forget_own_tiles(task, img, cfg, out_root, reads) -> None:
     """At a skip (this question is finished): remove the tiles kept for it; another question's
     stay (the progress of an interrupted fit that a rerun of its own command resumes)."""
     folder = tiles_folder(out_root, img.name)
-    with contextlib.suppress(Exception):   # no mark, or no problem to key: nothing of ours
+    with contextlib.suppress(Exception):   # no problem to key: nothing of ours to know
         store = folder.is_dir() and store_for(folder, task.problem(img, cfg), cfg,
                                               img.pixels_sha256, reads)
-        if store and (folder / TileStore.MARK).read_text() == store.key:
+        if store and store.holds_own():
             store.remove()
 
 

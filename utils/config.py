@@ -133,6 +133,11 @@ def options(task) -> dict:
     return out
 
 
+def width_flags(net: str) -> str:
+    """The options that set the width of ``net``, as the command line spells them."""
+    return ", ".join(flag(k) for k in NETS[net].width)
+
+
 def resolve_config(task, given: dict | None = None, preset: str = "auto", whole: bool = False):
     """The configuration of one run: ``(cfg, notice)``, notice the lines about the quick preset
     and the numeric mode (or None).
@@ -143,7 +148,10 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
     quick preset too: its centre crop is for the embedded demo and the paper images' quick check
     only (a ``crop`` the user gives still applies).  ``amp='auto'`` becomes the mode used
     (``utils.device.resolve_amp``), so that the record names it; a CPU fit in bf16 takes the
-    quick preset's ``quick_bf16`` values too (the faster convolutions spent on quality).
+    quick preset's ``quick_bf16`` values too (the faster convolutions spent on quality).  The
+    quick preset's width is the chosen net's (``NetSpec.width``: the hourglass's
+    ``channels_down``/``channels_up``, the others' ``channels``); a ValueError refuses a given
+    option of another net than the chosen one (``--channels`` with the hourglass).
     """
     if preset not in PRESET_CHOICES:
         raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}, got {preset!r}")
@@ -167,15 +175,17 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         unused = [flag(k) for k in given if k in others]
         if unused:
             raise ValueError(f"{', '.join(unused)}: not an option of the {net} net (its width: "
-                             f"{', '.join(flag(k) for k in NETS[net].width)})")
+                             f"{width_flags(net)})")
     if preset == "quick" or (preset == "auto" and cpu and task.quick):
         quick = dict(task.quick)
         if cpu and amp == "bf16":
             quick.update(task.quick_bf16)
         if net in NETS:   # the preset's width, of another net, as the chosen net's width
-            width = [quick.pop(k) for k in {w for n in NETS.values() for w in n.width}
-                     - set(NETS[net].width) if k in quick]
-            quick.update(dict.fromkeys(NETS[net].width, width[0]) if width else {})
+            other = {w for n in NETS.values() for w in n.width} - set(NETS[net].width)
+            width = [quick.pop(k) for k in list(quick) if k in other]   # (the preset's order)
+            widest = max(width[0]) if width and isinstance(width[0], (tuple, list)) else \
+                width[0] if width else None        # (a width per level: its widest)
+            quick.update(dict.fromkeys(NETS[net].width, widest) if width else {})
         crop = quick.pop("crop", 0) if whole else None
         cfg.update(quick)
         why = ("--quick" if preset == "quick" else
@@ -301,10 +311,11 @@ def _typed(name, value, default):
 
 
 def check_config(task, cfg: dict) -> str | None:
-    """The one check of a resolved configuration, before anything is read or written: each
-    option's type, range and choices, the device, then the task's own ``validate``.  Returns a
-    one-line message naming the option and what is allowed, or None; fixes the types in place
-    (an integral float for an integer option, an int for a float one)."""
+    """The check of a resolved configuration, before anything is read or written (beside
+    ``resolve_config``'s refusal of another net's options): each option's type, range and
+    choices, the device, then the task's own ``validate``.  Returns a one-line message naming
+    the option and what is allowed, or None; fixes the types in place (an integral float for an
+    integer option, an int for a float one)."""
     defaults = {k: v for k, (v, _) in options(task).items()}
     allowed = choices()
     try:

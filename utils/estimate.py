@@ -105,8 +105,8 @@ def warnings_above_bar(active: bool):
 def printer(iters_stop: bool, pixels: int, rest_pixels: int = 0, rest_images: int = 0,
             stream=None, words=None):
     """An ``on_rate`` callback that prints :func:`estimate_line` (:func:`say`); its optional
-    arguments: the share of the image left (a tiled fit resumed) and the tiles left.  words: a function
-    that respells the line's options (``restore()``: ``crop=N`` for ``--crop N``)."""
+    arguments: the share of the image left (a tiled fit resumed) and the tiles left.  words: a
+    function that respells the line's options (``restore()``: ``crop=N`` for ``--crop N``)."""
     def report(rate, iters, share=1.0, tiles=0):
         line = estimate_line(rate, iters, pixels, rest_pixels, rest_images, iters_stop, share,
                              tiles)

@@ -403,8 +403,8 @@ class Fit:
         for i in range(cfg.iters):
             self.adam.zero_grad()
             self.step(i)
+            self.last_i = i     # logged, measured (Ctrl-C before this line: i does not count)
             self.adam.step()
-            self.last_i = i     # done (Ctrl-C before this line: iteration i did not count)
             if self.restore is not None or self.M > 1:
                 self.hold()
             self.tick(i)
@@ -419,8 +419,8 @@ class Fit:
         for i in range(warm):
             self.adam.zero_grad()
             self.step(i)
-            self.adam.step()
             self.last_i = i
+            self.adam.step()
             self.hold()
             self.tick(i)
         lbfgs = torch.optim.LBFGS([self.members.flat], lr=cfg.lr,

@@ -44,10 +44,10 @@ def image_line(summary: dict) -> str:
     stopped ("ran to the end": its stop rule never fired; or where Ctrl-C stopped it), its
     seconds."""
     def part(k):
+        if k == "stop_iteration" and summary.get("status") == "interrupted":
+            return interruption(summary)      # (several members: each one's stop is in the record)
         if k == "stop_iteration" and summary[k] is None:
-            if summary.get("status") != "interrupted":
-                return f"ran to the end, {summary.get('iterations')} iterations"
-            return interruption(summary)
+            return f"ran to the end, {summary.get('iterations')} iterations"
         return f"{k} {fmt(summary[k], k)}"
     return ", ".join(part(k) for k in SHOWN if k in summary)
 

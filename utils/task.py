@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models import NETS, build_net, code_shape, make_input
-from utils.config import SYNTHETIC, Preset, block_help, fit_config, flag, net_kwargs
+from models import build_net, code_shape, make_input
+from utils.config import SYNTHETIC, Preset, block_help, fit_config, net_kwargs, width_flags
 from utils.device import native_bf16, resolve_device
 from utils.estimate import padded_multiple, say
 from utils.fit import fit
@@ -243,8 +243,8 @@ def check_memory(problem: Problem, cfg: dict) -> None:
     raise ImageError(_where(problem.like), f"the fit needs about {_gb(need)} ({members} × "
                      f"{w}x{h} px × {net_width(cfg)} channels × "
                      f"{MEMBER_BYTES_PER_PIXEL_CHANNEL} bytes), more than the {_gb(have)} "
-                     f"{what}: use fewer --restarts, --crop N or a narrower net (" +
-                     ", ".join(flag(k) for k in NETS[cfg.get("net", "decoder")].width) + ")")
+                     f"{what}: use fewer --restarts, --crop N or a narrower net "
+                     f"({width_flags(cfg.get('net', 'decoder'))})")
 
 
 def lambdas(cfg: dict) -> list:
@@ -368,7 +368,7 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
         out["tiles"] = res.selection.get("tile_count", len(tiles))
         # the overlap fitted with: --tile-overlap, or what a blur or SR's downsampling widened it to
         out["tile_overlap"] = res.selection["tile_overlap"]
-        out["tile_stops"] = tile_stops(tiles, out["tiles"])
+        out["tile_stops"] = tile_stops(res.selection)
         if any("lambda" in i for i in tiles):
             out["lambda_chosen"] = " / ".join(i.get("lambda", "-") for i in tiles)
     members = _members(res, problem.region)
@@ -382,14 +382,14 @@ def oracle_free_metrics(problem: Problem, res) -> dict:
     return out
 
 
-def tile_stops(tiles: list, count: int) -> str:
-    """``tile_stops`` of a tiled fit's ``count`` tiles (``selection['tiles']``), in order: the
-    iteration its stop rule ended a tile at, ``-`` where it ran to the end, ``interrupted after N``,
-    or ``not fitted`` (an interruption came first)."""
-    found = {i.get("tile", k): i for k, i in enumerate(tiles)}
+def tile_stops(selection: dict) -> str:
+    """``tile_stops`` of a tiled fit (its ``selection``: ``tiles``, ``tile_count``), tile by
+    tile: the iteration its stop rule ended it at, ``-`` where it ran to the end, ``interrupted
+    after N``, or ``not fitted`` (an interruption came first)."""
+    found = {i.get("tile", k): i for k, i in enumerate(selection["tiles"])}
     return " / ".join("not fitted" if i is None else f"interrupted after {i['iterations']}"
                       if i.get("interrupted") else str(i["stop_iteration"] or "-")
-                      for i in map(found.get, range(count)))
+                      for i in map(found.get, range(selection.get("tile_count", len(found)))))
 
 
 def _members(res, region) -> torch.Tensor:

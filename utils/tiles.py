@@ -330,16 +330,17 @@ class TileStore:
         except (OSError, RuntimeError):     # torch.save reports a full disk as RuntimeError
             pass
 
+    def holds_own(self) -> bool:
+        """Whether the folder's tiles are this store's (its mark holds this key)."""
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return (self.folder / self.MARK).read_text() == self.key
+        return False
+
     def _forget_others(self) -> None:
-        mark = self.folder / self.MARK
-        try:
-            if mark.read_text() == self.key:
-                return
-        except OSError:
-            pass
-        self.remove()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        mark.write_text(self.key)
+        if not self.holds_own():
+            self.remove()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / self.MARK).write_text(self.key)
 
     def remove(self) -> None:
         """Delete this store's files (the mark, its tiles, a crashed write's leftovers), then the

@@ -248,7 +248,8 @@ def test_the_command_line_restores_a_named_image_whole_and_the_demo_quick(tmp_pa
     # the estimate line, on stderr above the bar: the first image's, with the folder's total
     lines = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "estimate:" in ln]
     assert len(lines) == 2, r.stderr
-    assert "for this image's 12 iterations" in lines[0] and "the 1 image after it" in lines[0]
+    assert "s per iteration of a tile" in lines[0] and "the 1 image after it" in lines[0]
+    assert "for this image's 4 tiles, 12 iterations each" in lines[0]       # 200×150 in 128²
     assert "after it" not in lines[1]
     demo = run_script("--out", str(tmp_path / "demo"))
     assert demo.returncode == 0, demo.stderr

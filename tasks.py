@@ -74,6 +74,11 @@ class Restored:
     # (enhancement: the smooth base, not the enhanced image; a colour JPEG: its Y, not its RGB)
     fitted: np.ndarray | None = None
 
+    def __repr__(self):      # the fields in a line (the arrays' text would fill a screen)
+        h, w, c = self.array.shape
+        return (f"Restored({type(self.image).__name__} {w}x{h}x{c}, metrics={self.metrics}, "
+                f"stop_iteration={self.stop_iteration})")
+
 
 def in_python(text: str, spec: Task) -> str:
     """A message of the command line's, with its options spelled as ``restore()`` takes them:

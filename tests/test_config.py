@@ -97,6 +97,12 @@ def test_presets_are_data():
         assert notice is None or notice.startswith("--amp auto:") and "\n" not in notice
 
 
+def test_the_quick_notice_offers_the_crop_for_a_larger_image_only():
+    """An image no larger than the crop is whole either way: the hint says whose centre."""
+    _, notice = resolve_config(get_task("enhancement"), {"device": "cpu"}, "auto", whole=True)
+    assert "on your whole image (--crop 256: the 256×256 centre of a larger one only)" in notice
+
+
 def test_the_quick_preset_narrows_whichever_net_is_chosen():
     """The preset's width is the chosen net's (a 64-channel decoder becomes a 64/64 hourglass,
     SR's 32/32 hourglass a 32-channel decoder); a width option of another net is refused (the

@@ -565,3 +565,14 @@ def test_a_recorded_warning_stays_recorded_under_a_drawn_bar():
     with pytest.warns(UserWarning, match="^recorded$"):
         with warnings_above_bar(True):
             warnings.warn("recorded")
+
+
+def test_a_restored_result_prints_in_one_short_line():
+    """repr of restore()'s result: its image's type and size, metrics and stop, not the arrays'
+    text (which filled a screen)."""
+    from tasks import restore
+    r = restore(data.camera()[:64, :64], "denoising", observed=False, preset="quick",
+                **dict(TINY, iters=2))
+    text = repr(r)
+    assert text.startswith("Restored(ndarray 64x64x1, metrics={'psnr_in': ")
+    assert len(text) < 400 and "\n" not in text

@@ -195,7 +195,8 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
                            for k, v in quick.items())
         if whole:
             where = ("" if not crop or "crop" in given else
-                     f" on your whole image (--crop {crop} for its {crop}×{crop} centre only)")
+                     f" on your whole image (--crop {crop}: the {crop}×{crop} centre of a "
+                     "larger one only)")
             t = given.get("tile", quick.get("tile"))
             where += (f", in {t}×{t} tiles where it is larger (--tile 0: one net for all of "
                       "it)" if t else "")

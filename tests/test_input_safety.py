@@ -596,7 +596,7 @@ def test_an_option_of_the_synthetic_degradation_is_not_used_on_an_observed_image
     assert status == 0 and rec["hyperparameters"]["sigma"] == "auto" and rec["sigma_estimate"] > 0
 
 
-def test_a_short_fit_whose_result_is_the_unwarmed_average_says_so():
+def test_a_short_fit_whose_result_is_the_unwarmed_average_says_so(tmp_path, capsys):
     """A moving average without warm-up starts at the untrained net's output: 100 iterations of
     deblocking's preset returned 17.3 dB where the net's own output had 24.6 (a new user's
     trial); the note says how much of that first output is left and what to do."""
@@ -613,6 +613,12 @@ def test_a_short_fit_whose_result_is_the_unwarmed_average_says_so():
                         (DENOISING, {"iters": 100})]:                        # its preset warms up
         _, notice = resolve_config(task, given, "quick", whole=True)
         assert "moving average" not in (notice or ""), (task.name, given)
+    # the command line says it once more after the fits, whose lines may have scrolled it away
+    img = png(tmp_path / "a.png")
+    status, cap = run("deblocking", "--image", img, "--iters", "3", "--out", tmp_path / "o",
+                      capsys=capsys)
+    said = [ln for ln in cap.out.splitlines() if "of the untrained net's first output" in ln]
+    assert status == 0 and len(said) == 2 and cap.out.splitlines()[-2] == said[0]
 
 
 def test_no_plots_leaves_the_figures_out_and_a_rerun_finds_the_result(tmp_path, capsys):

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 import dataset
-from utils.config import (ALIASES, AUTO, RUN_OPTIONS, check_config, choices, fit_options,
-                          network_options, number_or_auto, resolve_config)
+from utils.config import (ALIASES, AUTO, RUN_OPTIONS, UNWARMED, check_config, choices,
+                          fit_options, network_options, number_or_auto, resolve_config)
 from utils.device import command_process, resolve_device
 from utils.estimate import fitted_pixels, printer
 from utils.imageio import ImageError, LoadedImage, list_images, load_image
@@ -492,5 +492,8 @@ def _run(task: Task, args, argv) -> int:
                   if fmt(m.get(k), k) != ""]
         if scores:     # none without the ground truth (--observed, enhancement)
             print("mean: " + ", ".join(scores) + f" ({m['status']})")
+    for line in (notice or "").splitlines():    # said again: the fits' lines scrolled it away
+        if UNWARMED in line:
+            print(line)
     print(f"results: {out_root}/summary.md")
     return status

@@ -47,6 +47,7 @@ ALIASES = {"ln_lambda": ["--lambda"]}   # other spellings of an option on the co
 # numbers that may also be "auto" (chosen from the observation): --lambda for every task, the
 # others for the tasks that list them in Task.auto_options
 AUTO = ("ln_lambda", "sigma")
+UNWARMED = "of the untrained net's first output"   # the short-average note (said again last)
 NOT_RECORDED = ("quiet", "plots")   # presentation only: not part of a run's hyperparameters
 PRESET_CHOICES = ("auto", "quick", "full")
 # the tasks whose bf16 fits were measured as good as fp32 and faster on a CPU with native bf16
@@ -231,7 +232,7 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         # the average starts at the untrained net's output: a short fit returns much of it
         notice = "\n".join(filter(None, [notice, (
             f"note: --iters {n}: the result, the moving average of outputs (--exp-weight {w}), "
-            f"still holds {w ** n:.0%} of the untrained net's first output at the last "
+            f"still holds {w ** n:.0%} {UNWARMED} at the last "
             "iteration: --ema-warmup lets it go early (or more --iters, or --no-use-ema)")]))
     return cfg, notice
 

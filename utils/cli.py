@@ -232,13 +232,11 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
     on_rate = None if fit_overrides.get("quiet", cfg.get("quiet")) else printer(
         cfg.get("stop", "none") != "none", fitted_pixels(img.array.shape, cfg),
         sum(fitted_pixels(o.array.shape, cfg) for o in rest), len(rest))
-    store = store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads) \
-        if tiled(problem, cfg) else None
+    store = image_tiles(out_root, img, problem, cfg, reads) if tiled(problem, cfg) else None
     res, config = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store, **fit_overrides)
     if res.interrupted and finished_record(out_root / img.name):   # not replaced by a partial
         tiles = res.selection.get("tiles") or []
-        where = interruption({"iterations": res.iterations,
-                              **({"tile_stops": tile_stops(res.selection)} if tiles else {})})
+        where = interruption(res.iterations, tile_stops(res.selection) if tiles else None)
         kept = "; the tiles it finished are kept: this command again resumes" * any(
             not i.get("interrupted") for i in tiles)
         return failed_row(img.name, "interrupted", f"{where}, not saved: its folder keeps its "
@@ -255,13 +253,16 @@ def tiles_folder(out_root, name: str) -> Path:
     return Path(out_root) / f".{name}.tiles"
 
 
+def image_tiles(out_root, img, problem, cfg, reads):
+    """The store of the tiles of this image's fit asking this question (:func:`tiles_folder`)."""
+    return store_for(tiles_folder(out_root, img.name), problem, cfg, img.pixels_sha256, reads)
+
+
 def forget_own_tiles(task, img, cfg, out_root, reads) -> None:
-    """At a skip (this question is finished): remove the tiles kept for it; another question's
-    stay (the progress of an interrupted fit that a rerun of its own command resumes)."""
-    folder = tiles_folder(out_root, img.name)
+    """At a skip: the tiles kept for this (finished) question go; another question's stay."""
     with contextlib.suppress(Exception):   # no problem to key: nothing of ours to know
-        store = folder.is_dir() and store_for(folder, task.problem(img, cfg), cfg,
-                                              img.pixels_sha256, reads)
+        store = tiles_folder(out_root, img.name).is_dir() and image_tiles(
+            out_root, img, task.problem(img, cfg), cfg, reads)
         if store and store.holds_own():
             store.remove()
 

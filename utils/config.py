@@ -184,9 +184,9 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         if net in NETS:   # the preset's width, of another net, as the chosen net's width
             other = {w for n in NETS.values() for w in n.width} - set(NETS[net].width)
             width = [quick.pop(k) for k in list(quick) if k in other]   # (the preset's order)
-            widest = max(width[0]) if width and isinstance(width[0], (tuple, list)) else \
-                width[0] if width else None        # (a width per level: its widest)
-            quick.update(dict.fromkeys(NETS[net].width, widest) if width else {})
+            if width:       # (a width per level: its widest)
+                w = max(width[0]) if isinstance(width[0], (tuple, list)) else width[0]
+                quick.update(dict.fromkeys(NETS[net].width, w))
         crop = quick.pop("crop", 0) if whole else None
         cfg.update(quick)
         why = ("--quick" if preset == "quick" else

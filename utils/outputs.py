@@ -45,22 +45,23 @@ def image_line(summary: dict) -> str:
     seconds."""
     def part(k):
         if k == "stop_iteration" and summary.get("status") == "interrupted":
-            return interruption(summary)      # (several members: each one's stop is in the record)
+            # (several members: each one's stop is in the record)
+            return interruption(summary.get("iterations"), summary.get("tile_stops"))
         if k == "stop_iteration" and summary[k] is None:
             return f"ran to the end, {summary.get('iterations')} iterations"
         return f"{k} {fmt(summary[k], k)}"
     return ", ".join(part(k) for k in SHOWN if k in summary)
 
 
-def interruption(summary: dict) -> str:
+def interruption(iterations, tile_stops: str | None = None) -> str:
     """Where a fit was interrupted: ``interrupted after N iterations``, or a tiled fit's tile
-    (its row's ``tile_stops``)."""
-    stops = str(summary.get("tile_stops", "")).split(" / ")
+    (from its ``tile_stops``)."""
+    stops = (tile_stops or "").split(" / ")
     for j, s in enumerate(stops):
         if s.startswith("interrupted") or s == "not fitted":
             at = f" after {s.split()[-1]} iterations" if s != "not fitted" else ", before it"
             return f"interrupted in tile {j + 1} of {len(stops)}{at}"
-    return f"interrupted after {summary.get('iterations')} iterations"
+    return f"interrupted after {iterations} iterations"
 
 
 def write_montage(path, problem, output, metrics):

@@ -433,8 +433,8 @@ def choose_lambda(res, groups: list, window: int):
     name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731
     res.selection = {"lambda": name(groups[best]),
                      "heldout": {name(lam): float(v) for lam, v in zip(groups, score)},
-                     "members": [{"lambda": name(groups[m // r]), "heldout_at_stop": float(v)}
-                                 for m, v in enumerate(per.ravel())]}   # member_metrics
+                     "members": {m: {"lambda": name(groups[m // r]), "heldout_at_stop": float(v)}
+                                 for m, v in enumerate(per.ravel())}}   # member_metrics
 
 
 def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:
@@ -471,7 +471,7 @@ def member_metrics(problem: Problem, res, m: int, run_on: bool) -> dict:
     crop = lambda t: to_array(t[m:m + 1, :, :h, :w])  # noqa: E731
     out = {**score(problem, crop(res.output)), **score(problem, crop(res.ema_output), "_ema"),
            "stop_iteration": res.stop_iteration[m], "best_iteration": res.best_iteration[m],
-           "psnr_peak": _peak(res, m), **res.selection.get("members", [{}] * (m + 1))[m]}
+           "psnr_peak": _peak(res, m), **res.selection.get("members", {}).get(m, {})}
     if run_on:
         out.update(score(problem, crop(res.last_output), "_last"))
     return out

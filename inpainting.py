@@ -150,9 +150,9 @@ def validate(cfg):
 
 
 TASK = Task("inpainting", config, make_problem, synthetic=("drop_rate", "mask_seed"),
-            quick=quick, data_groups=("inpainting/bernoulli",), defaults=("camera",),
-            validate=validate, reads=reads, order=3, metrics=("psnr", "ssim"),
-            baselines=("mean_fill", "biharmonic"))
+            from_file=("drop_rate", "mask_seed"), quick=quick,
+            data_groups=("inpainting/bernoulli",), defaults=("camera",), validate=validate,
+            reads=reads, order=3, metrics=("psnr", "ssim"), baselines=("mean_fill", "biharmonic"))
 
 if __name__ == "__main__":
     from utils.cli import main

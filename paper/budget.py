@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from utils.members import lambdas
 from utils.outdir import read_record
 
 PRIOR_MS = {"decoder": 4.0, "hourglass": 5.0, "convnet": 40.0}  # ms/it, one member at 512²
@@ -30,13 +31,11 @@ MARGIN = 1.2          # on a measured rate
 PRIOR_MARGIN = 2.0    # on the prior
 OVERHEAD_S = 10.0     # per image, where the rate does not include it (CUDA init, autotuning)
 COMPILE_S = 120.0     # more per image for torch.compile, until a rate is measured
-LAMBDA_AUTO_MEMBERS = 5
 
 
 def members(cfg: dict) -> int:
     """Fits in one image's batch: restarts × λ candidates (``--lambda auto``)."""
-    lam = LAMBDA_AUTO_MEMBERS if str(cfg.get("ln_lambda")) == "auto" else 1
-    return max(int(cfg.get("restarts", 1) or 1), 1) * lam
+    return max(int(cfg.get("restarts", 1) or 1), 1) * len(lambdas(cfg))
 
 
 def fitted_pixels(path, cfg: dict) -> int:

@@ -303,8 +303,8 @@ def test_an_interrupted_image_is_fitted_again(tmp_path, capsys):
 def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_path, capsys,
                                                                           monkeypatch):
     """A refit with another seed says which result it will replace; stopped before its end, it
-    is not saved: the finished result of seed 0 stays, byte for byte, and the run's summary row
-    says so (out of the mean)."""
+    is not saved: the finished result of seed 0 stays, byte for byte, and so does its summary
+    row (another image's fit in that command lists it as not of the command)."""
     import hashlib
     import utils.fit
     img, out = png(tmp_path / "a.png"), tmp_path / "out"
@@ -323,11 +323,24 @@ def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_pa
     assert "note: a: its finished result in a/ (--seed 0 → 1) is replaced when this fit ends" \
         in cap.err
     assert "a: interrupted after 1 iterations, not saved: its folder keeps its finished " \
-        "result\n" in cap.err
+        "result, and summary.md its row\n" in cap.err
     after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (out / "a").iterdir()}
     assert after == before
-    assert "| a | interrupted |" in (out / "summary.md").read_text()
-    assert "its folder keeps its finished result" in (out / "summary.md").read_text()
+    # with an image fitted before it in the same command: a's row is its finished result's
+    png(tmp_path / "0.png", seed=1)
+    fits = []
+
+    def second_stopped(self, i):        # the command's second fit (a's) is stopped
+        fits.extend([i] * (i == 0))
+        return stopped(self, i) if len(fits) == 2 else real(self, i)
+    monkeypatch.setattr(utils.fit.Fit, "step", second_stopped)
+    status, cap = run("denoising", "--image", tmp_path, "--out", out, "--seed", "1",
+                      capsys=capsys)
+    md = (out / "summary.md").read_text()
+    assert status == 130 and "| a | ok |" in md and "| 0 | ok |" in md
+    assert "interrupted" not in md.split("last command")[1].split("\n", 1)[1]
+    assert "Not of the last command: 1 row kept from earlier runs on this folder (a)" in md
+    monkeypatch.setattr(utils.fit.Fit, "step", stopped)
     # another task's fit of an image of that name says whose result it replaces
     status, cap = run("deblurring", "--image", img, "--out", out, capsys=capsys)
     assert "note: a: its finished result in a/ (of denoising) is replaced" in cap.err

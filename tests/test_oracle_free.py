@@ -15,7 +15,8 @@ from utils.fit import Fit, FitConfig, FitResult, fit
 from utils.metrics import estimate_sigma, psnr
 from utils.physics import IdentityTerm, MaskedTerm, add_gaussian_noise
 from utils.stopping import VALIDATION_OPTIONS, ValidationStop, make_stop_rule
-from utils.task import LAMBDA_AUTO, choose_lambda, make_nets, uncertainty_map
+from utils.members import LAMBDA_AUTO, choose_lambda
+from utils.task import make_nets, uncertainty_map
 
 from test_fit import code, crop64, tiny_net
 

@@ -72,6 +72,47 @@ def test_another_mask_of_the_same_name_is_another_question(tmp_path):
                                        "sha256": hashlib.sha256(mask.read_bytes()).hexdigest()}]
 
 
+def test_a_mask_file_leaves_the_bernoulli_options_out_of_the_question(tmp_path):
+    img = save(tmp_path / "cam.png", data.camera()[200:264, 200:264])
+    m = np.full((64, 64), 255, np.uint8)
+    m[20:40, 20:40] = 0
+    mask = save(tmp_path / "cam_mask.png", m)          # beside the image: read for it alone
+    out = tmp_path / "out"
+    assert run("inpainting", "--image", str(img), "--out", str(out))[0] == 0
+    h = json.loads((out / "cam" / "summary.json").read_text())["hyperparameters"]
+    assert h["drop_rate"] is None and h["mask_seed"] is None      # unused: the file's mask
+    status, text, _ = run("inpainting", "--image", str(img), "--out", str(out), "--drop-rate",
+                          "0.3", "--mask-seed", "7")
+    assert status == 0 and "already finished" in text             # no other question
+    mask.unlink()          # the Bernoulli mask now: another question, its options recorded
+    status, text, err = run("inpainting", "--image", str(img), "--out", str(out),
+                            "--drop-rate", "0.3")
+    assert status == 0 and "already finished" not in text and "drop-rate none → 0.3" in err
+    h = json.loads((out / "cam" / "summary.json").read_text())["hyperparameters"]
+    assert (h["drop_rate"], h["mask_seed"]) == (0.3, 100)
+    # --mask for every image: a Bernoulli option given is said to be unused
+    status, text, err = run("inpainting", "--image", str(img), "--out", str(out), "--mask",
+                            str(save(tmp_path / "holes.png", m)), "--mask-seed", "3")
+    assert status == 0 and "--mask-seed 3 not used: the mask is --mask's" in text + err
+
+
+def test_the_tiles_of_an_image_no_larger_than_a_tile_are_no_other_question(tmp_path):
+    img = save(tmp_path / "cam.png", data.camera()[200:296, 200:296])     # 96×96
+    out = tmp_path / "out"
+    fit = lambda *a: run("denoising", "--image", str(img), "--out", str(out), *a)  # noqa: E731
+    assert fit()[0] == 0                                         # the preset's 128² tiles
+    rec = json.loads((out / "cam" / "summary.json").read_text())
+    assert rec["grid"] == [96, 96] and "tiles" not in rec and rec["hyperparameters"]["tile"] == 128
+    status, text, _ = fit("--tile", "0")                         # one net either way
+    assert status == 0 and "already finished, skipped (fitted with --tile 128: one net either " \
+        "way, as the image is no larger than a tile)" in text
+    assert "already finished" in fit("--tile", "96", "--tile-overlap", "16")[1]
+    status, text, _ = fit("--tile", "64")                        # 4 tiles: another fit
+    assert status == 0 and "already finished" not in text
+    assert json.loads((out / "cam" / "summary.json").read_text())["tiles"] == 4
+    assert "already finished" not in fit("--tile", "0")[1]       # and back to one net
+
+
 def test_a_record_of_an_older_format_is_fitted_again_where_its_outputs_changed(face, tmp_path):
     """Enhancement's output.png was its base before format 2: such a result is no answer."""
     for task, again in (("enhancement", True), ("denoising", False)):

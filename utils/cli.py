@@ -14,7 +14,8 @@ image's outputs are written to a hidden folder and moved into place when complet
 nothing (``utils.outdir.staged``).  Under ``torchrun`` the images are split across ranks and rank
 0 writes the one summary.  An image already finished asking the same question (pixels,
 hyperparameters, the other files read, every output still there: ``utils.outputs``) is skipped
-(resumable); an interrupted one is fitted again, except the tiles of a tiled fit it had
+(resumable); an interrupted one is fitted again (and an interrupted refit of a finished one
+is not saved: its result and summary row stand), except the tiles of a tiled fit it had
 finished (``utils.tiles.TileStore``, ``.NAME.tiles/``: removed once the outputs are written).
 The summary tables hold the rows of every run on the output folder, merged under a lock.
 """
@@ -40,16 +41,13 @@ from utils.imageio import ImageError, LoadedImage, list_images, load_image
 from utils.outdir import (WriteError, check_clashes, clean_leftovers, make_out_dir,
                           remove_if_empty, staged, unique_names)
 from utils.outputs import (failed_row, fingerprints, finished_row, finished_record, image_line,
-                           interruption, replaced_result, write_outputs, write_summary)
+                           interruption, replaced_result, skip_note, write_outputs,
+                           write_summary)
 from utils.tables import cell, fmt
 from utils.task import Task, fit_problem, tile_stops
 from utils.tiles import store_for, tiled
 
 CHOICES = choices()
-
-
-def _flag(name):
-    return "--" + name.replace("_", "-")
 
 
 def _add(group, name, value, help, quick=None):
@@ -67,7 +65,7 @@ def _add(group, name, value, help, quick=None):
         kw.update(nargs="+", type=type(value[0]) if value else float)
     else:
         kw["type"] = number_or_auto if name in AUTO else str if value is None else type(value)
-    group.add_argument(_flag(name), *ALIASES.get(name, []), **kw)
+    group.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, []), **kw)
 
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
@@ -240,7 +238,7 @@ def run_one(task: Task, img: LoadedImage, cfg: dict, out_root: Path, reads=(), r
         kept = "; the tiles it finished are kept: this command again resumes" * any(
             not i.get("interrupted") for i in tiles)
         return failed_row(img.name, "interrupted", f"{where}, not saved: its folder keeps its "
-                          f"finished result{kept}"), res
+                          f"finished result, and summary.md its row{kept}"), res
     with staged(out_root, img.name) as folder:
         summary = write_outputs(folder, task, img, cfg, problem, res, config, reads)
     if store is not None and not res.interrupted:   # finished: its tiles go (another
@@ -282,7 +280,8 @@ def _distributed(on_gpu: bool):
 
 
 def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
-    """(row, exit status, device or None, stop now) of one image; prints its line."""
+    """(row, exit status, device or None, stop now) of one image; prints its line.  No row
+    (None) for a fit interrupted over a finished result: that result's row stands."""
     try:
         summary, res = run_one(task, img, cfg, out_root, reads, rest, quiet=quiet)
     except WriteError as e:
@@ -304,9 +303,9 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     except Exception as e:  # one image failing must not lose the others' work
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
-    if res.interrupted and "error" in summary:       # not saved: its earlier result stands
+    if res.interrupted and "error" in summary:   # not saved: its earlier result and row stand
         print(f"{img.name}: {summary['error']}", file=sys.stderr)
-        return summary, 130, res.device, True
+        return None, 130, res.device, True
     print(f"{img.name}: " + image_line(summary))
     if res.interrupted:
         print("interrupted: outputs so far are written and marked interrupted", file=sys.stderr)
@@ -331,15 +330,14 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
         if done is not None:
             rows[idx] = done
             forget_own_tiles(task, img, cfg, out_root, reads)
-            bare = cfg["plots"] and not (out_root / img.name / "psnr_ratio.png").exists()
-            print(f"{img.name}: already finished, skipped" + " (fitted with --no-plots: no "
-                  "figures drawn)" * bare)
+            print(f"{img.name}: already finished, skipped" + skip_note(out_root / img.name, cfg))
             continue
         note = replaced_result(out_root / img.name, cfg, img, reads, task.name)
         if note:
             print(f"note: {img.name}: {note}", file=sys.stderr)
         rest = images[idx + world::world]
-        rows[idx], code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads, rest)
+        row, code, dev, stop = _fit_one(task, img, cfg, out_root, quiet, reads, rest)
+        rows.update({idx: row} if row is not None else {})
         status, device = max(status, code), dev or device
         if stop:
             break

@@ -226,6 +226,12 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
                                                "image is observed, degraded already (the option "
                                                "sets the synthetic degradation only)"]))
+    elif cfg.get("mask") is not None:    # every image's mask is the file's
+        said = [f"{flag(k)} {given[k]}" for k in task.from_file if given.get(k) is not None]
+        if said:
+            notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
+                                               "mask is --mask's (the option sets the synthetic "
+                                               "mask only)"]))
     w, n = cfg.get("exp_weight", 0.99), cfg.get("iters")
     if (cfg.get("use_ema") and not cfg.get("ema_warmup") and "iters" in given
             and isinstance(n, int) and isinstance(w, float) and 0 < w < 1 and w ** n > 0.05):
@@ -369,24 +375,36 @@ def recorded_as_read(cfg: dict) -> dict:
 
 
 # the options that set only a synthetic degradation (every Task's ``synthetic``, registered as
-# the tasks are made): unused, and no part of the question, where the image is observed
+# the tasks are made): unused, and no part of the question, where the image is observed; of
+# them, FROM_FILE (every Task's ``from_file``) are unused too where the image's run reads a file
+# that sets that part of the degradation (inpainting's Bernoulli mask, where a mask file is read)
 SYNTHETIC: set = set()
+FROM_FILE: set = set()
 
 
-def asked(hyperparameters: dict, used) -> dict:
+def unused(hyperparameters: dict, reads=()) -> dict:
+    """The options of ``hyperparameters`` that a run of one image does not use, as None: the
+    ``SYNTHETIC`` ones of an observed image, the ``FROM_FILE`` ones where the run ``reads``
+    another file (``--sigma auto`` is used: it estimates σ)."""
+    keys = (SYNTHETIC if hyperparameters.get("observed") else set()) | (FROM_FILE if reads
+                                                                         else set())
+    return dict.fromkeys(k for k in keys if hyperparameters.get(k) not in (None, "auto"))
+
+
+def asked(hyperparameters: dict, used, reads=()) -> dict:
     """Hyperparameters as the question they ask, with ``device`` as the kind of device the fit
     ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``, and so is a GPU's
     name, which a record's ``device`` holds): a rerun with ``--device cpu`` of a fit that
-    ``auto`` put on the CPU asks what it asked.  An observed image's ``SYNTHETIC`` options are
-    None (a record written before they were has their numbers)."""
+    ``auto`` put on the CPU asks what it asked.  The options the run did not use
+    (:func:`unused`, ``reads``: the other files it read) are None (a record written before they
+    were has their numbers)."""
     d = hyperparameters.get("device")
     kind = str(used if d == "auto" else d).split(":")[0]
-    unused = [k for k in SYNTHETIC if hyperparameters.get(k) not in (None, "auto")] \
-        if hyperparameters.get("observed") else []
-    return {**hyperparameters, **dict.fromkeys(unused),
+    return {**hyperparameters, **unused(hyperparameters, reads),
             "device": kind if kind in ("cpu", "cuda", "auto", "None") else "cuda"}
 
 
-def question_of(cfg: dict) -> dict:
-    """What a finished record's (or a kept tile's) hyperparameters are compared with."""
-    return asked(recorded_as_read(cfg), resolve_device(cfg.get("device", "auto")))
+def question_of(cfg: dict, reads=()) -> dict:
+    """What a finished record's (or a kept tile's) hyperparameters are compared with, for a run
+    that reads the other files ``reads``."""
+    return asked(recorded_as_read(cfg), resolve_device(cfg.get("device", "auto")), reads)

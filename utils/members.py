@@ -9,16 +9,22 @@ then one operation over the buffer: the optimiser step, a checkpoint, a restore.
 corrections, ε outside the square root, no weight decay) with a step count and a step-size scale
 per member, so that utils/fit.py can restore one member's weights *and* its optimiser state and
 halve its step size without touching the others.
+
+``--lambda auto`` fits members at several λ at once (``lambdas``) and keeps those of the λ whose
+held-out pixels are predicted best at the members' own stops (``choose_lambda``): a choice of λ
+without the ground truth.
 """
 from __future__ import annotations
 
 import copy
 import warnings
 
+import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 
+LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
 DROPPED = "--compile not used"     # how a fit's warning that its compile was dropped begins
 
 
@@ -185,3 +191,37 @@ class MemberAdam:
         state = (self.flat,) if weights_only else (self.flat, self.m, self.v, self.steps)
         for c, t in zip(ckpt, state):
             t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), c, t))
+
+
+def lambdas(cfg: dict) -> list:
+    """The λ of each group of members: ``LAMBDA_AUTO`` for ``ln_lambda='auto'``, else the one
+    configured."""
+    return list(LAMBDA_AUTO) if cfg.get("ln_lambda") == "auto" else [cfg.get("ln_lambda")]
+
+
+def heldout_at_stop(res, window: int) -> np.ndarray:
+    """Each member's held-out loss at its own stop (the last iteration if it never stopped):
+    the mean of the ``window`` logged values ending there, at most the later half of those
+    logged by then (a short fit's first values are the untrained net's), (M,)."""
+    held, its = res.history["heldout"], res.history["iteration"]
+    out = np.full(held.shape[1], np.nan)
+    for m, stop in enumerate(res.stop_iteration):
+        end = len(its) if stop is None else int(np.searchsorted(its, stop, side="right"))
+        rows = held[max(end - window, end // 2):end, m]
+        out[m] = np.nanmean(rows) if np.isfinite(rows).any() else np.nan
+    return out
+
+
+def choose_lambda(res, groups: list, window: int):
+    """``--lambda auto``: the λ whose members have the lowest mean held-out loss at their own
+    stops (no ground truth); sets ``res.chosen`` to its members and ``res.selection``."""
+    per = heldout_at_stop(res, window).reshape(len(groups), -1)   # (λ, restarts)
+    score = per.mean(1)
+    best = int(np.nanargmin(score)) if np.isfinite(score).any() else 0
+    r = per.shape[1]
+    res.chosen = list(range(best * r, (best + 1) * r))
+    name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731
+    res.selection = {"lambda": name(groups[best]),
+                     "heldout": {name(lam): float(v) for lam, v in zip(groups, score)},
+                     "members": {m: {"lambda": name(groups[m // r]), "heldout_at_stop": float(v)}
+                                 for m, v in enumerate(per.ravel())}}   # member_metrics

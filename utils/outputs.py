@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_write_text
-from utils.config import asked, flag, question_of, recorded
+from utils.config import asked, flag, question_of, recorded, unused
 from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
@@ -150,11 +150,11 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
     each = [member_metrics(problem, res, m, runs_on(config))
             for m in range(members)] if members > 1 else []
     record = dict(summary, task=task.name, format=FORMAT, warnings=res.warnings,
-                  interrupted=res.interrupted,
-                  **({"members": each} if each else {}), hyperparameters=recorded(cfg),
-                  fit=asdict(config), torch=torch.__version__,
-                  cuda=torch.version.cuda,
-                  size=list(problem.region), inputs=list(problem.inputs),
+                  interrupted=res.interrupted, **({"members": each} if each else {}),
+                  hyperparameters=recorded({**cfg, **unused(cfg, reads)}),
+                  fit=asdict(config), torch=torch.__version__, cuda=torch.version.cuda,
+                  size=list(problem.region), grid=list(problem.out_hw),
+                  inputs=list(problem.inputs),
                   source=dict(path=str(img.path) if img.path else None,
                               pixels_sha256=img.pixels_sha256, reads=list(reads)),
                   outputs=sorted([f.name for f in folder.iterdir()] + ["summary.json"]))
@@ -247,8 +247,8 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
 def differing_settings(out: Path, rows) -> list[str]:
     """The hyperparameters (as asked: ``utils.config.asked``) whose values differ among the
     records of these rows' image folders, in the order recorded."""
-    seen = [asked(rec["hyperparameters"], rec.get("device")) for r in rows
-            if (rec := read_record(out / str(r["image"]))) is not None
+    seen = [asked(rec["hyperparameters"], rec.get("device"), (rec.get("source") or {}).get(
+        "reads")) for r in rows if (rec := read_record(out / str(r["image"]))) is not None
             and isinstance(rec.get("hyperparameters"), dict)]
     keys = dict.fromkeys(k for h in seen for k in h)
     return [k for k in keys if len({json.dumps(h.get(k), sort_keys=True) for h in seen}) > 1]
@@ -262,7 +262,7 @@ def fingerprints(paths) -> list[dict]:
 
 
 RECORD_ONLY = ("task", "format", "warnings", "interrupted", "members", "hyperparameters", "fit",
-               "torch", "cuda", "size", "inputs", "source", "outputs")  # summary.json's, not rows
+               "torch", "cuda", "size", "grid", "inputs", "source", "outputs")  # summary.json's, not rows
 
 
 def row_of(rec: dict) -> dict:
@@ -301,8 +301,38 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):
         return None
     h = rec.get("hyperparameters")
-    same = isinstance(h, dict) and question_of(cfg) == asked(h, rec.get("device"))
-    return row_of(rec) if same else None
+    if not isinstance(h, dict):
+        return None
+    then, now = asked(h, rec.get("device"), reads), question_of(cfg, reads)
+    if one_net_either_way(rec, now):
+        then, now = ({k: v for k, v in q.items() if k not in TILING} for q in (then, now))
+    return row_of(rec) if then == now else None
+
+
+TILING = ("tile", "tile_overlap")
+
+
+def one_net_either_way(rec: dict, question: dict) -> bool:
+    """Whether a finished record's fit and a fit asking ``question`` are each one net for the
+    whole image, as it is no larger than a tile (``grid``: the net's output size) or no tile is
+    set: ``--tile`` and ``--tile-overlap`` then change nothing."""
+    grid = rec.get("grid")
+    whole = lambda t: not t or (isinstance(grid, list) and t >= max(grid))  # noqa: E731
+    h = rec.get("hyperparameters") or {}
+    return "tiles" not in rec and whole(h.get("tile")) and whole(question.get("tile"))
+
+
+def skip_note(out: Path, cfg: dict) -> str:
+    """What the line of a skipped image adds: that its finished fit had another ``--tile`` or
+    ``--tile-overlap``, which change nothing for an image no larger than a tile; that it was
+    fitted with ``--no-plots``."""
+    h = (finished_record(out) or {}).get("hyperparameters") or {}
+    said = [f"{flag(k)} {h.get(k)}" for k in TILING if k in h and h[k] != cfg.get(k)]
+    notes = [f"fitted with {', '.join(said)}: one net either way, as the image is no larger "
+             "than a tile"] if said else []
+    notes += ["fitted with --no-plots: no figures drawn"] * (
+        cfg.get("plots", True) and not (out / "psnr_ratio.png").exists())
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None) -> str | None:
@@ -314,7 +344,8 @@ def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None)
     if rec is None:
         return None
     source, h = rec.get("source") or {}, rec.get("hyperparameters")
-    then, now = (asked(h, rec.get("device")) if isinstance(h, dict) else {}), question_of(cfg)
+    then = asked(h, rec.get("device"), source.get("reads")) if isinstance(h, dict) else {}
+    now = question_of(cfg, reads)
     shown = lambda v: "none" if v is None else v  # noqa: E731  (null in the record)
     diff = [f"{flag(k)} {shown(then.get(k))} → {shown(now.get(k))}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]

@@ -20,18 +20,16 @@ import numpy as np
 import torch
 
 from models import build_net, code_shape, make_input
-from utils.config import SYNTHETIC, Preset, block_help, fit_config, net_kwargs, width_flags
+from utils.config import (FROM_FILE, SYNTHETIC, Preset, block_help, fit_config, net_kwargs,
+                          width_flags)
 from utils.device import native_bf16, resolve_device
 from utils.estimate import padded_multiple, say
 from utils.fit import fit
 from utils.imageio import (ImageError, LoadedImage, center_crop_multiple, pad_to_multiple,
                            to_array, to_tensor)
-from utils.members import dropped_compile
+from utils.members import choose_lambda, dropped_compile, lambdas
 from utils.metrics import psnr, ssim
 from utils.tiles import fit_tiled, tile_plan, tiled
-
-LAMBDA_AUTO = (1.2, 1.4, 1.8, 2.4, None)   # the λs of --lambda auto (None: no control)
-
 
 @dataclass
 class Problem:
@@ -84,6 +82,7 @@ class Task:
     reads: Callable | None = None
     auto_options: tuple = ()            # options besides ln_lambda that may be "auto"
     synthetic: tuple = ()   # options of the synthetic degradation only: None with --observed
+    from_file: tuple = ()   # of them, those a file the image's run reads replaces: None then
     protocol: tuple = ()
     baselines: tuple = ()
     metrics: tuple = ("psnr", "ssim")   # the columns of its tables
@@ -94,6 +93,7 @@ class Task:
     def __post_init__(self):
         self.presets = tuple(p if isinstance(p, Preset) else Preset(**p) for p in self.presets)
         SYNTHETIC.update(self.synthetic)      # for the questions of observed fits (asked)
+        FROM_FILE.update(self.from_file)
         source = inspect.getsourcefile(self.make_problem)
         if source and not self.help:
             self.help = block_help(source)
@@ -245,12 +245,6 @@ def check_memory(problem: Problem, cfg: dict) -> None:
                      f"{MEMBER_BYTES_PER_PIXEL_CHANNEL} bytes), more than the {_gb(have)} "
                      f"{what}: use fewer --restarts, --crop N or a narrower net "
                      f"({width_flags(cfg.get('net', 'decoder'))})")
-
-
-def lambdas(cfg: dict) -> list:
-    """The λ of each group of members: ``LAMBDA_AUTO`` for ``ln_lambda='auto'``, else the one
-    configured."""
-    return list(LAMBDA_AUTO) if cfg.get("ln_lambda") == "auto" else [cfg.get("ln_lambda")]
 
 
 def make_nets(cfg: dict, out_channels: int, out_hw) -> tuple[list, torch.Tensor]:
@@ -407,34 +401,6 @@ def uncertainty_map(res, region, full_scale: float = 0.1) -> np.ndarray | None:
         return None
     std = members.std(0).mean(0)
     return (std / full_scale).clamp(0, 1)[..., None].numpy()
-
-
-def heldout_at_stop(res, window: int) -> np.ndarray:
-    """Each member's held-out loss at its own stop (the last iteration if it never stopped):
-    the mean of the ``window`` logged values ending there, at most the later half of those
-    logged by then (a short fit's first values are the untrained net's), (M,)."""
-    held, its = res.history["heldout"], res.history["iteration"]
-    out = np.full(held.shape[1], np.nan)
-    for m, stop in enumerate(res.stop_iteration):
-        end = len(its) if stop is None else int(np.searchsorted(its, stop, side="right"))
-        rows = held[max(end - window, end // 2):end, m]
-        out[m] = np.nanmean(rows) if np.isfinite(rows).any() else np.nan
-    return out
-
-
-def choose_lambda(res, groups: list, window: int):
-    """``--lambda auto``: the λ whose members have the lowest mean held-out loss at their own
-    stops (no ground truth); sets ``res.chosen`` to its members and ``res.selection``."""
-    per = heldout_at_stop(res, window).reshape(len(groups), -1)   # (λ, restarts)
-    score = per.mean(1)
-    best = int(np.nanargmin(score)) if np.isfinite(score).any() else 0
-    r = per.shape[1]
-    res.chosen = list(range(best * r, (best + 1) * r))
-    name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731
-    res.selection = {"lambda": name(groups[best]),
-                     "heldout": {name(lam): float(v) for lam, v in zip(groups, score)},
-                     "members": {m: {"lambda": name(groups[m // r]), "heldout_at_stop": float(v)}
-                                 for m, v in enumerate(per.ravel())}}   # member_metrics
 
 
 def score(problem: Problem, output: np.ndarray, tag: str = "") -> dict:

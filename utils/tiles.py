@@ -36,7 +36,6 @@ import torch.nn.functional as F
 
 from utils.atomic import atomic_write
 from utils.config import question_of
-from utils.device import resolve_device
 from utils.estimate import duration
 from utils.fit import FitResult
 
@@ -263,9 +262,8 @@ def store_for(folder, problem, cfg: dict, pixels: str, reads=()) -> TileStore:
     question it answers (hyperparameters, ``pixels``: the source's pixel digest, ``reads``: the
     other files read, the device kind, torch, the observation): the same call made again after
     an interrupt fits only the tiles left."""
-    question = dict(hyperparameters=question_of(cfg), pixels=pixels, reads=list(reads),
-                    device=resolve_device(cfg["device"]).type, torch=torch.__version__,
-                    format=TileStore.FORMAT)
+    question = dict(hyperparameters=question_of(cfg, reads), pixels=pixels, reads=list(reads),
+                    torch=torch.__version__, format=TileStore.FORMAT)
     return TileStore(folder, problem_key(problem, question))
 
 

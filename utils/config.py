@@ -382,7 +382,7 @@ SYNTHETIC: set = set()
 FROM_FILE: set = set()
 
 
-def unused(hyperparameters: dict, reads=()) -> dict:
+def unused_options(hyperparameters: dict, reads=()) -> dict:
     """The options of ``hyperparameters`` that a run of one image does not use, as None: the
     ``SYNTHETIC`` ones of an observed image, the ``FROM_FILE`` ones where the run ``reads``
     another file (``--sigma auto`` is used: it estimates σ)."""
@@ -396,11 +396,11 @@ def asked(hyperparameters: dict, used, reads=()) -> dict:
     ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``, and so is a GPU's
     name, which a record's ``device`` holds): a rerun with ``--device cpu`` of a fit that
     ``auto`` put on the CPU asks what it asked.  The options the run did not use
-    (:func:`unused`, ``reads``: the other files it read) are None (a record written before they
+    (:func:`unused_options`, ``reads``: the other files it read) are None (a record written before they
     were has their numbers)."""
     d = hyperparameters.get("device")
     kind = str(used if d == "auto" else d).split(":")[0]
-    return {**hyperparameters, **unused(hyperparameters, reads),
+    return {**hyperparameters, **unused_options(hyperparameters, reads),
             "device": kind if kind in ("cpu", "cuda", "auto", "None") else "cuda"}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_write_text
-from utils.config import asked, flag, question_of, recorded, unused
+from utils.config import asked, flag, question_of, recorded, unused_options
 from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
@@ -151,7 +151,7 @@ def write_outputs(folder: Path, task: Task, img: LoadedImage, cfg: dict, problem
             for m in range(members)] if members > 1 else []
     record = dict(summary, task=task.name, format=FORMAT, warnings=res.warnings,
                   interrupted=res.interrupted, **({"members": each} if each else {}),
-                  hyperparameters=recorded({**cfg, **unused(cfg, reads)}),
+                  hyperparameters=recorded({**cfg, **unused_options(cfg, reads)}),
                   fit=asdict(config), torch=torch.__version__, cuda=torch.version.cuda,
                   size=list(problem.region), grid=list(problem.out_hw),
                   inputs=list(problem.inputs),
@@ -261,8 +261,9 @@ def fingerprints(paths) -> list[dict]:
     return [{"file": Path(p).name, "sha256": sha256_file(p)} for p in paths]
 
 
+# summary.json's, not rows
 RECORD_ONLY = ("task", "format", "warnings", "interrupted", "members", "hyperparameters", "fit",
-               "torch", "cuda", "size", "grid", "inputs", "source", "outputs")  # summary.json's, not rows
+               "torch", "cuda", "size", "grid", "inputs", "source", "outputs")
 
 
 def row_of(rec: dict) -> dict:

@@ -31,6 +31,7 @@ from utils.members import choose_lambda, dropped_compile, lambdas
 from utils.metrics import psnr, ssim
 from utils.tiles import fit_tiled, tile_plan, tiled
 
+
 @dataclass
 class Problem:
     """One degraded image, ready to fit."""

@@ -93,7 +93,12 @@ def test_a_mask_file_leaves_the_bernoulli_options_out_of_the_question(tmp_path):
     # --mask for every image: a Bernoulli option given is said to be unused
     status, text, err = run("inpainting", "--image", str(img), "--out", str(out), "--mask",
                             str(save(tmp_path / "holes.png", m)), "--mask-seed", "3")
-    assert status == 0 and "--mask-seed 3 not used: the mask is --mask's" in text + err
+    assert status == 0 and "--mask-seed 3 not used: the mask given (--mask) replaces the " \
+        "synthetic one" in text + err
+    from tasks import restore                              # and restore() warns so
+    with pytest.warns(UserWarning, match=r"mask_seed=3 not used: the mask given \(mask\)"):
+        restore(data.camera()[:64, :64], task="inpainting", mask=m > 0, observed=False, iters=2,
+                mask_seed=3, channels=8, preset="quick")
 
 
 def test_the_tiles_of_an_image_no_larger_than_a_tile_are_no_other_question(tmp_path):

@@ -230,8 +230,7 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
         said = [f"{flag(k)} {given[k]}" for k in task.from_file if given.get(k) is not None]
         if said:
             notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
-                                               "mask is --mask's (the option sets the synthetic "
-                                               "mask only)"]))
+                                               "mask given (--mask) replaces the synthetic one"]))
     w, n = cfg.get("exp_weight", 0.99), cfg.get("iters")
     if (cfg.get("use_ema") and not cfg.get("ema_warmup") and "iters" in given
             and isinstance(n, int) and isinstance(w, float) and 0 < w < 1 and w ** n > 0.05):

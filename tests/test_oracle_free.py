@@ -315,6 +315,13 @@ def test_choose_lambda_takes_the_lowest_heldout_loss_at_each_stop():
     choose_lambda(res, [1.2, 1.8], window=10)
     assert res.selection["lambda"] == "1.2"
     assert res.selection["heldout"]["1.2"] == pytest.approx(np.linspace(3, 1, 10)[5:].mean())
+    # an exact tie is a bound that never acted: the least control of the tied is named
+    res.history["heldout"] = np.stack([np.full(10, 2.0), np.full(10, 1.0), np.full(10, 1.0)], 1)
+    res.output, res.stop_iteration = torch.zeros(3, 1, 4, 4), [None] * 3
+    choose_lambda(res, [1.8, 2.4, None], window=2)
+    assert res.selection["lambda"] == "none" and res.chosen == [2]
+    choose_lambda(res, [1.8, 2.4, 3.0], window=2)
+    assert res.selection["lambda"] == "3"
 
 
 def test_lambda_and_sigma_auto_on_the_command_line(tmp_path, capsys):

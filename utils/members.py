@@ -214,10 +214,13 @@ def heldout_at_stop(res, window: int) -> np.ndarray:
 
 def choose_lambda(res, groups: list, window: int):
     """``--lambda auto``: the λ whose members have the lowest mean held-out loss at their own
-    stops (no ground truth); sets ``res.chosen`` to its members and ``res.selection``."""
+    stops (no ground truth; ``groups`` from the strongest control to none); sets ``res.chosen``
+    to its members and ``res.selection``."""
     per = heldout_at_stop(res, window).reshape(len(groups), -1)   # (λ, restarts)
     score = per.mean(1)
-    best = int(np.nanargmin(score)) if np.isfinite(score).any() else 0
+    # an exact tie is one course: a bound that never acted (λ 2.4 in a short fit is no
+    # control), so the least control among the tied (the last: LAMBDA_AUTO's order) is named
+    best = len(score) - 1 - int(np.nanargmin(score[::-1])) if np.isfinite(score).any() else 0
     r = per.shape[1]
     res.chosen = list(range(best * r, (best + 1) * r))
     name = lambda lam: "none" if not lam else f"{lam:g}"  # noqa: E731

@@ -141,6 +141,11 @@ def test_a_missing_output_is_fitted_again(face, tmp_path):
     assert status == 0 and "already finished" not in text
     assert (out / "face" / "output.png").is_file()
     assert "already finished" in run("denoising", "--image", str(face), "--out", str(out))[1]
+    f = out / "face" / "output_ema.png"                # cut short (a copy that failed)
+    f.write_bytes(f.read_bytes()[:-20])
+    status, text, err = run("denoising", "--image", str(face), "--out", str(out))
+    assert status == 0 and "already finished" not in text and "cut short" in err
+    assert Image.open(f).load() is not None and f.read_bytes()[-8:-4] == b"IEND"
 
 
 def test_the_device_auto_chose_is_the_device_asked(face, tmp_path):

@@ -285,10 +285,24 @@ def finished_record(out: Path) -> dict | None:
     return rec if rec is not None and rec.get("status") == "ok" else None
 
 
+def whole_file(path: Path) -> bool:
+    """Whether an output is there and, a PNG, whole: its signature first and its IEND chunk
+    last (a copy cut short, or a placeholder of a sync tool, is not a finished output)."""
+    if path.suffix != ".png":
+        return path.is_file()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(path.stat().st_size - 12, 0))
+            return head == b"\x89PNG\r\n\x1a\n" and f.read(12)[4:8] == b"IEND"
+    except OSError:
+        return False
+
+
 def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     """The summary row of this image already fitted to the end asking the same question, or
     None: same pixels, same hyperparameters, the same other files read (``reads``), and every
-    output it wrote still there (an interrupted fit is not finished; another image that had
+    output it wrote still there, whole (:func:`whole_file`; an interrupted fit is not finished; another image that had
     the same name is fitted, and replaces it)."""
     rec = finished_record(out)
     if rec is None:
@@ -299,7 +313,7 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
             or rec.get("format", 1) < CHANGED_AT.get(rec.get("task"), 1):
         return None
     outputs = rec.get("outputs")
-    if not isinstance(outputs, list) or not all((out / str(n)).is_file() for n in outputs):
+    if not isinstance(outputs, list) or not all(whole_file(out / str(n)) for n in outputs):
         return None
     h = rec.get("hyperparameters")
     if not isinstance(h, dict):
@@ -359,7 +373,7 @@ def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None)
     elif source.get("reads", []) != list(reads):
         what = "another mask"
     else:
-        what = "an older format, or outputs missing"
+        what = "an older format, or outputs missing or cut short"
     return (f"its finished result in {out.name}/ ({what}) is replaced when this fit ends "
             "(stopped before its end, this fit is not saved and that result stays)")
 

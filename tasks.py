@@ -191,7 +191,8 @@ def restore(image, task="denoising", observed: bool = True, mask=None, preset: s
     if tiles_folder is not None:
         TileStore.check_folder(tiles_folder)
         if tiled(problem, cfg):
-            store = store_for(tiles_folder, problem, cfg, img.pixels_sha256)
+            reads = [str(p) for p in spec.reads(img, cfg)] if spec.reads else []   # a mask
+            store = store_for(tiles_folder, problem, cfg, img.pixels_sha256, reads)
     res, _ = fit_problem(problem, cfg, on_rate=on_rate, tile_store=store)
     if res.interrupted:     # Ctrl-C stops the caller too (the fit itself returns what it did)
         raise KeyboardInterrupt

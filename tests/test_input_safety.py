@@ -340,6 +340,20 @@ def test_an_interrupted_fit_of_another_question_keeps_the_finished_result(tmp_pa
     assert status == 130 and "| a | ok |" in md and "| 0 | ok |" in md
     assert "interrupted" not in md.split("last command")[1].split("\n", 1)[1]
     assert "Not of the last command: 1 row kept from earlier runs on this folder (a)" in md
+    monkeypatch.setattr(utils.fit.Fit, "step", real)
+    # stopped while its outputs are written (its figures drawn): the same, a's row stands
+    import utils.cli
+
+    def stopped_writing(*a, **k):
+        raise KeyboardInterrupt
+    write_outputs = utils.cli.write_outputs
+    monkeypatch.setattr(utils.cli, "write_outputs", stopped_writing)
+    status, cap = run("denoising", "--image", tmp_path, "--out", out, "--seed", "2",
+                      capsys=capsys)
+    md = (out / "summary.md").read_text()
+    assert status == 130 and "interrupted: 0 was not saved" in cap.err
+    assert "| a | ok |" in md and "| 0 | ok |" in md and "| interrupted |" not in md
+    monkeypatch.setattr(utils.cli, "write_outputs", write_outputs)
     monkeypatch.setattr(utils.fit.Fit, "step", stopped)
     # another task's fit of an image of that name says whose result it replaces
     status, cap = run("deblurring", "--image", img, "--out", out, capsys=capsys)

@@ -87,7 +87,7 @@ def test_a_mask_file_leaves_the_bernoulli_options_out_of_the_question(tmp_path):
     mask.unlink()          # the Bernoulli mask now: another question, its options recorded
     status, text, err = run("inpainting", "--image", str(img), "--out", str(out),
                             "--drop-rate", "0.3")
-    assert status == 0 and "already finished" not in text and "drop-rate none → 0.3" in err
+    assert status == 0 and "already finished" not in text and "(another mask)" in err
     h = json.loads((out / "cam" / "summary.json").read_text())["hyperparameters"]
     assert (h["drop_rate"], h["mask_seed"]) == (0.3, 100)
     # --mask for every image: a Bernoulli option given is said to be unused
@@ -99,6 +99,30 @@ def test_a_mask_file_leaves_the_bernoulli_options_out_of_the_question(tmp_path):
     with pytest.warns(UserWarning, match=r"mask_seed=3 not used: the mask given \(mask\)"):
         restore(data.camera()[:64, :64], task="inpainting", mask=m > 0, observed=False, iters=2,
                 mask_seed=3, channels=8, preset="quick")
+
+
+def test_a_folder_of_masked_and_bernoulli_images_differs_in_no_bernoulli_option(tmp_path):
+    save(tmp_path / "a.png", data.camera()[200:264, 200:264])
+    save(tmp_path / "b.png", data.camera()[300:364, 200:264])
+    m = np.full((64, 64), 255, np.uint8)
+    m[20:40, 20:40] = 0
+    save(tmp_path / "a_mask.png", m)              # a's mask; b takes the Bernoulli mask
+    out = tmp_path / "out"
+    assert run("inpainting", "--image", str(tmp_path), "--out", str(out))[0] == 0
+    md = (out / "summary.md").read_text()
+    assert "| mean | 2 ok images |" in md and "different" not in md
+
+
+def test_one_net_either_way_reads_the_record_s_grid():
+    from utils.outputs import one_net_either_way
+    fell_back = {"grid": [256, 256], "hyperparameters": {"tile": 128}}   # a hole too wide
+    assert one_net_either_way(fell_back, {"tile": 0})
+    assert one_net_either_way(fell_back, {"tile": 256})
+    assert not one_net_either_way(fell_back, {"tile": 128})     # its tiles may fit now
+    assert not one_net_either_way({**fell_back, "tiles": 9}, {"tile": 0})
+    older = {"hyperparameters": {"tile": 128}}                    # no grid: exact questions
+    assert not one_net_either_way(older, {"tile": 0})
+    assert one_net_either_way({"hyperparameters": {"tile": 0}}, {"tile": 0})
 
 
 def test_the_tiles_of_an_image_no_larger_than_a_tile_are_no_other_question(tmp_path):
@@ -116,6 +140,8 @@ def test_the_tiles_of_an_image_no_larger_than_a_tile_are_no_other_question(tmp_p
     assert status == 0 and "already finished" not in text
     assert json.loads((out / "cam" / "summary.json").read_text())["tiles"] == 4
     assert "already finished" not in fit("--tile", "0")[1]       # and back to one net
+    assert "(fitted with --tile-overlap 32: one net either way, without tiles)" in fit(
+        "--tile", "0", "--tile-overlap", "16")[1]
 
 
 def test_a_record_of_an_older_format_is_fitted_again_where_its_outputs_changed(face, tmp_path):

@@ -281,7 +281,8 @@ def _distributed(on_gpu: bool):
 
 def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
     """(row, exit status, device or None, stop now) of one image; prints its line.  No row
-    (None) for a fit interrupted over a finished result: that result's row stands."""
+    (None) for a fit interrupted over a finished result, in the fit or around it (its problem
+    being built, its outputs written): that result's row stands."""
     try:
         summary, res = run_one(task, img, cfg, out_root, reads, rest, quiet=quiet)
     except WriteError as e:
@@ -298,8 +299,8 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
         return failed_row(img.name, "out of memory", msg), 3, None, False
     except KeyboardInterrupt:   # outside the fit (which returns what it did): nothing saved
         print(f"interrupted: {img.name} was not saved", file=sys.stderr)
-        return failed_row(img.name, "interrupted", "interrupted before its outputs were "
-                          "written"), 130, None, True
+        row = failed_row(img.name, "interrupted", "interrupted before its outputs were written")
+        return None if finished_record(out_root / img.name) else row, 130, None, True
     except Exception as e:  # one image failing must not lose the others' work
         print(f"error: {img.name}: {type(e).__name__}: {cell(e)}", file=sys.stderr)
         return failed_row(img.name, "failed", f"{type(e).__name__}: {e}"), 1, None, False
@@ -315,7 +316,8 @@ def _fit_one(task, img, cfg, out_root, quiet, reads=(), rest=()):
 
 def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
     """Fit this rank's share of the images (``others``: {name: the other files its run
-    reads}); returns ({index: row}, status, device)."""
+    reads}); returns ({index: row}, status, device): an image interrupted over its finished
+    result has no row here (the summary keeps that result's)."""
     rows, status, device = {}, 0, str(resolve_device(cfg["device"]))
     for idx in range(rank, len(images), world):
         img = images[idx]

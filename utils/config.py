@@ -395,8 +395,8 @@ def asked(hyperparameters: dict, used, reads=()) -> dict:
     ran on (``auto`` as ``used``, the device it chose; ``cuda:1`` as ``cuda``, and so is a GPU's
     name, which a record's ``device`` holds): a rerun with ``--device cpu`` of a fit that
     ``auto`` put on the CPU asks what it asked.  The options the run did not use
-    (:func:`unused_options`, ``reads``: the other files it read) are None (a record written before they
-    were has their numbers)."""
+    (:func:`unused_options`, ``reads``: the other files it read) are None (a record written
+    before they were has their numbers)."""
     d = hyperparameters.get("device")
     kind = str(used if d == "auto" else d).split(":")[0]
     return {**hyperparameters, **unused_options(hyperparameters, reads),

@@ -4,8 +4,9 @@ says what question they answer, the rerun check, and the summary tables shared b
 * ``write_outputs``: every output of a fitted image, and its ``summary.json``: the metrics, the
   hyperparameters, the image's pixels and every other file read (``fingerprints``: a mask's
   name and sha256), and the files written (``outputs``).
-* ``finished_row``: a rerun skips an image only when that record asks the same question and
-  every file it lists is still there.
+* ``finished_row``: a rerun skips an image only when that record asks the same question
+  (``--tile`` and ``--tile-overlap`` aside where both fits are one net) and every file it lists
+  is still there, whole.
 * ``write_summary``: ``summary.csv`` / ``summary.md`` over every run on the output folder,
   merged under a lock (``merged_rows``), so that two runs at once keep both their rows.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from utils.atomic import atomic_write_text
-from utils.config import asked, flag, question_of, recorded, unused_options
+from utils.config import FROM_FILE, asked, flag, question_of, recorded, unused_options
 from utils.device import cpu_words
 from utils.imageio import LoadedImage, save_image, to_array, to_tensor
 from utils.metrics import psnr
@@ -247,11 +248,15 @@ def _write_tables(out: Path, task: str, rows: list[dict], device: str, command: 
 def differing_settings(out: Path, rows) -> list[str]:
     """The hyperparameters (as asked: ``utils.config.asked``) whose values differ among the
     records of these rows' image folders, in the order recorded."""
-    seen = [asked(rec["hyperparameters"], rec.get("device"), (rec.get("source") or {}).get(
-        "reads")) for r in rows if (rec := read_record(out / str(r["image"]))) is not None
+    recs = [rec for r in rows if (rec := read_record(out / str(r["image"]))) is not None
             and isinstance(rec.get("hyperparameters"), dict)]
-    keys = dict.fromkeys(k for h in seen for k in h)
-    return [k for k in keys if len({json.dumps(h.get(k), sort_keys=True) for h in seen}) > 1]
+    reads = [(rec.get("source") or {}).get("reads") for rec in recs]
+    seen = [asked(rec["hyperparameters"], rec.get("device"), r) for rec, r in zip(recs, reads)]
+
+    def values(k):    # the Bernoulli options: of the images without a mask file (null beside)
+        hs = [h for h, r in zip(seen, reads) if not r] if k in FROM_FILE else seen
+        return {json.dumps(h.get(k), sort_keys=True) for h in hs}
+    return [k for k in dict.fromkeys(k for h in seen for k in h) if len(values(k)) > 1]
 
 
 def fingerprints(paths) -> list[dict]:
@@ -301,9 +306,10 @@ def whole_file(path: Path) -> bool:
 
 def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     """The summary row of this image already fitted to the end asking the same question, or
-    None: same pixels, same hyperparameters, the same other files read (``reads``), and every
-    output it wrote still there, whole (:func:`whole_file`; an interrupted fit is not finished; another image that had
-    the same name is fitted, and replaces it)."""
+    None: same pixels, same hyperparameters (``--tile`` and ``--tile-overlap`` aside where
+    both fits are one net: :func:`one_net_either_way`), the same other files read (``reads``),
+    and every output it wrote still there, whole (:func:`whole_file`; an interrupted fit is
+    not finished; another image that had the same name is fitted, and replaces it)."""
     rec = finished_record(out)
     if rec is None:
         return None
@@ -329,22 +335,28 @@ TILING = ("tile", "tile_overlap")
 
 def one_net_either_way(rec: dict, question: dict) -> bool:
     """Whether a finished record's fit and a fit asking ``question`` are each one net for the
-    whole image, as it is no larger than a tile (``grid``: the net's output size) or no tile is
-    set: ``--tile`` and ``--tile-overlap`` then change nothing."""
+    whole image: no tile set, or the image no larger than a tile (``grid``: the net's output
+    size); the record's fit also where a hole of the mask or an observed pixel's footprint was
+    too wide for its tiles (no ``tiles`` in a record with ``grid``).  ``--tile`` and
+    ``--tile-overlap`` then change nothing."""
     grid = rec.get("grid")
     whole = lambda t: not t or (isinstance(grid, list) and t >= max(grid))  # noqa: E731
     h = rec.get("hyperparameters") or {}
-    return "tiles" not in rec and whole(h.get("tile")) and whole(question.get("tile"))
+    return "tiles" not in rec and (isinstance(grid, list) or whole(h.get("tile"))) \
+        and whole(question.get("tile"))
 
 
 def skip_note(out: Path, cfg: dict) -> str:
     """What the line of a skipped image adds: that its finished fit had another ``--tile`` or
-    ``--tile-overlap``, which change nothing for an image no larger than a tile; that it was
-    fitted with ``--no-plots``."""
-    h = (finished_record(out) or {}).get("hyperparameters") or {}
+    ``--tile-overlap``, which change nothing where both fits are one net; that it was fitted
+    with ``--no-plots``."""
+    rec = finished_record(out) or {}
+    h, grid = rec.get("hyperparameters") or {}, rec.get("grid") or [0]
     said = [f"{flag(k)} {h.get(k)}" for k in TILING if k in h and h[k] != cfg.get(k)]
-    notes = [f"fitted with {', '.join(said)}: one net either way, as the image is no larger "
-             "than a tile"] if said else []
+    why = ("without tiles" if not (cfg.get("tile") or h.get("tile")) else
+           "as the image is no larger than a tile" if (h.get("tile") or 1e9) >= max(grid) else
+           "as its mask's hole or its observed pixels' footprint was too wide for the tiles")
+    notes = [f"fitted with {', '.join(said)}: one net either way, {why}"] if said else []
     notes += ["fitted with --no-plots: no figures drawn"] * (
         cfg.get("plots", True) and not (out / "psnr_ratio.png").exists())
     return f" ({'; '.join(notes)})" if notes else ""
@@ -361,6 +373,9 @@ def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None)
     source, h = rec.get("source") or {}, rec.get("hyperparameters")
     then = asked(h, rec.get("device"), source.get("reads")) if isinstance(h, dict) else {}
     now = question_of(cfg, reads)
+    moot = (TILING if one_net_either_way(rec, now) else ()) + (
+        tuple(FROM_FILE) if bool(source.get("reads")) != bool(reads) else ())  # "another mask"
+    then, now = ({k: v for k, v in q.items() if k not in moot} for q in (then, now))
     shown = lambda v: "none" if v is None else v  # noqa: E731  (null in the record)
     diff = [f"{flag(k)} {shown(then.get(k))} → {shown(now.get(k))}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]

@@ -259,9 +259,9 @@ def problem_key(problem, question: dict) -> str:
 
 def store_for(folder, problem, cfg: dict, pixels: str, reads=()) -> TileStore:
     """Where the finished tiles of a tiled fit are kept: ``folder``, under the digest of the
-    question it answers (hyperparameters, ``pixels``: the source's pixel digest, ``reads``: the
-    other files read, the device kind, torch, the observation): the same call made again after
-    an interrupt fits only the tiles left."""
+    question it answers (hyperparameters with the device kind, ``pixels``: the source's pixel
+    digest, ``reads``: the other files read, torch, the observation): the same call made again
+    after an interrupt fits only the tiles left."""
     question = dict(hyperparameters=question_of(cfg, reads), pixels=pixels, reads=list(reads),
                     torch=torch.__version__, format=TileStore.FORMAT)
     return TileStore(folder, problem_key(problem, question))

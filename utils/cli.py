@@ -328,13 +328,13 @@ def _fit_all(task, images, cfg, out_root, rank, world, quiet, others=None):
             print(f"error: {img.name}: cannot read its inputs ({e})", file=sys.stderr)
             status = max(status, 2)
             continue
-        done = finished_row(out_root / img.name, cfg, img, reads)
-        if done is not None:
+        rec = finished_record(folder := out_root / img.name)     # read once for the three
+        if (done := finished_row(rec, folder, cfg, img, reads)) is not None:
             rows[idx] = done
             forget_own_tiles(task, img, cfg, out_root, reads)
-            print(f"{img.name}: already finished, skipped" + skip_note(out_root / img.name, cfg))
+            print(f"{img.name}: already finished, skipped" + skip_note(rec, folder, cfg))
             continue
-        note = replaced_result(out_root / img.name, cfg, img, reads, task.name)
+        note = replaced_result(rec, folder, cfg, img, reads, task.name)
         if note:
             print(f"note: {img.name}: {note}", file=sys.stderr)
         rest = images[idx + world::world]

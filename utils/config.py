@@ -219,18 +219,15 @@ def resolve_config(task, given: dict | None = None, preset: str = "auto", whole:
             cfg["channels_last"] = channels_last
         if cpu and native_bf16():     # elsewhere nothing changed: no line about it
             notice = "\n".join(filter(None, [notice, f"--amp auto: {amp_why}"]))
-    if cfg.get("observed"):   # an image already degraded: nothing of the synthetic one applies
-        said = [f"{flag(k)} {given[k]}" for k in task.synthetic
-                if given.get(k) not in (None, "auto")]
-        if said:      # (check_config then sets them to None, once their values are checked)
-            notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
-                                               "image is observed, degraded already (the option "
-                                               "sets the synthetic degradation only)"]))
-    elif cfg.get("mask") is not None:    # every image's mask is the file's
-        said = [f"{flag(k)} {given[k]}" for k in task.from_file if given.get(k) is not None]
-        if said:
-            notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: the "
-                                               "mask given (--mask) replaces the synthetic one"]))
+    # the synthetic degradation's options given where they are not used (check_config then
+    # sets an observed image's to None, once their values are checked)
+    keys, why = ((task.synthetic, "the image is observed, degraded already (the option sets "
+                  "the synthetic degradation only)") if cfg.get("observed") else
+                 (task.from_file, "the mask given (--mask) replaces the synthetic one")
+                 if cfg.get("mask") is not None else ((), ""))
+    said = [f"{flag(k)} {given[k]}" for k in keys if given.get(k) not in (None, "auto")]
+    if said:
+        notice = "\n".join(filter(None, [notice, f"note: {', '.join(said)} not used: {why}"]))
     w, n = cfg.get("exp_weight", 0.99), cfg.get("iters")
     if (cfg.get("use_ema") and not cfg.get("ema_warmup") and "iters" in given
             and isinstance(n, int) and isinstance(w, float) and 0 < w < 1 and w ** n > 0.05):

@@ -304,13 +304,13 @@ def whole_file(path: Path) -> bool:
         return False
 
 
-def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
+def finished_row(rec: dict | None, out: Path, cfg: dict, img: LoadedImage, reads=()):
     """The summary row of this image already fitted to the end asking the same question, or
-    None: same pixels, same hyperparameters (``--tile`` and ``--tile-overlap`` aside where
-    both fits are one net: :func:`one_net_either_way`), the same other files read (``reads``),
-    and every output it wrote still there, whole (:func:`whole_file`; an interrupted fit is
-    not finished; another image that had the same name is fitted, and replaces it)."""
-    rec = finished_record(out)
+    None (``rec``: the :func:`finished_record` of its folder ``out``): same pixels, same
+    hyperparameters (:func:`questions`: ``--tile`` and ``--tile-overlap`` aside where both
+    fits are one net), the same other files read (``reads``), and every output it wrote still
+    there, whole (:func:`whole_file`; an interrupted fit is not finished; another image that
+    had the same name is fitted, and replaces it)."""
     if rec is None:
         return None
     source = rec.get("source") or {}
@@ -321,16 +321,26 @@ def finished_row(out: Path, cfg: dict, img: LoadedImage, reads=()):
     outputs = rec.get("outputs")
     if not isinstance(outputs, list) or not all(whole_file(out / str(n)) for n in outputs):
         return None
-    h = rec.get("hyperparameters")
-    if not isinstance(h, dict):
+    if not isinstance(rec.get("hyperparameters"), dict):
         return None
-    then, now = asked(h, rec.get("device"), reads), question_of(cfg, reads)
-    if one_net_either_way(rec, now):
-        then, now = ({k: v for k, v in q.items() if k not in TILING} for q in (then, now))
+    then, now = questions(rec, cfg, reads)
     return row_of(rec) if then == now else None
 
 
 TILING = ("tile", "tile_overlap")
+
+
+def questions(rec: dict, cfg: dict, reads=()) -> tuple[dict, dict]:
+    """(the question a finished record answers, the one ``cfg`` asks of a run that reads
+    ``reads``), each as :func:`utils.config.asked`, without what is no question between them:
+    ``--tile`` and ``--tile-overlap`` where both fits are one net (:func:`one_net_either_way`),
+    the Bernoulli options (``FROM_FILE``) where one of the two reads a mask file."""
+    source = rec.get("source") or {}
+    then = asked(rec["hyperparameters"], rec.get("device"), source.get("reads"))
+    now = question_of(cfg, reads)
+    moot = (TILING if one_net_either_way(rec, now) else ()) + (
+        tuple(FROM_FILE) if bool(source.get("reads")) != bool(reads) else ())  # "another mask"
+    return tuple({k: v for k, v in q.items() if k not in moot} for q in (then, now))
 
 
 def one_net_either_way(rec: dict, question: dict) -> bool:
@@ -346,36 +356,33 @@ def one_net_either_way(rec: dict, question: dict) -> bool:
         and whole(question.get("tile"))
 
 
-def skip_note(out: Path, cfg: dict) -> str:
-    """What the line of a skipped image adds: that its finished fit had another ``--tile`` or
-    ``--tile-overlap``, which change nothing where both fits are one net; that it was fitted
-    with ``--no-plots``."""
-    rec = finished_record(out) or {}
-    h, grid = rec.get("hyperparameters") or {}, rec.get("grid") or [0]
+def skip_note(rec: dict, out: Path, cfg: dict) -> str:
+    """What the line of an image skipped (its finished record ``rec``, in ``out``) adds: that
+    its fit had another ``--tile`` or ``--tile-overlap``, which change nothing where both fits
+    are one net; that it was fitted with ``--no-plots``."""
+    h = rec.get("hyperparameters") or {}
     said = [f"{flag(k)} {h.get(k)}" for k in TILING if k in h and h[k] != cfg.get(k)]
-    why = ("without tiles" if not (cfg.get("tile") or h.get("tile")) else
-           "as the image is no larger than a tile" if (h.get("tile") or 1e9) >= max(grid) else
-           "as its mask's hole or its observed pixels' footprint was too wide for the tiles")
+    t = h.get("tile")
+    why = ("without tiles" if not (t or cfg.get("tile")) else
+           "as its mask's hole or its observed pixels' footprint was too wide for the tiles"
+           if t and t < max(rec.get("grid") or [0]) else "as the image is no larger than a tile")
     notes = [f"fitted with {', '.join(said)}: one net either way, {why}"] if said else []
     notes += ["fitted with --no-plots: no figures drawn"] * (
         cfg.get("plots", True) and not (out / "psnr_ratio.png").exists())
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-def replaced_result(out: Path, cfg: dict, img: LoadedImage, reads=(), task=None) -> str | None:
-    """A note where a fit of this image (by ``task``, a name) is about to replace a finished
-    result in ``out`` (``finished_row`` found it asking another question): what differs
+def replaced_result(rec: dict | None, out: Path, cfg: dict, img: LoadedImage, reads=(),
+                    task=None) -> str | None:
+    """A note where a fit of this image (by ``task``, a name) is about to replace the finished
+    result ``rec`` in ``out`` (``finished_row`` found it asking another question): what differs
     (another task's result, another image of that name, the options' earlier and new values,
     another mask); None where nothing finished is there."""
-    rec = finished_record(out)
     if rec is None:
         return None
-    source, h = rec.get("source") or {}, rec.get("hyperparameters")
-    then = asked(h, rec.get("device"), source.get("reads")) if isinstance(h, dict) else {}
-    now = question_of(cfg, reads)
-    moot = (TILING if one_net_either_way(rec, now) else ()) + (
-        tuple(FROM_FILE) if bool(source.get("reads")) != bool(reads) else ())  # "another mask"
-    then, now = ({k: v for k, v in q.items() if k not in moot} for q in (then, now))
+    source = rec.get("source") or {}
+    then, now = questions(rec, cfg, reads) if isinstance(rec.get("hyperparameters"), dict) \
+        else ({}, question_of(cfg, reads))
     shown = lambda v: "none" if v is None else v  # noqa: E731  (null in the record)
     diff = [f"{flag(k)} {shown(then.get(k))} → {shown(now.get(k))}"
             for k in dict.fromkeys([*now, *then]) if now.get(k) != then.get(k)]
